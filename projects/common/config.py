@@ -1,0 +1,133 @@
+"""Resolve a training config in one order: dataclass defaults, then a YAML file, then command-line flags.
+
+    python -m projects.edgnet.train --config my.yaml --epochs 3
+
+A flag overrides the YAML only when it was given: MLproject passes every parameter, so an empty string
+(or None) stands for "not given" and leaves the YAML or default value in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or flag that cannot be used; the message names the file, key or value."""
+
+
+def config_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _coerce(cls_name: str, name: str, kind: Any, value: Any) -> Any:
+    """Convert `value` to the field's declared type, naming the field when it cannot."""
+    origin = typing.get_origin(kind)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None:
+            return None
+        kind = args[0]
+    if kind is bool and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{cls_name}.{name}: expected true/false, got {value!r}")
+    try:
+        if kind is int and isinstance(value, float | str):
+            as_float = float(value)
+            if not as_float.is_integer():
+                raise ValueError
+            return int(as_float)
+        if kind in (int, float, str):
+            return kind(value)
+        if typing.get_origin(kind) in (list, tuple):
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            inner = typing.get_args(kind)[0] if typing.get_args(kind) else str
+            return list(inner(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{cls_name}.{name}: expected {getattr(kind, '__name__', kind)}, got {value!r}") from None
+    return value
+
+
+def resolve_config(cls: type[T], yaml_path: str | Path | None = None, flags: Mapping[str, Any] | None = None) -> T:
+    """Build `cls` from its defaults, then `yaml_path`, then the flags that were actually given."""
+    fields = config_fields(cls)
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    if yaml_path:
+        values.update(_read_yaml(Path(yaml_path), fields))
+    for key, value in (flags or {}).items():
+        if value is None or value == "":
+            continue
+        if key not in fields:
+            raise ConfigError(f"unknown option {key!r} for {cls.__name__}; known: {sorted(fields)}")
+        values[key] = value
+    coerced = {k: _coerce(cls.__name__, k, hints[k], v) for k, v in values.items()}
+    return cls(**coerced)
+
+
+def _read_yaml(path: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(loaded).__name__}")
+    flat = {k.replace("-", "_"): v for k, v in _flatten_sections(loaded).items()}
+    unknown = sorted(set(flat) - set(fields))
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {unknown}; known: {sorted(fields)}")
+    return flat
+
+
+def _flatten_sections(loaded: dict[str, Any]) -> dict[str, Any]:
+    """Allow grouping keys under sections (`train: {epochs: 3}`) as the seed's YAML configs do."""
+    flat: dict[str, Any] = {}
+    for key, value in loaded.items():
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def as_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_options(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add one kebab-case click option per dataclass field, plus `--config`; all default to "not given".
+
+    Help text comes from the field's `metadata["help"]`. Values stay raw strings here and are typed by
+    `resolve_config`, so a bad value is reported with the field name the same way for YAML and flags.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for field in reversed(dataclasses.fields(cls)):
+            flag = "--" + field.name.replace("_", "-")
+            default = field.default if field.default is not dataclasses.MISSING else None
+            help_text = f"{field.metadata.get('help', '')} [default: {default!r}]".strip()
+            func = click.option(flag, field.name, default=None, help=help_text)(func)
+        return click.option("--config", "config_path", default=None, help="YAML file of option: value pairs.")(func)
+
+    return decorate
+
+
+def cfg_field(default: Any, help: str) -> Any:
+    """A dataclass field with a help string used by `config_options` (the comment on the default)."""
+    return dataclasses.field(default=default, metadata={"help": help})

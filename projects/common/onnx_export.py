@@ -1,0 +1,131 @@
+"""Export to ONNX, prove the export matches PyTorch, and log and register it with its serving metadata.
+
+    python -m projects.edgnet.train --epochs 1   # ends with export_onnx -> check_onnx -> log_onnx_model
+
+The metadata dict (keys `kiln.*`) is written into the ONNX file's metadata_props, which the server reads
+with onnxruntime, and passed to MLflow as model metadata so the MLmodel file shows it too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.onnx
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import infer_signature
+from torch import nn
+
+
+class OnnxMismatchError(RuntimeError):
+    """The exported model's output differs from PyTorch's beyond tolerance."""
+
+
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    *,
+    dynamic_hw: bool,
+    input_name: str = "input",
+    output_name: str = "output",
+    opset: int = 17,
+) -> Path:
+    """Trace `model` on CPU in eval mode with a dynamic batch axis (and H/W for fully-convolutional nets)."""
+    model = model.to("cpu").eval()
+    example = example.to("cpu", memory_format=torch.contiguous_format)
+    axes: dict[int, str] = {0: "batch"}
+    if dynamic_hw:
+        axes.update({2: "height", 3: "width"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: axes, output_name: {0: "batch"} if not dynamic_hw else axes},
+            opset_version=opset,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def check_onnx(path: Path, model: nn.Module, batch: torch.Tensor, *, rtol: float = 1e-3, atol: float = 1e-4) -> float:
+    """Run the same real batch through PyTorch and onnxruntime; raise if they differ. Returns max abs diff."""
+    model = model.to("cpu").eval()
+    batch = batch.to("cpu", memory_format=torch.contiguous_format).float()
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+    if got.shape != expected.shape:
+        raise OnnxMismatchError(f"{path.name}: ONNX output shape {got.shape} != PyTorch {expected.shape}")
+    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
+    if not np.allclose(got, expected, rtol=rtol, atol=atol):
+        raise OnnxMismatchError(
+            f"{path.name}: ONNX output differs from PyTorch by up to {diff:.3g} (rtol={rtol}, atol={atol})"
+        )
+    return diff
+
+
+def _metadata_strings(metadata: dict[str, Any]) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+
+
+def embed_metadata(model_proto: onnx.ModelProto, metadata: dict[str, Any]) -> onnx.ModelProto:
+    """Set `metadata` as the model's metadata_props, replacing keys that are already there."""
+    strings = _metadata_strings(metadata)
+    kept = [p for p in model_proto.metadata_props if p.key not in strings]
+    del model_proto.metadata_props[:]
+    model_proto.metadata_props.extend(kept)
+    for key, value in strings.items():
+        model_proto.metadata_props.add(key=key, value=value)
+    return model_proto
+
+
+def log_onnx_model(
+    onnx_path: Path | onnx.ModelProto,
+    *,
+    input_example: np.ndarray | dict[str, Any] | Any,
+    model_name: str,
+    metadata: dict[str, Any],
+    output_example: Any = None,
+) -> ModelVersion:
+    """Log the ONNX model to the active run under `model/` with signature and example, and register it."""
+    proto = onnx.load(str(onnx_path)) if isinstance(onnx_path, Path | str) else onnx_path
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_onnx_model needs an active MLflow run")
+    full_meta = {"kiln.model_name": model_name, "kiln.run_id": run.info.run_id, **metadata}
+    proto = embed_metadata(proto, full_meta)
+    if output_example is None:
+        output_example = _run_example(proto, input_example)
+    info = mlflow.onnx.log_model(
+        proto,
+        name="model",
+        signature=infer_signature(input_example, output_example),
+        input_example=input_example,
+        metadata=_metadata_strings(full_meta),
+        save_as_external_data=False,
+    )
+    version = mlflow.register_model(info.model_uri, model_name, await_registration_for=60)
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(model_name, version.version, "kiln.task", str(metadata.get("kiln.task", "")))
+    return client.get_model_version(model_name, version.version)
+
+
+def _run_example(proto: onnx.ModelProto, example: Any) -> Any:
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = example if isinstance(example, dict) else {session.get_inputs()[0].name: example}
+    outputs = session.run(None, feeds)
+    names = [o.name for o in session.get_outputs()]
+    return outputs[0] if len(outputs) == 1 else dict(zip(names, outputs, strict=True))

@@ -1,0 +1,145 @@
+"""MLflow tracking shared by every entry point: join the run, log config, dataset, per-epoch metrics, notes.
+
+    python -m projects.edgnet.train --epochs 1   # any entry point uses this module
+
+Metrics go through MLflow's async logging so the training step never waits on the tracking store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import yaml
+
+# MLflow caps a param value at 6000 characters; longer values (lists of class names) are cut with a marker.
+_MAX_PARAM_CHARS = 6000
+
+
+@contextlib.contextmanager
+def start_run(run_name: str | None = None, resume_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Join the run `mlflow run` created, or reopen `resume_run_id`, or start a new run.
+
+    System metrics are on when psutil is importable. Async metric writes are flushed before the run ends,
+    so a finished run always holds every metric.
+    """
+    _enable_system_metrics()
+    env_run = os.environ.get("MLFLOW_RUN_ID")
+    if resume_run_id and env_run and env_run != resume_run_id:
+        # `mlflow run -P resume=<id>` creates a fresh run before our code starts; resuming means continuing
+        # the old run, so the fresh one is closed as KILLED with a pointer to where training went on.
+        _retire_launcher_run(env_run, resume_run_id)
+        os.environ.pop("MLFLOW_RUN_ID")
+    run_id = resume_run_id or env_run
+    with mlflow.start_run(run_id=run_id or None, run_name=None if run_id else run_name) as run:
+        try:
+            yield run
+        finally:
+            mlflow.flush_async_logging()
+
+
+def _enable_system_metrics() -> None:
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        return
+    mlflow.enable_system_metrics_logging()
+
+
+def _retire_launcher_run(launcher_run_id: str, resumed_run_id: str) -> None:
+    client = mlflow.MlflowClient()
+    client.set_tag(launcher_run_id, "mlflow.note.content", f"Resumed training in run {resumed_run_id}.")
+    client.set_tag(launcher_run_id, "kiln.resumed_into", resumed_run_id)
+    client.set_terminated(launcher_run_id, status="KILLED")
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+            continue
+        text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+        flat[name] = text if len(text) <= _MAX_PARAM_CHARS else text[: _MAX_PARAM_CHARS - 3] + "..."
+    return flat
+
+
+def log_config(config: Any, extra: Mapping[str, Any] | None = None) -> None:
+    """Log the resolved config as params and as `config.yaml`, so any run can be repeated.
+
+    On resume the run already holds these params; MLflow refuses to change a param, so only new keys
+    are added and the original values stand.
+    """
+    as_dict = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    run = mlflow.active_run()
+    assert run is not None, "log_config needs an active run"
+    existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params
+    fresh = {k: v for k, v in flatten({**as_dict, **(extra or {})}).items() if k not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+    mlflow.log_dict(as_dict, "config.yaml")
+
+
+def files_digest(paths: Iterable[Path], root: Path) -> str:
+    """A content digest over files: relative names and bytes, in sorted order. 16 hex chars."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def log_dataset(
+    source: str,
+    digest: str,
+    name: str,
+    context: str = "training",
+    profile: Mapping[str, Any] | None = None,
+) -> None:
+    """Record the dataset on the run (MLflow's Datasets panel) with its digest, source and a profile."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways" for local paths
+        dataset_source = resolve_dataset_source(source)
+    dataset = MetaDataset(source=dataset_source, name=name, digest=digest)
+    tags = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in (profile or {}).items()}
+    mlflow.log_input(dataset, context=context, tags=tags or None)
+    if profile:
+        mlflow.log_dict({"name": name, "source": source, "digest": digest, **profile}, f"datasets/{name}.json")
+
+
+def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
+    """Per-epoch metrics, `step=epoch`, written asynchronously."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=epoch, synchronous=False)
+
+
+def set_note(text: str) -> None:
+    """The run's description in the MLflow UI."""
+    mlflow.set_tag("mlflow.note.content", text)
+
+
+def log_yaml_artifact(obj: Any, artifact_file: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_text(yaml.safe_dump(obj, sort_keys=False))
+        parent = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
+
+
+def last_logged_step(run_id: str, metric: str) -> int | None:
+    """The highest step logged for `metric` in `run_id`, or None when it was never logged."""
+    history = mlflow.MlflowClient().get_metric_history(run_id, metric)
+    return max((m.step for m in history), default=None)
