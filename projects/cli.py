@@ -13,7 +13,12 @@ import importlib
 import click
 
 # name -> (module, attribute). Each module owns its commands; this table only mounts them.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "promote": ("registry.cli", "promote_command"),
+    "rollback": ("registry.cli", "rollback_command"),
+    "history": ("registry.cli", "history_command"),
+    "models": ("registry.cli", "models_command"),
+}
 
 
 class LazyGroup(click.Group):

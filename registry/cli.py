@@ -1,0 +1,193 @@
+"""`kiln promote`, `kiln rollback`, `kiln history` and `kiln models`: the registry from the command line.
+
+    kiln promote edgnet --version 3 --metric val_iou --mode max --min 0.7 --reason "new data"
+    kiln promote edgnet --run 9f1c... --alias staging
+    kiln rollback edgnet
+    kiln history edgnet --alias production
+    kiln models
+
+Exit codes: 0 done (or nothing to do), 1 refused (a gate failed, nothing to roll back) or an MLflow
+failure, 2 bad input (unknown model, version or run, a missing metric, contradictory flags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import click
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from registry.errors import RegistryError
+from registry.gates import better_word, fmt
+from registry.history import AliasEvent
+from registry.lookup import get_model
+from registry.models import ModelSummary, list_models
+from registry.promotion import DEFAULT_ALIAS, PromotionResult, history, promote, rollback
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class CommandFailed(click.ClickException):
+    """A refused request or an MLflow failure: one line on stderr, exit code 1."""
+
+    exit_code = 1
+
+
+class BadInput(click.ClickException):
+    """An unknown model, version, run or metric, or contradictory flags: exit code 2, as click's usage errors."""
+
+    exit_code = 2
+
+
+def reported(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn registry and MLflow errors into a message and an exit code instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except RegistryError as err:
+            raise (BadInput if err.exit_code == 2 else CommandFailed)(err.detail) from None
+        except MlflowException as err:
+            raise CommandFailed(f"MLflow: {err.message}") from None
+
+    return wrapper
+
+
+def to_json(value: Any) -> str:
+    data = [dataclasses.asdict(v) for v in value] if isinstance(value, list) else dataclasses.asdict(value)
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [headers, *rows]]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def describe_result(result: PromotionResult) -> list[str]:
+    was = f"v{result.previous_version}" if result.previous_version is not None else "no version"
+    if not result.moved:
+        return [f"{result.model} v{result.version} already holds {result.alias}; nothing to do"]
+    verb = "rolled back" if result.action == "rollback" else "promoted"
+    forced = " (FORCED)" if result.forced else ""
+    lines = [f"{verb} {result.model} {result.alias}: {was} -> v{result.version}{forced}"]
+    if result.metric is not None:
+        lines.append(f"  judged by {result.metric.metric} ({better_word(result.metric.mode)}, {result.metric.source})")
+    lines += [f"  {'ok  ' if c.passed else 'FAIL'} {c.gate}: {c.detail}" for c in result.checks]
+    if result.forced and result.event is not None and result.event.overridden:
+        lines.append(f"  override recorded: {len(result.event.overridden)} failed gate(s) in {result.event.key}")
+    return lines
+
+
+@click.command("promote")
+@click.argument("model")
+@click.option("--version", "version", help="Version number to promote.")
+@click.option("--run", "run_id", help="Promote the version this run registered (instead of --version).")
+@click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="Alias to move: production, staging, ...")
+@click.option("--metric", help="Metric that decides [default: the model's kiln.metric tag].")
+@click.option("--mode", type=click.Choice(["max", "min"]), help="Better direction [default: tag, else by name].")
+@click.option("--min", "min_value", type=float, help="Refuse when the metric is below this.")
+@click.option("--max", "max_value", type=float, help="Refuse when the metric is above this.")
+@click.option("--force", is_flag=True, help="Move the alias even when a gate fails; the override is recorded.")
+@click.option("--reason", default="", help="Why; stored with the move.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@reported
+def promote_command(
+    model: str,
+    version: str | None,
+    run_id: str | None,
+    alias: str,
+    metric: str | None,
+    mode: str | None,
+    min_value: float | None,
+    max_value: float | None,
+    force: bool,
+    reason: str,
+    as_json: bool,
+) -> None:
+    """Point ALIAS of MODEL at a version, if it is not worse than the version holding ALIAS now."""
+    result = promote(
+        model, version=version, run_id=run_id, alias=alias, metric=metric, mode=mode,
+        min_value=min_value, max_value=max_value, force=force, reason=reason,
+    )  # fmt: skip
+    click.echo(to_json(result) if as_json else "\n".join(describe_result(result)))
+
+
+@click.command("rollback")
+@click.argument("model")
+@click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="Alias to move back.")
+@click.option("--to", "to_version", help="Version to go back to [default: the one before the current].")
+@click.option("--reason", default="", help="Why; stored with the move.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@reported
+def rollback_command(model: str, alias: str, to_version: str | None, reason: str, as_json: bool) -> None:
+    """Move ALIAS of MODEL back to the version that held it before (no gates); recorded like a promotion."""
+    result = rollback(model, alias=alias, to_version=to_version, reason=reason)
+    click.echo(to_json(result) if as_json else "\n".join(describe_result(result)))
+
+
+def describe_event(event: AliasEvent) -> list[str]:
+    was = f"v{event.previous_version}" if event.previous_version is not None else "-"
+    action = f"{event.action} (forced)" if event.forced else event.action
+    judged = ""
+    if event.metric is not None and event.value is not None:
+        before = f" (was {fmt(event.previous_value)})" if event.previous_value is not None else ""
+        judged = f"{event.metric}={fmt(event.value)}{before}"
+    when = event.at.replace("T", " ")[:19]
+    return [when, event.alias, action, f"{was} -> v{event.version}", event.by, judged, event.reason]
+
+
+@click.command("history")
+@click.argument("model")
+@click.option("--alias", help="Only this alias [default: every alias].")
+@click.option("--json", "as_json", is_flag=True, help="Print the events as JSON.")
+@reported
+def history_command(model: str, alias: str | None, as_json: bool) -> None:
+    """Print the timeline of MODEL's aliases, oldest first, and where each alias points now."""
+    events = history(model, alias=alias)
+    if as_json:
+        click.echo(to_json(events))
+        return
+    headers = ["WHEN (UTC)", "ALIAS", "ACTION", "MOVE", "BY", "METRIC", "REASON"]
+    click.echo(
+        table(headers, [describe_event(e) for e in events]) if events else f"no alias moves recorded for {model}"
+    )
+    aliases = {str(k): int(v) for k, v in get_model(MlflowClient(), model).aliases.items()}
+    shown = {a: v for a, v in aliases.items() if alias is None or a == alias}
+    click.echo("now: " + (", ".join(f"{a} -> v{v}" for a, v in sorted(shown.items())) or "no alias set"))
+
+
+def describe_model(summary: ModelSummary) -> list[list[str]]:
+    latest = f"v{summary.latest_version}" if summary.latest_version is not None else "-"
+    if not summary.aliases:
+        return [[summary.name, latest, "-", "-", "-", ""]]
+    rows = []
+    for info in summary.aliases:
+        promoted = f"{(info.promoted_at or '')[:16].replace('T', ' ')} {info.promoted_by or ''}".strip() or "-"
+        metrics = " ".join(f"{k}={fmt(v)}" for k, v in info.metrics.items())
+        rows.append([summary.name, latest, info.alias, f"v{info.version}", promoted, metrics])
+    return rows
+
+
+@click.command("models")
+@click.option("--metric", "metrics", multiple=True, help="Show these metrics (repeatable) [default: key metrics].")
+@click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
+@reported
+def models_command(metrics: tuple[str, ...], as_json: bool) -> None:
+    """List registered models, the version behind each alias, and its source run's key metrics."""
+    summaries = list_models(metrics=metrics)
+    if as_json:
+        click.echo(to_json(summaries))
+        return
+    if not summaries:
+        click.echo("no registered models")
+        return
+    rows = [row for s in summaries for row in describe_model(s)]
+    click.echo(table(["MODEL", "LATEST", "ALIAS", "VERSION", "PROMOTED (UTC)", "METRICS"], rows))

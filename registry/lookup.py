@@ -1,0 +1,113 @@
+"""Look-ups in the MLflow registry that turn "not found" into a registry error naming the missing thing.
+
+    python -c "from registry.lookup import get_model; from mlflow import MlflowClient; get_model(MlflowClient(), 'x')"
+
+MLflow answers a missing model, version or run with an `MlflowException` whose message varies by store;
+these helpers check the error code and raise `ModelNotFoundError`, `VersionNotFoundError`, ... instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException
+
+from registry.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    NoRegisteredVersionError,
+    RunNotFoundError,
+    VersionNotFoundError,
+)
+
+_NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+_ALIAS = re.compile(r"^[\w\-]+$")
+_RESERVED_ALIAS = re.compile(r"^([vV]\d+|latest)$", re.IGNORECASE)
+_RUN_ID = re.compile(r"^[\w\-]+$")
+
+
+def is_not_found(err: MlflowException) -> bool:
+    return bool(err.error_code == _NOT_FOUND)
+
+
+def check_alias(alias: str) -> str:
+    if not _ALIAS.match(alias):
+        raise InvalidRequestError(f"alias {alias!r} may hold only letters, digits, '_' and '-'")
+    if _RESERVED_ALIAS.match(alias):
+        raise InvalidRequestError(f"alias {alias!r} is reserved by MLflow ('latest' and 'v<N>' name versions)")
+    return alias
+
+
+def parse_version(version: int | str) -> int:
+    text = str(version).strip().removeprefix("v")
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidRequestError(f"version {version!r} is not a positive whole number")
+    return int(text)
+
+
+def model_names(client: MlflowClient) -> list[str]:
+    return [str(m.name) for m in client.search_registered_models(max_results=200)]
+
+
+def get_model(client: MlflowClient, name: str) -> RegisteredModel:
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as err:
+        if is_not_found(err):
+            raise ModelNotFoundError(name, model_names(client)) from None
+        raise
+
+
+def get_version(client: MlflowClient, model: str, version: int) -> ModelVersion:
+    try:
+        return client.get_model_version(model, str(version))
+    except MlflowException as err:
+        if is_not_found(err):
+            raise VersionNotFoundError(model, version) from None
+        raise
+
+
+def get_run(client: MlflowClient, run_id: str) -> Run:
+    if not _RUN_ID.match(run_id):
+        raise InvalidRequestError(f"run id {run_id!r} is not of the form MLflow gives runs")
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        if is_not_found(err):
+            raise RunNotFoundError(run_id) from None
+        raise
+
+
+def version_for_run(client: MlflowClient, model: str, run_id: str) -> ModelVersion:
+    """The newest version of `model` registered from `run_id` (a run that registered twice gives its last)."""
+    get_run(client, run_id)
+    found = [v for v in client.search_model_versions(f"run_id = '{run_id}'") if v.name == model]
+    if not found:
+        raise NoRegisteredVersionError(model, run_id)
+    return max(found, key=lambda v: int(v.version))
+
+
+def alias_holder(model: RegisteredModel, alias: str) -> int | None:
+    aliases = {str(k): int(v) for k, v in model.aliases.items()}
+    return aliases.get(alias)
+
+
+def run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:
+    """The latest value of every metric on `run_id` (what the MLflow runs table shows); {} without a run."""
+    if not run_id:
+        return {}
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        if is_not_found(err):
+            return {}
+        raise
+    return {str(k): float(v) for k, v in run.data.metrics.items()}
+
+
+def latest_version(model: RegisteredModel) -> int | None:
+    versions = [int(v.version) for v in model.latest_versions or ()]
+    return max(versions) if versions else None

@@ -1,0 +1,93 @@
+"""List registered models with the version behind each alias and the key metrics of its source run.
+
+    kiln models
+    kiln models --metric val_iou --metric val_loss --json
+
+Key metrics, unless named: the model's `kiln.metric` hint first, then the run's `val_*`, `test_*` and
+`best_*` metrics; a run with none of those shows its other metrics, leaving out system metrics and
+bookkeeping (lr, epoch, timings). At most `MAX_KEY_METRICS` are shown per version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import RegisteredModel
+
+from registry.gates import METRIC_HINT_TAG
+from registry.lookup import get_version, latest_version, run_metrics
+
+MAX_KEY_METRICS = 6  # per version, so that one line per alias stays readable
+KEY_PREFIXES = ("val_", "test_", "best_")
+BOOKKEEPING = {"lr", "epoch", "epoch_seconds", "samples_per_second", "step"}
+ALIAS_ORDER = ("production", "staging", "challenger")  # shown first, in this order; others follow by name
+
+
+@dataclass(frozen=True)
+class AliasInfo:
+    alias: str
+    version: int
+    run_id: str | None  # the version's source run; None for a version registered without one
+    metrics: dict[str, float]  # key metrics of that run, latest values
+    promoted_at: str | None  # from the version's tags, when kiln moved the alias
+    promoted_by: str | None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    description: str
+    latest_version: int | None
+    metric_hint: str | None  # the model's `kiln.metric` tag
+    aliases: tuple[AliasInfo, ...]
+
+
+def list_models(*, metrics: Sequence[str] = (), client: MlflowClient | None = None) -> list[ModelSummary]:
+    """Every registered model, sorted by name; `metrics` names the metrics to show instead of the key ones."""
+    client = client or MlflowClient()
+    found = _all_models(client)
+    return [_summarise(client, m, metrics) for m in sorted(found, key=lambda m: str(m.name))]
+
+
+def _all_models(client: MlflowClient) -> list[RegisteredModel]:
+    models: list[RegisteredModel] = []
+    token: str | None = None
+    while True:
+        page = client.search_registered_models(max_results=200, page_token=token)
+        models.extend(page)
+        token = page.token
+        if not token:
+            return models
+
+
+def _summarise(client: MlflowClient, model: RegisteredModel, wanted: Sequence[str]) -> ModelSummary:
+    hint = (model.tags or {}).get(METRIC_HINT_TAG)
+    aliases = {str(k): int(v) for k, v in (model.aliases or {}).items()}
+    infos = tuple(_alias_info(client, str(model.name), a, aliases[a], wanted, hint) for a in _ordered(aliases))
+    return ModelSummary(str(model.name), str(model.description or ""), latest_version(model), hint, infos)
+
+
+def _ordered(aliases: dict[str, int]) -> list[str]:
+    first = [a for a in ALIAS_ORDER if a in aliases]
+    return first + sorted(a for a in aliases if a not in ALIAS_ORDER)
+
+
+def _alias_info(
+    client: MlflowClient, model: str, alias: str, version: int, wanted: Sequence[str], hint: str | None
+) -> AliasInfo:
+    found = get_version(client, model, version)
+    tags = {str(k): str(v) for k, v in (found.tags or {}).items()}
+    run_id = str(found.run_id) if found.run_id else None
+    metrics = key_metrics(run_metrics(client, run_id), wanted, hint)
+    return AliasInfo(alias, version, run_id, metrics, tags.get("promoted_at"), tags.get("promoted_by"))
+
+
+def key_metrics(metrics: dict[str, float], wanted: Sequence[str], hint: str | None) -> dict[str, float]:
+    if wanted:
+        return {name: metrics[name] for name in wanted if name in metrics}
+    plain = {k: v for k, v in metrics.items() if not k.startswith("system/") and k not in BOOKKEEPING}
+    keyed = sorted(k for k in plain if k.startswith(KEY_PREFIXES)) or sorted(plain)
+    names = ([hint] if hint in plain else []) + [k for k in keyed if k != hint]
+    return {name: plain[name] for name in names[:MAX_KEY_METRICS]}
