@@ -1,6 +1,6 @@
 """Shared test fixtures: a real MLflow sqlite store per test, offline settings, tiny data helpers.
 
-    .venv/bin/python -m pytest tests -q
+.venv/bin/python -m pytest tests -q
 """
 
 from __future__ import annotations
@@ -50,3 +50,41 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def run_entry_point(entry_point: str, params: dict[str, object], uri: str, timeout: float = 600) -> str:
+    """Run `mlflow run . -e ENTRY --env-manager local` against `uri`; return its combined output.
+
+    Raises AssertionError with the output's tail when the run fails.
+    """
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "TQDM_DISABLE": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("MLFLOW_RUN_ID", None)
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "run",
+        str(REPO_ROOT),
+        "-e",
+        entry_point,
+        "--env-manager",
+        "local",
+    ]
+    for key, value in params.items():
+        cmd += ["-P", f"{key}={value}"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"mlflow run -e {entry_point} failed ({proc.returncode}):\n{output[-4000:]}"
+    return output
+
+
+@pytest.fixture
+def mlflow_run(mlflow_uri: str):  # type: ignore[no-untyped-def]
+    """`mlflow_run("edgnet", {"epochs": 1})` runs an entry point against this test's sqlite store."""
+
+    def run(entry_point: str, params: dict[str, object], timeout: float = 600) -> str:
+        return run_entry_point(entry_point, params, mlflow_uri, timeout)
+
+    return run

@@ -36,8 +36,10 @@ def start_run(run_name: str | None = None, resume_run_id: str | None = None) -> 
     env_run = os.environ.get("MLFLOW_RUN_ID")
     if resume_run_id and env_run and env_run != resume_run_id:
         # `mlflow run -P resume=<id>` creates a fresh run before our code starts; resuming means continuing
-        # the old run, so the fresh one is closed as KILLED with a pointer to where training went on.
-        _retire_launcher_run(env_run, resume_run_id)
+        # the old run, so the fresh one only gets a pointer to where training went on. (It cannot be closed
+        # as KILLED: `mlflow run` then overwrites any status with FINISHED, as its check passes
+        # RunStatus.is_terminated a string.)
+        _point_launcher_run(env_run, resume_run_id)
         os.environ.pop("MLFLOW_RUN_ID")
     run_id = resume_run_id or env_run
     with mlflow.start_run(run_id=run_id or None, run_name=None if run_id else run_name) as run:
@@ -55,11 +57,10 @@ def _enable_system_metrics() -> None:
     mlflow.enable_system_metrics_logging()
 
 
-def _retire_launcher_run(launcher_run_id: str, resumed_run_id: str) -> None:
+def _point_launcher_run(launcher_run_id: str, resumed_run_id: str) -> None:
     client = mlflow.MlflowClient()
     client.set_tag(launcher_run_id, "mlflow.note.content", f"Resumed training in run {resumed_run_id}.")
     client.set_tag(launcher_run_id, "kiln.resumed_into", resumed_run_id)
-    client.set_terminated(launcher_run_id, status="KILLED")
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
