@@ -19,7 +19,8 @@ import onnx
 import onnxruntime as ort
 import torch
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 from torch import nn
 
 
@@ -98,7 +99,6 @@ def log_onnx_model(
     input_example: np.ndarray | dict[str, Any] | Any,
     model_name: str,
     metadata: dict[str, Any],
-    output_example: Any = None,
 ) -> ModelVersion:
     """Log the ONNX model to the active run under `model/` with signature and example, and register it."""
     proto = onnx.load(str(onnx_path)) if isinstance(onnx_path, Path | str) else onnx_path
@@ -107,12 +107,10 @@ def log_onnx_model(
         raise RuntimeError("log_onnx_model needs an active MLflow run")
     full_meta = {"kiln.model_name": model_name, "kiln.run_id": run.info.run_id, **metadata}
     proto = embed_metadata(proto, full_meta)
-    if output_example is None:
-        output_example = _run_example(proto, input_example)
     info = mlflow.onnx.log_model(
         proto,
         name="model",
-        signature=infer_signature(input_example, output_example),
+        signature=signature_from_graph(proto),
         input_example=input_example,
         metadata=_metadata_strings(full_meta),
         save_as_external_data=False,
@@ -123,9 +121,20 @@ def log_onnx_model(
     return client.get_model_version(model_name, version.version)
 
 
-def _run_example(proto: onnx.ModelProto, example: Any) -> Any:
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = example if isinstance(example, dict) else {session.get_inputs()[0].name: example}
-    outputs = session.run(None, feeds)
-    names = [o.name for o in session.get_outputs()]
-    return outputs[0] if len(outputs) == 1 else dict(zip(names, outputs, strict=True))
+def _tensor_specs(values: Any) -> list[TensorSpec]:
+    specs = []
+    for value in values:
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type"):
+            continue  # sequences/maps (e.g. ZipMap outputs) have no tensor spec
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
+        specs.append(TensorSpec(dtype, shape, value.name))
+    return specs
+
+
+def signature_from_graph(proto: onnx.ModelProto) -> ModelSignature:
+    """Input/output tensor specs read from the graph, so dynamic axes (batch, H, W) show as -1."""
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in initializers]
+    return ModelSignature(inputs=Schema(_tensor_specs(inputs)), outputs=Schema(_tensor_specs(proto.graph.output)))

@@ -1,6 +1,6 @@
 """Training plots logged as run artifacts.
 
-    python -m pytest tests/projects/common/test_plots.py
+python -m pytest tests/projects/common/test_plots.py
 """
 
 from __future__ import annotations
