@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("registry.cli", "rollback_command"),
     "history": ("registry.cli", "history_command"),
     "models": ("registry.cli", "models_command"),
+    "jobs": ("jobs.cli", "jobs"),
 }
 
 

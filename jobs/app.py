@@ -1,0 +1,305 @@
+"""The job service: a REST API that starts, lists, follows and cancels `mlflow run` jobs, and the page at `/`.
+
+    kiln jobs serve --port 9000
+    curl -s -X POST localhost:9000/api/training/start -H 'Content-Type: application/json' \\
+         -d '{"entry_point": "edgnet_large", "params": {"epochs": 100, "batch_size": 8}}'
+
+Routes (all under /api need `Authorization: Bearer $KILN_API_TOKEN` when that variable is set):
+    GET  /api/entry-points                  entry points and typed params from the MLproject
+    POST /api/training/start                {"entry_point", "params", "experiment_name"?} -> 202 + job
+    GET  /api/training/list                 jobs, newest first (?status=running,queued&limit=50)
+    GET  /api/training/{id}                 status, run id, progress, latest metrics, times, error
+    GET  /api/training/{id}/logs            the log so far as text (?tail=200)
+    GET  /api/training/{id}/logs/stream     the log as server-sent events, following new lines
+    GET  /api/training/{id}/metrics         metric curves of the job's run
+    POST /api/training/{id}/cancel          stop the job's process group; its MLflow run becomes KILLED
+    GET  /api/runs, /api/runs/{id}/metrics  recent MLflow runs and their curves, for the compare view
+    GET  /api/models, POST /api/models/{name}/promote|rollback   the registry (see jobs.models_api)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs import errors, logs
+from jobs.progress import SYSTEM_PREFIX
+from jobs.runner import JobRunner
+from jobs.runs import JOB_ID_TAG
+from jobs.settings import Settings
+from jobs.store import RUNNING, STATUSES, Job
+
+STATIC_DIR = Path(__file__).parent / "static"
+SSE_POLL_SECONDS = 0.25  # how often a log stream looks for new lines
+SSE_KEEPALIVE_SECONDS = 15.0  # a comment line this often keeps proxies from closing an idle stream
+
+
+class StartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entry_point: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    experiment_name: str | None = None  # None: KILN_JOBS_EXPERIMENT, else MLflow's default experiment
+
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts is not None else None
+
+
+class JobViews:
+    """Turns job rows into API JSON, refreshing a running job's progress from MLflow on the way."""
+
+    def __init__(self, runner: JobRunner, settings: Settings) -> None:
+        self.runner = runner
+        self.settings = settings
+
+    def run_url(self, experiment_id: str | None, run_id: str | None) -> str | None:
+        if not run_id or experiment_id is None:
+            return None
+        return f"{self.settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def refresh(self, job: Job) -> tuple[Job, str | None]:
+        """The job with live progress when it runs; the second value says why progress could not be read."""
+        if job.status != RUNNING or job.run_id is None:
+            return job, None
+        try:
+            run_id = self.runner.runs.training_run(job.run_id)
+            p = self.runner.reader.progress(run_id, job.total_epochs)
+        except MlflowException as exc:
+            return job, f"could not read progress from MLflow: {exc.message}"
+        if (p.current_epoch, p.metrics, run_id) != (job.current_epoch, job.metrics, job.run_id):
+            job = self.runner.store.update(
+                job.id, only_status=RUNNING, current_epoch=p.current_epoch, metrics=p.metrics, run_id=run_id
+            )
+        return job, None
+
+    def as_json(self, job: Job) -> dict[str, Any]:
+        job, progress_error = self.refresh(job)
+        total, current = job.total_epochs, job.current_epoch
+        percent = round(min(100.0, 100.0 * (current or 0) / total), 1) if total else None
+        end = job.finished_at if job.finished_at is not None else None
+        return {
+            "job_id": job.id,
+            "entry_point": job.entry_point,
+            "params": job.params,
+            "status": job.status,
+            "run_id": job.run_id,
+            "experiment_id": job.experiment_id,
+            "experiment_name": job.experiment_name,
+            "mlflow_url": self.run_url(job.experiment_id, job.run_id),
+            "progress": {"current_epoch": current, "total_epochs": total, "percent": percent},
+            "progress_error": progress_error,
+            "metrics": job.metrics,
+            "queue_position": self.runner.queue_position(job),
+            "created_at": iso(job.created_at),
+            "started_at": iso(job.started_at),
+            "finished_at": iso(end),
+            "duration_seconds": round((end or _now()) - job.started_at, 1) if job.started_at else None,
+            "pid": job.pid,
+            "exit_code": job.exit_code,
+            "error": job.error,
+        }
+
+
+def _now() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+def require_token(request: Request) -> None:
+    token: str | None = request.app.state.settings.api_token
+    if token is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise errors.Unauthorized("missing bearer token: send 'Authorization: Bearer <KILN_API_TOKEN>'")
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise errors.Unauthorized("wrong bearer token")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    runner = JobRunner(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+
+    app = FastAPI(title="kiln jobs", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.runner = runner
+    app.state.views = JobViews(runner, settings)
+    errors.install(app)
+    app.include_router(public_router())
+    app.include_router(training_router(), dependencies=[Depends(require_token)])
+    app.include_router(runs_router(), dependencies=[Depends(require_token)])
+    from jobs.models_api import models_router
+
+    app.include_router(models_router(), dependencies=[Depends(require_token)])
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def public_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @router.get("/healthz")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/api/config")
+    def config(request: Request) -> dict[str, Any]:
+        """What the page needs before it has a token: whether to ask for one, and where the MLflow UI is."""
+        s: Settings = request.app.state.settings
+        return {
+            "auth_required": s.api_token is not None,
+            "mlflow_ui_url": s.mlflow_ui_url,
+            "max_concurrent_jobs": s.max_concurrent_jobs,
+        }
+
+    return router
+
+
+def training_router() -> APIRouter:
+    router = APIRouter(prefix="/api")
+
+    @router.get("/entry-points")
+    def entry_points(request: Request) -> dict[str, Any]:
+        eps = request.app.state.runner.mlproject.entry_points()
+        return {
+            "mlproject": str(request.app.state.runner.mlproject.path),
+            "entry_points": [e.as_json() for e in eps.values()],
+        }
+
+    @router.post("/training/start", status_code=202)
+    def start(body: StartRequest, request: Request) -> dict[str, Any]:
+        job = request.app.state.runner.submit(body.entry_point, body.params, body.experiment_name)
+        return dict(request.app.state.views.as_json(job))
+
+    @router.get("/training/list")
+    def list_jobs(request: Request, status: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 200):
+        wanted = _statuses(status)
+        jobs = request.app.state.runner.store.list(wanted, limit=limit)
+        return {"jobs": [request.app.state.views.as_json(j) for j in jobs]}
+
+    @router.get("/training/{job_id}")
+    def get_job(job_id: str, request: Request) -> dict[str, Any]:
+        return dict(request.app.state.views.as_json(request.app.state.runner.store.get(job_id)))
+
+    @router.post("/training/{job_id}/cancel")
+    def cancel(job_id: str, request: Request) -> dict[str, Any]:
+        job = request.app.state.runner.cancel(job_id)
+        return dict(request.app.state.views.as_json(job))
+
+    @router.get("/training/{job_id}/logs", response_class=PlainTextResponse)
+    def job_logs(job_id: str, request: Request, tail: Annotated[int | None, Query(ge=0)] = None) -> str:
+        job = request.app.state.runner.store.get(job_id)
+        return logs.read_all(Path(job.log_path), tail=tail)
+
+    @router.get("/training/{job_id}/logs/stream")
+    def stream_logs(job_id: str, request: Request, offset: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+        job = request.app.state.runner.store.get(job_id)
+        resume = request.headers.get("last-event-id", "")
+        start = int(resume) if resume.isdigit() else offset
+        return StreamingResponse(
+            _log_events(request, job.id, Path(job.log_path), start),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get("/training/{job_id}/metrics")
+    def job_metrics(job_id: str, request: Request) -> dict[str, Any]:
+        job = request.app.state.runner.store.get(job_id)
+        if job.run_id is None:
+            return {"run_id": None, "metrics": {}}
+        run_id = request.app.state.runner.runs.training_run(job.run_id)
+        curves = request.app.state.runner.reader.curves(run_id)
+        return {"run_id": run_id, "metrics": {k: c.as_json() for k, c in curves.items()}}
+
+    return router
+
+
+def _statuses(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return STATUSES
+    wanted = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in wanted if s not in STATUSES]
+    if bad:
+        raise errors.BadRequestField(f"unknown status {bad[0]!r}; known: {list(STATUSES)}", field="status")
+    return wanted
+
+
+async def _log_events(request: Request, job_id: str, path: Path, offset: int) -> AsyncIterator[str]:
+    """Server-sent events: one event per batch of new lines (a `data:` line each, `id:` = byte offset after
+    them, so a reconnecting EventSource resumes), then `event: end` with the job's status once it is over."""
+    store = request.app.state.runner.store
+    idle = 0.0
+    while not await request.is_disconnected():
+        terminal = store.get(job_id).terminal  # read before the file, so no line written before the end is lost
+        lines, offset = logs.read_text(path, offset, final=terminal)
+        if lines:
+            idle = 0.0
+            yield f"id: {offset}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+        elif terminal:
+            yield f"event: end\ndata: {store.get(job_id).status}\n\n"
+            return
+        else:
+            idle += SSE_POLL_SECONDS
+            if idle >= SSE_KEEPALIVE_SECONDS:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+        await asyncio.sleep(SSE_POLL_SECONDS if not lines else 0)
+
+
+def runs_router() -> APIRouter:
+    router = APIRouter(prefix="/api")
+
+    @router.get("/runs")
+    def runs(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+        """Recent runs of every experiment, newest first, with the names of their training metrics."""
+        client = request.app.state.runner.reader.client
+        experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+        found = client.search_runs(list(experiments), order_by=["attributes.start_time DESC"], max_results=limit)
+        return {"runs": [_run_json(r, experiments, request.app.state.views) for r in found]}
+
+    @router.get("/runs/{run_id}/metrics")
+    def run_metrics(run_id: str, request: Request, system: bool = False) -> dict[str, Any]:
+        curves = request.app.state.runner.reader.curves(run_id, include_system=system)
+        return {"run_id": run_id, "metrics": {k: c.as_json() for k, c in curves.items()}}
+
+    return router
+
+
+def _run_json(run: Any, experiments: dict[str, str], views: JobViews) -> dict[str, Any]:
+    info, data = run.info, run.data
+    return {
+        "run_id": info.run_id,
+        "run_name": info.run_name,
+        "experiment_id": info.experiment_id,
+        "experiment_name": experiments.get(info.experiment_id),
+        "status": info.status,
+        "start_time": iso(info.start_time / 1000) if info.start_time else None,
+        "entry_point": data.tags.get("mlflow.project.entryPoint"),
+        "job_id": data.tags.get(JOB_ID_TAG),
+        "metrics": sorted(k for k in data.metrics if not k.startswith(SYSTEM_PREFIX)),
+        "mlflow_url": views.run_url(info.experiment_id, info.run_id),
+    }

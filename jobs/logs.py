@@ -1,0 +1,64 @@
+"""Reading a job's log file: the whole log, its tail, or the lines added since a byte offset.
+
+    python -m jobs.logs .kiln/job-logs/edgnet_large-1a2b3c4d.log 20     # the last 20 lines, as the page shows them
+
+`mlflow run` and the training script write stdout and stderr into one file per job. Progress bars (tqdm)
+redraw a line with carriage returns; like a terminal, only the text after the last `\\r` of a line is kept.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+# Lines that carry the cause of a failure: Python's last traceback line, click's "Error: ...".
+_ERROR_LINE = re.compile(r"^(?:[\w.]*(?:Error|Exception)\b.*|Error: .*)$")
+_MAX_ERROR_CHARS = 2000
+
+
+def clean_line(line: str) -> str:
+    """A log line as a terminal shows it: the last carriage-return segment, without the newline."""
+    text = line.rstrip("\n").rstrip("\r")
+    return text.rsplit("\r", 1)[-1]
+
+
+def read_text(path: Path, offset: int = 0, final: bool = False) -> tuple[list[str], int]:
+    """Complete lines from byte `offset` on, and the offset just past the last complete line.
+
+    A line still being written (no newline yet) is left for the next call, so a follower never splits one;
+    with `final` (the writer is gone) it is returned too.
+    """
+    if not path.exists():
+        return [], offset
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    end = len(data) - 1 if final and data else data.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    chunk = data[: end + 1].decode("utf-8", errors="replace")
+    return [clean_line(line) for line in chunk.splitlines(keepends=True)], offset + end + 1
+
+
+def read_all(path: Path, tail: int | None = None) -> str:
+    """The whole log (a last unfinished line included), or its last `tail` lines."""
+    if not path.exists():
+        return ""
+    lines = [clean_line(line) for line in path.read_text(errors="replace").splitlines(keepends=True)]
+    if tail is not None:
+        lines = lines[-tail:] if tail > 0 else []
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def last_error(path: Path, window: int = 200) -> str | None:
+    """The last line of the log that names an error, for a failed job's message."""
+    for line in reversed(read_all(path, tail=window).splitlines()):
+        stripped = line.strip()
+        if _ERROR_LINE.match(stripped):
+            return stripped[:_MAX_ERROR_CHARS]
+    return None
+
+
+if __name__ == "__main__":
+    print(read_all(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None), end="")

@@ -1,0 +1,113 @@
+"""Registry routes of the job service: registered models, their production version, gated promotion, rollback.
+
+    curl -s localhost:9000/api/models
+    curl -s -X POST localhost:9000/api/models/edgnet/promote -H 'Content-Type: application/json' \\
+         -d '{"version": 3, "metric": "val_iou", "min_value": 0.7, "reason": "beats v2 on the new drawings"}'
+
+Promotion goes through `registry.promotion.promote`, the same gated move as `kiln promote`: a refused gate
+is a 409 whose `detail` names the metric and both numbers, and `checks` lists every gate's verdict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Request
+from mlflow import MlflowClient
+from pydantic import BaseModel, ConfigDict, Field
+
+from registry.lookup import get_model, run_metrics
+from registry.models import key_metrics, list_models
+from registry.promotion import DEFAULT_ALIAS, history, promote, rollback
+
+MAX_VERSIONS = 30  # newest versions listed per model, for the promote menu
+MAX_EVENTS = 10  # newest history events shown per model
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | str | None = None  # the candidate, by number ...
+    run_id: str | None = None  # ... or by the run that registered it
+    alias: str = DEFAULT_ALIAS
+    metric: str | None = None  # None: the model's kiln.metric tag
+    mode: str | None = None  # "max" or "min"; None: the tag, else inferred from the metric name
+    min_value: float | None = None
+    max_value: float | None = None
+    force: bool = False
+    reason: str = ""
+    by: str | None = Field(default=None, max_length=200)  # recorded as promoted_by; None: KILN_USER or login
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alias: str = DEFAULT_ALIAS
+    to_version: int | str | None = None  # None: the version that held the alias before the current one
+    reason: str = ""
+    by: str | None = Field(default=None, max_length=200)
+
+
+def _client(request: Request) -> MlflowClient:
+    return MlflowClient(request.app.state.settings.tracking_uri)
+
+
+def _versions(client: MlflowClient, name: str, hint: str | None) -> list[dict[str, Any]]:
+    quote = '"' if "'" in name else "'"
+    found = client.search_model_versions(f"name = {quote}{name}{quote}", max_results=200)
+    newest = sorted(found, key=lambda v: int(v.version), reverse=True)[:MAX_VERSIONS]
+    return [
+        {
+            "version": int(v.version),
+            "run_id": v.run_id,
+            "status": v.status,
+            "aliases": list(v.aliases or ()),
+            "created_at": v.creation_timestamp,
+            "metrics": key_metrics(run_metrics(client, v.run_id), (), hint) if v.run_id else {},
+        }
+        for v in newest
+    ]
+
+
+def _model_json(client: MlflowClient, summary: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(summary)
+    production = next((a for a in summary.aliases if a.alias == DEFAULT_ALIAS), None)
+    data["production_version"] = production.version if production else None
+    data["versions"] = _versions(client, summary.name, summary.metric_hint)
+    data["history"] = [e.to_json() for e in history(summary.name, client=client)[-MAX_EVENTS:]][::-1]
+    return data
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(result)
+    data["checks"] = [dataclasses.asdict(c) for c in result.checks]
+    return data
+
+
+def models_router() -> APIRouter:
+    router = APIRouter(prefix="/api/models")
+
+    @router.get("")
+    def models(request: Request) -> dict[str, Any]:
+        client = _client(request)
+        return {"models": [_model_json(client, m) for m in list_models(client=client)]}
+
+    @router.get("/{name}")
+    def model(name: str, request: Request) -> dict[str, Any]:
+        client = _client(request)
+        get_model(client, name)  # 404 naming the registered models when unknown
+        summary = next(m for m in list_models(client=client) if m.name == name)
+        return _model_json(client, summary)
+
+    @router.post("/{name}/promote")
+    def promote_version(name: str, body: PromoteRequest, request: Request) -> dict[str, Any]:
+        result = promote(name, **body.model_dump(), client=_client(request))
+        return _result_json(result)
+
+    @router.post("/{name}/rollback")
+    def rollback_alias(name: str, body: RollbackRequest, request: Request) -> dict[str, Any]:
+        result = rollback(name, **body.model_dump(), client=_client(request))
+        return _result_json(result)
+
+    return router

@@ -1,0 +1,105 @@
+"""A job's progress and metric curves, read from MLflow itself rather than parsed from the training log.
+
+    python -m jobs.progress RUN_ID [EPOCHS]     # prints epoch progress and the latest metrics of a run
+
+Every kiln entry point logs its per-epoch metrics with `step=epoch` (ultralytics counts epochs from 0, the
+kiln trainer from 1), so the epochs done are the number of distinct steps of the most-logged metric.
+MLflow's system metrics (`system/...`) have their own step counter and are left out.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow import MlflowClient
+
+SYSTEM_PREFIX = "system/"
+
+
+@dataclass(frozen=True)
+class Curve:
+    steps: list[int]
+    values: list[float]
+
+    def as_json(self) -> dict[str, list[Any]]:
+        return {"steps": self.steps, "values": self.values}
+
+
+@dataclass(frozen=True)
+class Progress:
+    current_epoch: int | None  # epochs with metrics logged; None before the first
+    total_epochs: int | None  # from the job's `epochs` param; None when the entry point has none
+    metrics: dict[str, float]  # latest value of each training metric
+    run_status: str | None  # MLflow's status of the run (RUNNING, FINISHED, FAILED, KILLED)
+
+    @property
+    def percent(self) -> float | None:
+        if self.total_epochs is None or self.total_epochs <= 0:
+            return None
+        return round(min(100.0, 100.0 * (self.current_epoch or 0) / self.total_epochs), 1)
+
+
+def epochs_done(curves: dict[str, Curve]) -> int | None:
+    """Distinct steps of the most-logged training metric: one per finished epoch, whichever base it counts from."""
+    counts = [len(set(c.steps)) for key, c in curves.items() if not key.startswith(SYSTEM_PREFIX)]
+    return max(counts, default=0) or None
+
+
+class RunReader:
+    """Reads runs through one MlflowClient, caching each run's curves for `ttl` seconds (pages poll often)."""
+
+    def __init__(self, tracking_uri: str, ttl: float = 1.0) -> None:
+        self.client = MlflowClient(tracking_uri)
+        self.ttl = ttl
+        self._cache: dict[tuple[str, bool], tuple[float, dict[str, Curve]]] = {}
+        self._lock = threading.Lock()
+
+    def curves(self, run_id: str, include_system: bool = False, max_age: float | None = None) -> dict[str, Curve]:
+        """Metric history of every metric of the run, sorted by step (the last value wins on a repeated step)."""
+        key = (run_id, include_system)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < (self.ttl if max_age is None else max_age):
+            return hit[1]
+        run = self.client.get_run(run_id)
+        names = [k for k in run.data.metrics if include_system or not k.startswith(SYSTEM_PREFIX)]
+        curves = {name: self._curve(run_id, name) for name in sorted(names)}
+        with self._lock:
+            self._cache[key] = (time.monotonic(), curves)
+        return curves
+
+    def _curve(self, run_id: str, name: str) -> Curve:
+        by_step: dict[int, tuple[int, float]] = {}
+        for m in self.client.get_metric_history(run_id, name):
+            if m.step not in by_step or m.timestamp >= by_step[m.step][0]:
+                by_step[m.step] = (m.timestamp, m.value)
+        steps = sorted(by_step)
+        return Curve(steps=steps, values=[by_step[s][1] for s in steps])
+
+    def progress(self, run_id: str, total_epochs: int | None, max_age: float | None = None) -> Progress:
+        run = self.client.get_run(run_id)
+        curves = self.curves(run_id, max_age=max_age)
+        metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith(SYSTEM_PREFIX)}
+        done = epochs_done(curves)
+        if done is not None and total_epochs:
+            done = min(done, total_epochs)
+        return Progress(current_epoch=done, total_epochs=total_epochs, metrics=metrics, run_status=run.info.status)
+
+
+def main(argv: list[str]) -> None:
+    import os
+
+    reader = RunReader(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"), ttl=0)
+    total = int(float(argv[1])) if len(argv) > 1 else None
+    p = reader.progress(argv[0], total)
+    print(f"{p.run_status}: epoch {p.current_epoch}/{p.total_epochs} ({p.percent}%)")
+    for key, value in sorted(p.metrics.items()):
+        print(f"  {key} = {value:.6g}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

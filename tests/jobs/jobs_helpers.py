@@ -1,0 +1,43 @@
+"""Polling helpers for the job-service tests (a plain module: conftest files are not importable by name).
+
+from jobs_helpers import wait_for
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+from fastapi.testclient import TestClient
+
+
+def wait_for(client: TestClient, job_id: str, check: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/api/training/{job_id}").json()
+        if check(job):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting on job {job_id}: {job}")
+        time.sleep(0.1)
+
+
+def wait_log(client: TestClient, job_id: str, pattern: str, timeout: float = 60) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = re.search(pattern, client.get(f"/api/training/{job_id}/logs").text)
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {pattern!r} in the log of {job_id}")
+        time.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
