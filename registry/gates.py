@@ -10,7 +10,7 @@ does not apply (no --min given, no version holding the alias yet). Nothing here 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from registry.errors import InvalidRequestError
@@ -21,7 +21,7 @@ MODES: dict[str, Callable[[float, float], bool]] = {"max": operator.ge, "min": o
 # A metric whose name ends with one of these is better when lower; every other metric when higher.
 LOWER_IS_BETTER_SUFFIXES = ("loss", "error", "mse", "mae", "rmse", "mape", "seconds", "latency")
 
-# Tags (on a version, else on the registered model) by which training names the metric that decides.
+# Tags by which training names the metric that decides: on the version, its source run, or the registered model.
 METRIC_HINT_TAG = "kiln.metric"
 MODE_HINT_TAG = "kiln.mode"
 
@@ -32,7 +32,7 @@ class MetricChoice:
 
     metric: str
     mode: str  # "max" or "min"
-    source: str  # "--metric", "version tag kiln.metric" or "model tag kiln.metric"
+    source: str  # "--metric", or where the hint was: "version tag kiln.metric", "run tag ...", "model tag ..."
 
 
 @dataclass(frozen=True)
@@ -135,19 +135,17 @@ def check_mode(mode: str, where: str) -> str:
 
 
 def choose_metric(
-    metric: str | None,
-    mode: str | None,
-    version_tags: Mapping[str, str],
-    model_tags: Mapping[str, str],
+    metric: str | None, mode: str | None, hints: Sequence[tuple[str, Mapping[str, str]]]
 ) -> MetricChoice | None:
-    """Pick the deciding metric: --metric, else the version's `kiln.metric` tag, else the model's; None if none.
+    """Pick the deciding metric: --metric, else the first `kiln.metric` tag in `hints`; None if none.
 
-    The mode is --mode, else the `kiln.mode` tag that sits beside the chosen hint (when the hint names the
-    same metric), else it is inferred from the metric's name.
+    `hints` are (where, tags) pairs, most specific first: the version's tags, its source run's tags (which
+    training sets), the registered model's tags. The mode is --mode, else the `kiln.mode` tag beside the
+    hint that names the chosen metric, else it is inferred from the metric's name.
     """
     if mode is not None:
         check_mode(mode, "--mode")
-    for tags, where in ((version_tags, "version tag"), (model_tags, "model tag")):
+    for where, tags in hints:
         hint = tags.get(METRIC_HINT_TAG)
         if not hint or (metric is not None and metric != hint):
             continue

@@ -95,17 +95,39 @@ def alias_holder(model: RegisteredModel, alias: str) -> int | None:
     return aliases.get(alias)
 
 
-def run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:
-    """The latest value of every metric on `run_id` (what the MLflow runs table shows); {} without a run."""
+def run_data(client: MlflowClient, run_id: str | None) -> tuple[dict[str, float], dict[str, str]]:
+    """The latest value of every metric on `run_id` (what the MLflow runs table shows) and its tags.
+
+    Empty for a version registered without a run, or whose run has been deleted for good.
+    """
     if not run_id:
-        return {}
+        return {}, {}
     try:
         run = client.get_run(run_id)
     except MlflowException as err:
         if is_not_found(err):
-            return {}
+            return {}, {}
         raise
-    return {str(k): float(v) for k, v in run.data.metrics.items()}
+    metrics = {str(k): float(v) for k, v in run.data.metrics.items()}
+    return metrics, {str(k): str(v) for k, v in run.data.tags.items()}
+
+
+def run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:
+    return run_data(client, run_id)[0]
+
+
+def tags_of(entity: ModelVersion | RegisteredModel) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (entity.tags or {}).items()}
+
+
+def metric_hints(
+    client: MlflowClient, version: ModelVersion | None, model: RegisteredModel
+) -> list[tuple[str, dict[str, str]]]:
+    """Where a `kiln.metric` hint may sit, most specific first: the version, its source run, the model."""
+    if version is None:
+        return [("model tag", tags_of(model))]
+    run_tags = run_data(client, version.run_id)[1]
+    return [("version tag", tags_of(version)), ("run tag", run_tags), ("model tag", tags_of(model))]
 
 
 def latest_version(model: RegisteredModel) -> int | None:

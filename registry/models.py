@@ -3,9 +3,9 @@
     kiln models
     kiln models --metric val_iou --metric val_loss --json
 
-Key metrics, unless named: the model's `kiln.metric` hint first, then the run's `val_*`, `test_*` and
-`best_*` metrics; a run with none of those shows its other metrics, leaving out system metrics and
-bookkeeping (lr, epoch, timings). At most `MAX_KEY_METRICS` are shown per version.
+Key metrics, unless named: the `kiln.metric` hint first (a version, source run or model tag), then the
+run's `val_*`, `test_*` and `best_*` metrics; a run with none of those shows its other metrics, leaving
+out system metrics and bookkeeping (lr, epoch, timings). At most `MAX_KEY_METRICS` are shown per version.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import RegisteredModel
 
-from registry.gates import METRIC_HINT_TAG
-from registry.lookup import get_version, latest_version, run_metrics
+from registry.gates import METRIC_HINT_TAG, choose_metric
+from registry.lookup import get_version, latest_version, run_data, tags_of
 
 MAX_KEY_METRICS = 6  # per version, so that one line per alias stays readable
 KEY_PREFIXES = ("val_", "test_", "best_")
@@ -63,9 +63,10 @@ def _all_models(client: MlflowClient) -> list[RegisteredModel]:
 
 
 def _summarise(client: MlflowClient, model: RegisteredModel, wanted: Sequence[str]) -> ModelSummary:
-    hint = (model.tags or {}).get(METRIC_HINT_TAG)
+    model_tags = tags_of(model)
     aliases = {str(k): int(v) for k, v in (model.aliases or {}).items()}
-    infos = tuple(_alias_info(client, str(model.name), a, aliases[a], wanted, hint) for a in _ordered(aliases))
+    infos = tuple(_alias_info(client, model, a, aliases[a], wanted) for a in _ordered(aliases))
+    hint = model_tags.get(METRIC_HINT_TAG)
     return ModelSummary(str(model.name), str(model.description or ""), latest_version(model), hint, infos)
 
 
@@ -75,13 +76,15 @@ def _ordered(aliases: dict[str, int]) -> list[str]:
 
 
 def _alias_info(
-    client: MlflowClient, model: str, alias: str, version: int, wanted: Sequence[str], hint: str | None
+    client: MlflowClient, model: RegisteredModel, alias: str, version: int, wanted: Sequence[str]
 ) -> AliasInfo:
-    found = get_version(client, model, version)
-    tags = {str(k): str(v) for k, v in (found.tags or {}).items()}
+    found = get_version(client, str(model.name), version)
+    tags = tags_of(found)
     run_id = str(found.run_id) if found.run_id else None
-    metrics = key_metrics(run_metrics(client, run_id), wanted, hint)
-    return AliasInfo(alias, version, run_id, metrics, tags.get("promoted_at"), tags.get("promoted_by"))
+    metrics, run_tags = run_data(client, run_id)
+    choice = choose_metric(None, None, [("version tag", tags), ("run tag", run_tags), ("model tag", tags_of(model))])
+    shown = key_metrics(metrics, wanted, choice.metric if choice else None)
+    return AliasInfo(alias, version, run_id, shown, tags.get("promoted_at"), tags.get("promoted_by"))
 
 
 def key_metrics(metrics: dict[str, float], wanted: Sequence[str], hint: str | None) -> dict[str, float]:

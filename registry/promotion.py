@@ -43,8 +43,10 @@ from registry.lookup import (
     check_alias,
     get_model,
     get_version,
+    metric_hints,
     parse_version,
     run_metrics,
+    tags_of,
     version_for_run,
 )
 
@@ -129,7 +131,7 @@ def promote(
     cand_version = int(candidate.version)
     if current == cand_version:
         return PromotionResult(model, alias, cand_version, current, moved=False, action="promote")
-    choice = choose_metric(metric, mode, _tags(candidate), _tags(registered))
+    choice = choose_metric(metric, mode, metric_hints(client, candidate, registered))
     _require_metric(choice, model, alias, cand_version, current, min_value, max_value, force)
     value, current_value, checks = _judge(client, registered, candidate, alias, current, choice, min_value, max_value)
     failed = tuple(c.detail for c in checks if not c.passed)
@@ -166,7 +168,7 @@ def rollback(
     target = _rollback_target(client, registered, alias, current, to_version)
     if target == current:
         raise NothingToRollBackError(f"v{target} already holds {alias} of {model}; nothing to roll back")
-    choice = choose_metric(None, None, {}, _tags(registered))
+    choice = choose_metric(None, None, metric_hints(client, get_version(client, model, target), registered))
     value, current_value = _hint_values(client, model, choice, target, current)
     if not reason and current is not None:
         reason = f"rollback from v{current}"
@@ -180,12 +182,15 @@ def history(model: str, *, alias: str | None = None, client: MlflowClient | None
     client = client or MlflowClient()
     if alias is not None:
         check_alias(alias)
-    events = parse_events(model, _tags(get_model(client, model)))
+    events = parse_events(model, tags_of(get_model(client, model)))
     return [e for e in events if alias is None or e.alias == alias]
 
 
 def set_metric_hint(model: str, metric: str, mode: str | None = None, *, client: MlflowClient | None = None) -> None:
-    """Tag `model` with the metric promotions are judged by (`kiln.metric`, `kiln.mode`); training calls this."""
+    """Tag `model` with the metric its promotions are judged by (`kiln.metric`, `kiln.mode`).
+
+    The same tags on a version's source run (as training sets them) or on the version take precedence.
+    """
     client = client or MlflowClient()
     get_model(client, model)
     client.set_registered_model_tag(model, METRIC_HINT_TAG, metric)
@@ -271,7 +276,7 @@ def _rollback_target(
     model = str(registered.name)
     if to_version is not None:
         return int(get_version(client, model, parse_version(to_version)).version)
-    target = rollback_target(parse_events(model, _tags(registered)), alias, current)
+    target = rollback_target(parse_events(model, tags_of(registered)), alias, current)
     if target is None:
         raise NothingToRollBackError(
             f"no earlier version of {alias} is recorded for {model} (see `kiln history {model}`); "
@@ -325,7 +330,3 @@ def _result(move: _Move, event: AliasEvent, checks: tuple[GateCheck, ...]) -> Pr
         move.model, move.alias, move.version, move.previous, True, move.action, move.forced, move.metric,
         move.value, move.previous_value, checks, event,
     )  # fmt: skip
-
-
-def _tags(entity: ModelVersion | RegisteredModel) -> dict[str, str]:
-    return {str(k): str(v) for k, v in (entity.tags or {}).items()}
