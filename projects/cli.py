@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "history": ("registry.cli", "history_command"),
     "models": ("registry.cli", "models_command"),
     "jobs": ("jobs.cli", "jobs"),
+    "serve": ("serving.cli", "serve"),
 }
 
 

@@ -1,0 +1,187 @@
+"""The FastAPI application: loads the models, starts the watcher, mounts every protocol, maps errors to JSON.
+
+    MLFLOW_TRACKING_URI=sqlite:///mlflow.db uvicorn --factory serving.app:app_from_env --port 8080
+
+Routes: Open Inference Protocol under /v2 (serving/protocol_v2.py), MLflow's /invocations and /ping
+(serving/invocations.py), task endpoints /v1/models/{name}/predict (serving/tasks.py), the webhook receiver
+(serving/watcher.py), and here the status routes /v1/models, a reload trigger, and /metrics. Interactive
+OpenAPI docs are at /docs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from serving import invocations, protocol_v2, tasks, watcher
+from serving.errors import BadRequest, MethodNotAllowed, RouteNotFound, ServingError
+from serving.http import json_response, request_store
+from serving.metrics import Metrics
+from serving.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, configure_logging
+from serving.settings import ServeSettings
+from serving.store import ModelSlot, ModelStore
+
+log = logging.getLogger("kiln.serving.app")
+
+DESCRIPTION = """
+An ONNX inference server for models registered in MLflow. Each model is served from
+`models:/<name>@<alias>` and swapped live, without failing a request, when the alias moves.
+
+* **Open Inference Protocol** (KServe V2 / Triton) under `/v2`, JSON or binary tensors.
+* **MLflow scoring protocol**: `POST /invocations`, `GET /ping`.
+* **Task endpoints**: `POST /v1/models/{name}/predict` with an image or JSON records.
+* **Status**: `GET /v1/models`; Prometheus metrics at `/metrics`.
+
+When the server runs with `KILN_API_TOKEN`, send `Authorization: Bearer <token>` (health, metrics and docs
+stay open).
+"""
+
+
+def create_app(settings: ServeSettings | None = None, *, client: Any | None = None) -> FastAPI:
+    """Build the app; models load in its lifespan, before the first request is accepted."""
+    settings = settings or ServeSettings.from_env()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in the server log
+    metrics = Metrics()
+    store = ModelStore(settings, metrics, client)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not store.slots:  # `kiln serve` with one worker loads before the port opens
+            await store.start()
+        app.state.watcher.start()
+        try:
+            yield
+        finally:
+            await app.state.watcher.stop()
+            store.close()
+
+    app = FastAPI(
+        title="kiln serving", version=protocol_v2._server_version(), description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.settings, app.state.store, app.state.metrics = settings, store, metrics
+    app.state.watcher = watcher.Watcher(store, settings.poll_seconds)
+    for router in (protocol_v2.router, invocations.router, tasks.router, status_router, watcher.router):
+        app.include_router(router)
+    _add_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.api_token:
+        app.add_middleware(AuthMiddleware, token=settings.api_token)
+    app.add_middleware(AccessMiddleware, metrics=metrics, enabled=settings.access_log)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` and for `kiln serve --workers N` worker processes."""
+    configure_logging(os.environ.get("KILN_LOG_LEVEL", "info"))
+    return create_app(ServeSettings.from_env())
+
+
+# --- status routes ----------------------------------------------------------------------------------------
+
+status_router = APIRouter(tags=["status"])
+
+
+@status_router.get("/v1/models", summary="What is served: version, alias, loaded_at, last swap error")
+async def list_models(request: Request) -> Response:
+    store = request_store(request)
+    return json_response({"models": [slot_status(s, store) for s in store.slots.values()]})
+
+
+@status_router.get("/v1/models/{name}", summary="Status of one served model")
+async def get_model(name: str, request: Request) -> Response:
+    store = request_store(request)
+    if name not in store.slots:
+        store.get(name)  # raises the 404 with the served names
+    return json_response(slot_status(store.slots[name], store))
+
+
+@status_router.post("/v1/models/{name}/reload", summary="Re-read the alias now, retrying a refused version")
+async def reload_model(name: str, request: Request) -> Response:
+    store = request_store(request)
+    if name not in store.slots:
+        store.get(name)  # raises the 404 with the served names
+    store.forget_failures(name)
+    swapped = await store.refresh(name)
+    return json_response({"swapped": swapped, **slot_status(store.slots[name], store)})
+
+
+@status_router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+async def metrics(request: Request) -> Response:
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type=registry.content_type)
+
+
+def slot_status(slot: ModelSlot, store: ModelStore) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "name": slot.name,
+        "alias": slot.alias,
+        "ready": slot.current is not None,
+        "swaps": slot.swaps,
+        "last_swap_error": slot.last_error.to_json() if slot.last_error else None,
+    }
+    if slot.current is None:
+        return status
+    model, batcher = slot.current.model, slot.current.batcher
+    settings = store.settings
+    return {
+        **status,
+        "version": model.version,
+        "loaded_at": model.loaded_at.isoformat(),
+        "run_id": model.run_id,
+        **model.contract.to_json(),
+        "inputs": [s.to_json() for s in model.inputs],
+        "outputs": [s.to_json() for s in model.outputs],
+        "ort_threads": model.threads,
+        "warmup": model.warmup,
+        "batching": {
+            "enabled": batcher.batchable,
+            "max_batch_size": settings.max_batch_size,
+            "max_queue_delay_ms": settings.max_queue_delay_ms,
+            "queued": batcher.queued,
+        },
+    }
+
+
+# --- errors -----------------------------------------------------------------------------------------------
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def serving_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServingError)
+        response = json_response(exc.to_json(), status_code=exc.status_code)
+        response.headers.update(exc.headers)
+        return response
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            error: ServingError = RouteNotFound(f"no route {request.method} {request.url.path}; see /docs")
+        elif exc.status_code == 405:
+            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        else:
+            return json_response({"error": str(exc.detail), "code": "http_error"}, status_code=exc.status_code)
+        return await serving_error(request, error)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return await serving_error(request, BadRequest(problems or "invalid request"))
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        request_id = getattr(request.state, "request_id", "?")
+        log.error("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
+        body = {"error": f"internal error; the server log has it under request id {request_id}", "code": "internal"}
+        return json_response(body, status_code=500)
+
+    app.add_exception_handler(ServingError, serving_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, internal_error)

@@ -1,0 +1,138 @@
+"""`kiln serve`: run the ONNX server for registered models, swapping versions live when their alias moves.
+
+    MLFLOW_TRACKING_URI=sqlite:///mlflow.db kiln serve --models edgnet,skinmodel --port 8080
+    kiln serve --alias staging --host 0.0.0.0 --workers 2
+
+Models, alias and their versions are checked before the port opens, so a typo in `--models` is one clear line,
+not a traceback. With one worker the models are loaded before uvicorn starts. With `--workers N` each worker
+process loads its own sessions; the CLI binds the listening socket itself with IPPROTO_TCP so that accepted
+connections get TCP_NODELAY (uvicorn's own multi-worker bind leaves it off: uvicorn#3149, +40 ms per
+keep-alive request), and points PROMETHEUS_MULTIPROC_DIR at a fresh directory so /metrics covers all workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+from typing import Any
+
+import click
+
+from serving.settings import ServeSettings, parse_model_list
+
+
+@click.command("serve")
+@click.option(
+    "--models", default=None, help="Comma-separated registered model names. Default: every model with the alias."
+)
+@click.option("--alias", default=None, help="Registry alias to serve and watch. Default: $KILN_ALIAS or production.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 for a container.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port (SageMaker: 8080).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Level of the JSON log lines (info includes one line per request).",
+)
+def serve(models: str | None, alias: str | None, host: str, port: int, workers: int, log_level: str) -> None:
+    """Serve models:/<name>@<alias> over KServe V2, /invocations and task endpoints, swapping live."""
+    from serving.middleware import configure_logging
+
+    try:
+        names = parse_model_list(models) if models is not None else None
+        if names == ():
+            raise ValueError("--models is empty")
+        settings = ServeSettings.from_env(models=names, alias=alias)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    configure_logging(log_level)
+    settings = _preflight(settings)
+    if workers == 1:
+        _run_single(settings, host, port, log_level)
+    else:
+        _run_workers(settings, host, port, workers, log_level)
+
+
+def _preflight(settings: ServeSettings) -> ServeSettings:
+    """Resolve the model names and each alias now, and fail with one line if any is wrong."""
+    import mlflow
+
+    from serving.metrics import Metrics
+    from serving.store import ModelStore
+
+    store = ModelStore(settings, Metrics())
+    try:
+        names = store.resolve_names()
+        versions = {name: store.resolve_version(name) for name in names}
+    except Exception as err:
+        detail = getattr(err, "detail", None) or str(err)
+        raise click.ClickException(
+            f"{detail} (tracking URI {settings.tracking_uri or mlflow.get_tracking_uri()})"
+        ) from None
+    listing = ", ".join(f"{n} v{v}" for n, v in versions.items())
+    click.echo(
+        f"serving {listing} from alias {settings.alias!r} ({settings.tracking_uri or mlflow.get_tracking_uri()})",
+        err=True,
+    )
+    from dataclasses import replace
+
+    return replace(settings, models=names)
+
+
+def _run_single(settings: ServeSettings, host: str, port: int, log_level: str) -> None:
+    import uvicorn
+
+    from serving.app import create_app
+
+    sock = bind_tcp(host, port)
+    app = create_app(settings)
+    try:
+        asyncio.run(app.state.store.start())
+    except Exception as err:
+        raise click.ClickException(str(err)) from None
+    uvicorn.Server(_config(app, host, port, log_level)).run(sockets=[sock])
+
+
+def _run_workers(settings: ServeSettings, host: str, port: int, workers: int, log_level: str) -> None:
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ.update(settings.env())
+    os.environ["KILN_LOG_LEVEL"] = log_level
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="kiln-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    config = _config("serving.app:app_from_env", host, port, log_level, factory=True, workers=workers)
+    Multiprocess(config, sockets=[bind_tcp(host, port)]).run()
+
+
+def _config(app: Any, host: str, port: int, log_level: str, **extra: Any) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # our JSON logging (configure_logging) stays in charge
+        log_level=log_level,
+        access_log=False,  # the AccessMiddleware writes one structured line per request instead
+        timeout_keep_alive=75,  # longer than common load balancers' idle timeouts (60 s), so they close first
+        server_header=False,
+        **extra,
+    )
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A listening socket created with proto=IPPROTO_TCP, so asyncio sets TCP_NODELAY on accepted connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise click.ClickException(f"cannot bind {host}:{port}: {err.strerror}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,92 @@
+"""HTTP helpers every protocol module shares: the store of a request, reading bodies, JSON responses.
+
+    python -c "from serving.http import json_response; print(json_response({'ok': True}).body)"
+
+Responses are serialised once with `json.dumps` into bytes: FastAPI's `jsonable_encoder` walks every value
+again, which is most of the cost of a small tabular answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from starlette.responses import Response
+
+from serving.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+if TYPE_CHECKING:
+    from serving.store import LoadedModel, ModelStore
+
+
+def request_store(request: Request) -> ModelStore:
+    store: ModelStore = request.app.state.store
+    return store
+
+
+def json_response(content: Any, model: LoadedModel | None = None, status_code: int = 200) -> Response:
+    try:
+        body = json.dumps(content, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:  # NaN or inf in a model output: JSON has no such numbers, so they become null
+        body = json.dumps(_finite(content), separators=(",", ":"), allow_nan=False).encode()
+    headers = None if model is None else {"X-Kiln-Model": model.name, "X-Kiln-Model-Version": model.version}
+    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, decompressed when the client sent Content-Encoding gzip or deflate (as tritonclient can)."""
+    body = await request.body()
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"content-encoding {encoding!r} is not supported; use gzip, deflate or none")
+    limit: int = request.app.state.settings.max_body_bytes
+    return _inflate(body, encoding, limit)
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as err:
+        raise BadRequest(f"the {encoding} body could not be decompressed: {err}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"the decompressed body is over the {limit}-byte limit")
+    return out
+
+
+async def read_json(request: Request) -> Any:
+    if media_type(request) not in ("application/json", ""):
+        raise UnsupportedMediaType(f"expected content-type application/json, got {media_type(request)!r}")
+    return parse_json(await read_body(request))
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise BadRequest("the body is empty; a JSON document was expected")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadRequest(f"the body is not valid JSON: {err}") from None
+
+
+__all__ = ["json_response", "media_type", "parse_json", "read_body", "read_json", "request_store"]

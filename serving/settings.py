@@ -1,0 +1,145 @@
+"""The server's settings: one typed object read from the environment, with every default declared here.
+
+    KILN_API_TOKEN=secret KILN_POLL_SECONDS=5 kiln serve --models edgnet
+
+`kiln serve` flags override the environment (`--models`, `--alias`); everything else comes from `KILN_*`
+variables. A bad value fails at start-up naming the variable and the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    models: tuple[str, ...] = ()  # registered models to serve; empty = every model that has `alias`
+    alias: str = "production"  # registry alias each model is served from, and watched
+    poll_seconds: float = 2.0  # how often each alias is re-read from the registry; 0 turns polling off
+    api_token: str | None = None  # bearer token for every route but health, metrics and docs; unset = open
+    webhook_secret: str | None = None  # HMAC secret of the MLflow webhook; unset = the receiver answers 403
+    webhook_tolerance_seconds: float = 300.0  # a webhook timestamp further than this from now is a replay
+    swap_retry_seconds: float = 300.0  # a version that failed its checks is not tried again for this long
+    max_body_bytes: int = 32 * MiB  # larger bodies get 413 before they are read
+    max_batch_size: int = 16  # rows one session run may take; 1 turns dynamic batching off
+    max_queue_delay_ms: float = 0.0  # wait this long for more requests to fill a batch (Triton's knob)
+    instances: int = 1  # session runs in flight at once per model (Triton's instance count)
+    intra_op_threads: int = 0  # ORT threads per run; 0 = all physical cores for image models, 1 for tabular
+    ort_spinning: bool = False  # let ORT worker threads spin between runs; they then burn CPU the HTTP side needs
+    access_log: bool = True  # one JSON line per request on the `kiln.serving.access` logger
+    cache_dir: str | None = None  # where versions are downloaded before loading; unset = a temporary dir
+    tracking_uri: str | None = None  # the registry (read from MLFLOW_TRACKING_URI); unset = MLflow's default
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:
+        """Read `KILN_<FIELD>` for every field, then apply `overrides` (from CLI flags) where not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = env_name(f.name)
+            raw = env.get(var)
+            if raw is not None and raw != "":
+                values[f.name] = _PARSERS[f.name](var, raw)
+        settings = replace(cls(), **values)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **given).validated()
+
+    def validated(self) -> ServeSettings:
+        checks = {
+            "poll_seconds": self.poll_seconds >= 0,
+            "webhook_tolerance_seconds": self.webhook_tolerance_seconds > 0,
+            "swap_retry_seconds": self.swap_retry_seconds >= 0,
+            "max_body_bytes": self.max_body_bytes > 0,
+            "max_batch_size": self.max_batch_size >= 1,
+            "max_queue_delay_ms": self.max_queue_delay_ms >= 0,
+            "instances": self.instances >= 1,
+            "intra_op_threads": self.intra_op_threads >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{env_name(name)}={getattr(self, name)!r} is out of range")
+        if not self.alias:
+            raise ValueError("the alias to serve must not be empty")
+        return self
+
+    def env(self) -> dict[str, str]:
+        """These settings as `KILN_*` variables, so that uvicorn worker processes rebuild the same object."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            out[env_name(f.name)] = str(value)
+        return out
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a settings field: KILN_<FIELD>, except MLflow's own tracking URI."""
+    return "MLFLOW_TRACKING_URI" if field_name == "tracking_uri" else f"KILN_{field_name.upper()}"
+
+
+def _number(kind: Callable[[str], T]) -> Callable[[str, str], T]:
+    def parse(var: str, raw: str) -> T:
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+
+    return parse
+
+
+def _bool(var: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{var}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
+
+
+def _str(var: str, raw: str) -> str:
+    return raw
+
+
+def _names(var: str, raw: str) -> tuple[str, ...]:
+    return parse_model_list(raw)
+
+
+def parse_model_list(raw: str) -> tuple[str, ...]:
+    """`a, b,,c` -> ("a", "b", "c"); duplicates are an error because each name is one slot."""
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"model names given twice: {duplicates}")
+    return names
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "models": _names,
+    "alias": _str,
+    "poll_seconds": _number(float),
+    "api_token": _str,
+    "webhook_secret": _str,
+    "webhook_tolerance_seconds": _number(float),
+    "swap_retry_seconds": _number(float),
+    "max_body_bytes": _number(int),
+    "max_batch_size": _number(int),
+    "max_queue_delay_ms": _number(float),
+    "instances": _number(int),
+    "intra_op_threads": _number(int),
+    "ort_spinning": _bool,
+    "access_log": _bool,
+    "cache_dir": _str,
+    "tracking_uri": _str,
+}
