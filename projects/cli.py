@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("registry.cli", "models_command"),
     "jobs": ("jobs.cli", "jobs"),
     "serve": ("serving.cli", "serve"),
+    "data": ("data.cli", "data"),
 }
 
 

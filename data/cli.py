@@ -1,0 +1,123 @@
+"""`kiln data`: check, convert, split and generate datasets.
+
+    kiln data validate data/samples/safety/data.yaml
+    kiln data convert --from coco instances.json out/ && kiln data split out/ --val 0.2 --seed 0
+    kiln data sample safety data/samples/safety
+
+Sample kinds come from the registry in `data.samples` (`@register_sample`), so a new kind needs no change here.
+User errors print `Error: ...` and exit 1; `validate` exits 1 when it finds any problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from projects.common.errors import KilnUserError
+
+
+def _names(value: str | None) -> list[str] | None:
+    return [n.strip() for n in value.split(",") if n.strip()] if value else None
+
+
+def _user_errors(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run `func`, turning the errors a user can fix into click's `Error: ...` and exit code 1."""
+    try:
+        return func(*args, **kwargs)
+    except (KilnUserError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def data() -> None:
+    """Dataset tools: validate, convert, split, sample."""
+
+
+@data.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--names", help="comma-separated class names for a bare folder without data.yaml or classes.txt")
+@click.option("--max-lines", type=int, default=200, show_default=True, help="problems printed before eliding")
+def validate(path: Path, names: str | None, max_lines: int) -> None:
+    """Check a YOLO dataset (a dataset YAML, or a folder) and report every problem as file:line: message."""
+    from data.yolo_validate import validate as run_validate
+
+    report = _user_errors(run_validate, path, _names(names))
+    lines = report.lines()
+    for line in lines[:max_lines]:
+        click.echo(line)
+    if len(lines) > max_lines:
+        click.echo(f"... and {len(lines) - max_lines} more")
+    click.echo(report.summary())
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@data.command()
+@click.option("--from", "kind", type=click.Choice(["coco", "voc"]), required=True, help="annotation format of SRC")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--images", "images_dir", type=click.Path(path_type=Path), help="COCO: folder holding the images")
+@click.option("--classes", help="VOC: comma-separated class order (default: sorted names found)")
+@click.option("--keep-difficult", is_flag=True, help="VOC: keep objects marked difficult")
+def convert(
+    kind: str, src: Path, dst: Path, images_dir: Path | None, classes: str | None, keep_difficult: bool
+) -> None:
+    """Convert COCO JSON (SRC = the .json) or Pascal VOC XML (SRC = the VOC folder) to YOLO layout in DST."""
+    from data.yolo_convert import convert as run_convert
+
+    options: dict[str, Any] = (
+        {"images_dir": images_dir} if kind == "coco" else {"classes": _names(classes), "keep_difficult": keep_difficult}
+    )
+    result = _user_errors(run_convert, kind, src, dst, **options)
+    click.echo(result.summary())
+
+
+@data.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--val", type=float, default=0.2, show_default=True, help="share of images for validation")
+@click.option("--test", type=float, default=0.0, show_default=True, help="share of images for a test split")
+@click.option("--seed", type=int, default=0, show_default=True, help="the same seed always gives the same split")
+@click.option("--names", help="comma-separated class names when the folder has no data.yaml or classes.txt")
+def split(folder: Path, val: float, test: float, seed: int, names: str | None) -> None:
+    """Split FOLDER's images (and labels) into images/train, images/val (and images/test) reproducibly."""
+    from data.yolo_split import split as run_split
+
+    result = _user_errors(run_split, folder, val=val, test=test, seed=seed, names=_names(names))
+    click.echo(result.summary())
+
+
+def _sample_help() -> str:
+    from data.samples import sample_kinds
+
+    kinds = "\n".join(f"  {k.name}: {k.summary}" for k in sorted(sample_kinds().values(), key=lambda k: k.name))
+    # "\b" stops click from re-wrapping the list into one paragraph.
+    return f"Write a procedural sample set of KIND into DST (deterministic for a seed).\n\n\b\nKinds:\n{kinds}"
+
+
+class _SampleCommand(click.Command):
+    """Help text lists the registered kinds, read when help is shown rather than at import."""
+
+    def get_help(self, ctx: click.Context) -> str:
+        self.help = _sample_help()
+        return super().get_help(ctx)
+
+
+@data.command(cls=_SampleCommand)
+@click.argument("kind")
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--count", type=int, help="images in all (default: the kind's own)")
+@click.option("--size", type=int, help="image side in pixels (default: the kind's own)")
+@click.option("--val", type=float, default=0.2, show_default=True, help="share of images in the val split")
+@click.option("--seed", type=int, default=0, show_default=True)
+def sample(kind: str, dst: Path, count: int | None, size: int | None, val: float, seed: int) -> None:
+    """Write a procedural sample set of KIND into DST."""
+    from data.samples import SampleRequest, make_sample
+
+    if not 0.0 < val < 1.0:
+        raise click.BadParameter(f"must be in (0, 1), got {val}", param_hint="--val")
+    request = SampleRequest(dst=dst, count=count, size=size, val=val, seed=seed)
+    result = _user_errors(make_sample, kind, request)
+    click.echo(f"wrote {kind} sample to {result}")
