@@ -79,7 +79,8 @@ def describe_result(result: PromotionResult) -> list[str]:
     forced = " (FORCED)" if result.forced else ""
     lines = [f"{verb} {result.model} {result.alias}: {was} -> v{result.version}{forced}"]
     if result.metric is not None:
-        lines.append(f"  judged by {result.metric.metric} ({better_word(result.metric.mode)}, {result.metric.source})")
+        choice = result.metric
+        lines.append(f"  metric: {choice.metric} ({better_word(choice.mode)}; from {choice.source})")
     lines += [f"  {'ok  ' if c.passed else 'FAIL'} {c.gate}: {c.detail}" for c in result.checks]
     if result.forced and result.event is not None and result.event.overridden:
         lines.append(f"  override recorded: {len(result.event.overridden)} failed gate(s) in {result.event.key}")

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import RegisteredModel
 
 from registry.gates import METRIC_HINT_TAG, choose_metric
+from registry.history import AliasEvent, parse_events
 from registry.lookup import get_version, latest_version, run_data, tags_of
 
 MAX_KEY_METRICS = 6  # per version, so that one line per alias stays readable
@@ -31,7 +32,7 @@ class AliasInfo:
     version: int
     run_id: str | None  # the version's source run; None for a version registered without one
     metrics: dict[str, float]  # key metrics of that run, latest values
-    promoted_at: str | None  # from the version's tags, when kiln moved the alias
+    promoted_at: str | None  # when kiln last moved this alias (from the history); None if moved outside kiln
     promoted_by: str | None
 
 
@@ -65,7 +66,8 @@ def _all_models(client: MlflowClient) -> list[RegisteredModel]:
 def _summarise(client: MlflowClient, model: RegisteredModel, wanted: Sequence[str]) -> ModelSummary:
     model_tags = tags_of(model)
     aliases = {str(k): int(v) for k, v in (model.aliases or {}).items()}
-    infos = tuple(_alias_info(client, model, a, aliases[a], wanted) for a in _ordered(aliases))
+    moves = _last_moves(parse_events(str(model.name), model_tags))
+    infos = tuple(_alias_info(client, model, a, aliases[a], wanted, moves.get(a)) for a in _ordered(aliases))
     hint = model_tags.get(METRIC_HINT_TAG)
     return ModelSummary(str(model.name), str(model.description or ""), latest_version(model), hint, infos)
 
@@ -75,8 +77,17 @@ def _ordered(aliases: dict[str, int]) -> list[str]:
     return first + sorted(a for a in aliases if a not in ALIAS_ORDER)
 
 
+def _last_moves(events: list[AliasEvent]) -> dict[str, AliasEvent]:
+    return {event.alias: event for event in events}  # events are oldest first, so the last one wins
+
+
 def _alias_info(
-    client: MlflowClient, model: RegisteredModel, alias: str, version: int, wanted: Sequence[str]
+    client: MlflowClient,
+    model: RegisteredModel,
+    alias: str,
+    version: int,
+    wanted: Sequence[str],
+    last_move: AliasEvent | None,
 ) -> AliasInfo:
     found = get_version(client, str(model.name), version)
     tags = tags_of(found)
@@ -84,7 +95,9 @@ def _alias_info(
     metrics, run_tags = run_data(client, run_id)
     choice = choose_metric(None, None, [("version tag", tags), ("run tag", run_tags), ("model tag", tags_of(model))])
     shown = key_metrics(metrics, wanted, choice.metric if choice else None)
-    return AliasInfo(alias, version, run_id, shown, tags.get("promoted_at"), tags.get("promoted_by"))
+    if last_move is None or last_move.version != version:
+        return AliasInfo(alias, version, run_id, shown, None, None)  # the alias was set outside kiln
+    return AliasInfo(alias, version, run_id, shown, last_move.at, last_move.by)
 
 
 def key_metrics(metrics: dict[str, float], wanted: Sequence[str], hint: str | None) -> dict[str, float]:

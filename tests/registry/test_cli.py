@@ -27,7 +27,7 @@ def test_promote_prints_the_move_and_each_gate(make_version: MakeVersion) -> Non
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "promoted seg production: v1 -> v2"
-    assert "judged by val_iou (higher is better, --metric)" in lines[1]
+    assert lines[1] == "  metric: val_iou (higher is better; from --metric)"
     assert "ok   min: val_iou 0.8 >= --min 0.75" in result.output
     assert "ok   current: val_iou 0.8 vs production v1's 0.7" in result.output
 
