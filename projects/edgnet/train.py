@@ -70,7 +70,8 @@ def _check(cfg: EDGNetConfig) -> None:
 def resolve_data(cfg: EDGNetConfig) -> Path:
     if cfg.data:
         return Path(cfg.data).expanduser()
-    return ensure_sample(cfg.num_samples, max(cfg.img_size, 256), cfg.seed)
+    # Drawn at the training size, so the line masks are exact at that resolution (no resampling).
+    return ensure_sample(cfg.num_samples, cfg.img_size, cfg.seed)
 
 
 def _worker_init(worker_id: int) -> None:
