@@ -11,6 +11,8 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 export PYTHONUNBUFFERED := 1
+# `mlflow run --env-manager local` runs `python` from PATH: make it the venv's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: run test test-fast check install browser-deps ui clean
 
