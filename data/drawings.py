@@ -17,6 +17,8 @@ import click
 import cv2
 import numpy as np
 
+from data.samples import SampleRequest, register_sample
+
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX)
 
 
@@ -143,6 +145,11 @@ def ensure_sample(count: int, size: int, seed: int) -> Path:
         generate(dst, count, size, seed)
         done.touch()
     return dst
+
+
+@register_sample("drawings", "synthetic engineering drawings with exact line masks (EDGNet; --val unused)")
+def _sample(request: SampleRequest) -> Path:
+    return generate(request.dst, request.count or 200, request.size or 256, request.seed)
 
 
 @click.command("drawings")

@@ -19,3 +19,15 @@ def test_generate_writes_matching_images_and_masks(tmp_path):
     images = sorted(p.name for p in (tmp_path / "images").iterdir())
     masks = sorted(p.name for p in (tmp_path / "masks").iterdir())
     assert images == masks == [f"{i:04d}.png" for i in range(5)]
+
+
+def test_kiln_data_sample_drawings(tmp_path):
+    from click.testing import CliRunner
+
+    from projects.cli import main
+
+    result = CliRunner().invoke(
+        main, ["data", "sample", "drawings", str(tmp_path / "d"), "--count", "2", "--size", "64"]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "d" / "masks").iterdir()) == ["0000.png", "0001.png"]
