@@ -74,7 +74,7 @@ class JobViews:
         if job.status != RUNNING or job.run_id is None:
             return job, None
         try:
-            run_id = self.runner.runs.training_run(job.run_id)
+            run_id = self.runner.training_run(job) or job.run_id
             p = self.runner.reader.progress(run_id, job.total_epochs)
         except MlflowException as exc:
             return job, f"could not read progress from MLflow: {exc.message}"
@@ -231,7 +231,7 @@ def training_router() -> APIRouter:
         job = request.app.state.runner.store.get(job_id)
         if job.run_id is None:
             return {"run_id": None, "metrics": {}}
-        run_id = request.app.state.runner.runs.training_run(job.run_id)
+        run_id = request.app.state.runner.training_run(job)
         curves = request.app.state.runner.reader.curves(run_id)
         return {"run_id": run_id, "metrics": {k: c.as_json() for k, c in curves.items()}}
 

@@ -41,7 +41,8 @@ def serve(host: str, port: int, project_dir: Path | None, max_concurrent: int | 
         raise click.ClickException(str(exc)) from None
     if max_concurrent is not None:
         settings = settings.with_overrides(max_concurrent_jobs=max_concurrent)
-    click.echo(f"kiln jobs: {settings.project_dir}/MLproject, tracking {settings.tracking_uri}, jobs {settings.jobs_db}")
+    click.echo(f"kiln jobs: {settings.project_dir / 'MLproject'}, tracking {settings.tracking_uri}")
+    click.echo(f"jobs table: {settings.jobs_db}, logs: {settings.logs_dir}")
     if host not in ("127.0.0.1", "localhost", "::1") and settings.api_token is None:
         click.echo("warning: listening beyond localhost without KILN_API_TOKEN; anyone who can reach it can train")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
 SYSTEM_PREFIX = "system/"
 
@@ -58,14 +59,16 @@ class RunReader:
         self._cache: dict[tuple[str, bool], tuple[float, dict[str, Curve]]] = {}
         self._lock = threading.Lock()
 
-    def curves(self, run_id: str, include_system: bool = False, max_age: float | None = None) -> dict[str, Curve]:
+    def curves(
+        self, run_id: str, include_system: bool = False, max_age: float | None = None, run: Run | None = None
+    ) -> dict[str, Curve]:
         """Metric history of every metric of the run, sorted by step (the last value wins on a repeated step)."""
         key = (run_id, include_system)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None and time.monotonic() - hit[0] < (self.ttl if max_age is None else max_age):
             return hit[1]
-        run = self.client.get_run(run_id)
+        run = run or self.client.get_run(run_id)
         names = [k for k in run.data.metrics if include_system or not k.startswith(SYSTEM_PREFIX)]
         curves = {name: self._curve(run_id, name) for name in sorted(names)}
         with self._lock:
@@ -82,7 +85,7 @@ class RunReader:
 
     def progress(self, run_id: str, total_epochs: int | None, max_age: float | None = None) -> Progress:
         run = self.client.get_run(run_id)
-        curves = self.curves(run_id, max_age=max_age)
+        curves = self.curves(run_id, max_age=max_age, run=run)
         metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith(SYSTEM_PREFIX)}
         done = epochs_done(curves)
         if done is not None and total_epochs:

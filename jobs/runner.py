@@ -217,7 +217,7 @@ class JobRunner:
         proc = self._procs.pop(job.id, None)
         if job.pid is not None:  # stragglers (data loader workers) once `mlflow run` is gone
             _signal_until_gone(job.pid, job.pid_started_at or 0.0, proc, signal.SIGKILL, 5.0)
-        run_id = self._training_run(job)
+        run_id = self.training_run(job)
         if proc is not None:
             status, error, run_status = _outcome_from_exit(proc.returncode, Path(job.log_path))
         else:
@@ -244,7 +244,7 @@ class JobRunner:
             for job in self.store.list((RUNNING,), limit=10_000):
                 if job.id in self._procs or _same_process_alive(job.pid, job.pid_started_at):
                     continue
-                run_id = self._training_run(job)
+                run_id = self.training_run(job)
                 status, error, run_status = self._outcome_from_run(job, run_id, "while the service was down")
                 error = _join(error, self._close_run(run_id, run_status))
                 self._finalize(job, status=status, error=error, run_id=run_id, exit_code=None)
@@ -268,7 +268,7 @@ class JobRunner:
     def _finish_cancelled(self, job: Job, survivors: list[int]) -> Job:
         with self._lock:
             proc = self._procs.pop(job.id, None)
-            run_id = self._training_run(job)
+            run_id = self.training_run(job)
             error = _join("cancelled by request", self._close_run(run_id, "KILLED", only_if_running=False))
             if survivors:
                 error += f"; pids {survivors} ignored SIGKILL (uninterruptible sleep?)"
@@ -277,9 +277,10 @@ class JobRunner:
             )
 
     # ---- MLflow bookkeeping -----------------------------------------------------------------------------------
-    def _training_run(self, job: Job) -> str | None:
-        if job.run_id is None:
-            return None
+    def training_run(self, job: Job) -> str | None:
+        """The run the job trains in: its own, or the one it resumed (only a `resume` param can change it)."""
+        if job.run_id is None or not job.params.get("resume"):
+            return job.run_id
         try:
             return self.runs.training_run(job.run_id)
         except MlflowException:

@@ -95,7 +95,7 @@ def settings(tmp_path: Path, tiny_project: Path, mlflow_template: Path) -> Setti
     db = tmp_path / "mlflow.db"
     shutil.copy(mlflow_template, db)
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "KILN_JOBS_DB": str(tmp_path / "jobs.db")}
-    env |= {"KILN_JOBS_POLL_SECONDS": "0.1", "KILN_JOBS_CANCEL_GRACE_SECONDS": "3"}
+    env |= {"KILN_JOBS_POLL_SECONDS": "0.2", "KILN_JOBS_CANCEL_GRACE_SECONDS": "3"}
     return Settings.from_env(env, project_dir=tiny_project)
 
 

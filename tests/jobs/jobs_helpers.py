@@ -22,7 +22,7 @@ def wait_for(client: TestClient, job_id: str, check: Callable[[dict[str, Any]], 
             return job
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting on job {job_id}: {job}")
-        time.sleep(0.1)
+        time.sleep(0.25)
 
 
 def wait_log(client: TestClient, job_id: str, pattern: str, timeout: float = 60) -> re.Match[str]:
@@ -33,7 +33,7 @@ def wait_log(client: TestClient, job_id: str, pattern: str, timeout: float = 60)
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {pattern!r} in the log of {job_id}")
-        time.sleep(0.1)
+        time.sleep(0.25)
 
 
 def alive(pid: int) -> bool:
@@ -41,3 +41,11 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s")
+        time.sleep(0.05)
