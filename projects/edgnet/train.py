@@ -143,7 +143,7 @@ def _log_run_context(cfg: EDGNetConfig, folder: Path, n_train: int, n_val: int, 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     profile = {"images": n_train + n_val, "train": n_train, "val": n_val, "masks": (folder / "masks").is_dir()}
     tracking.log_dataset(str(folder.resolve()), tracking.files_digest(files, folder), folder.name, profile=profile)
-    mlflow.set_tags({"kiln.family": "edgnet", "kiln.variant": cfg.variant, "kiln.metric": "val_iou",
+    mlflow.set_tags({"kiln.family": "edgnet", "kiln.variant": cfg.variant, "kiln.metric": "best_val_iou",
                      "kiln.mode": "max"})  # fmt: skip
 
 
