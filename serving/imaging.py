@@ -77,7 +77,7 @@ def _letterbox(image: np.ndarray, pre: Preprocess) -> tuple[np.ndarray, Geometry
     height, width = image.shape[:2]
     target_h, target_w = pre.size
     gain = min(target_h / height, target_w / width)
-    inner_w, inner_h = int(round(width * gain)), int(round(height * gain))
+    inner_w, inner_h = max(int(round(width * gain)), 1), max(int(round(height * gain)), 1)
     dw, dh = (target_w - inner_w) / 2, (target_h - inner_h) / 2
     if (width, height) != (inner_w, inner_h):
         image = _resize(image, inner_w, inner_h)
@@ -85,7 +85,8 @@ def _letterbox(image: np.ndarray, pre: Preprocess) -> tuple[np.ndarray, Geometry
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
     value: Any = pre.pad_value if image.ndim == 2 else (pre.pad_value,) * 3
     padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=value)
-    return np.asarray(padded), Geometry(height, width, gain, gain, top, left, inner_h, inner_w)
+    # per-axis gains of the rounded inner size, as ultralytics' scale_boxes computes them
+    return np.asarray(padded), Geometry(height, width, inner_h / height, inner_w / width, top, left, inner_h, inner_w)
 
 
 def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -322,7 +322,7 @@ def _probabilities(outputs: Specs) -> TensorSpec | None:
 
 
 def records_to_matrix(records: Any, features: tuple[str, ...]) -> np.ndarray:
-    """[{feature: number | null}, ...] -> float64 [N, F] in `features` order; null is missing (NaN)."""
+    """[{feature: number | bool | null}, ...] -> float64 [N, F] in `features` order; null is missing (NaN)."""
     if not isinstance(records, list) or not records:
         raise BadRequest('expected a non-empty JSON list of records, or {"records": [...]}')
     wanted = set(features)
@@ -348,7 +348,7 @@ def _explain_keys(i: int, record: Mapping[str, Any], wanted: set[str]) -> None:
 def _explain_values(rows: list[list[Any]], features: tuple[str, ...]) -> None:
     for i, row in enumerate(rows):
         for name, value in zip(features, row, strict=True):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            if value is not None and not isinstance(value, int | float):  # bool is an int: a 0/1 flag
                 raise BadRequest(f"record {i}: feature {name!r} must be a number or null, got {value!r}")
 
 

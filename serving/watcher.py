@@ -1,7 +1,9 @@
 """Notice when a served alias moves: poll the registry every KILN_POLL_SECONDS, and receive MLflow's
 registry webhook (`model_version_alias.created`) to react at once.
 
-    mlflow server --backend-store-uri sqlite:///mlflow.db   # with MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true
+    # MLflow delivers only to public https URLs unless told otherwise (here: a server on this host, plain http)
+    MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https \
+        mlflow server --backend-store-uri sqlite:///mlflow.db --workers 1
     python -c "from mlflow import MlflowClient; MlflowClient().create_webhook(name='kiln', \
         url='http://127.0.0.1:8080/v1/webhooks/mlflow', events=['model_version_alias.created'], secret='s3cret')"
     KILN_WEBHOOK_SECRET=s3cret kiln serve --models edgnet
