@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
@@ -86,9 +86,8 @@ class JobViews:
 
     def as_json(self, job: Job) -> dict[str, Any]:
         job, progress_error = self.refresh(job)
-        total, current = job.total_epochs, job.current_epoch
+        total, current, end = job.total_epochs, job.current_epoch, job.finished_at
         percent = round(min(100.0, 100.0 * (current or 0) / total), 1) if total else None
-        end = job.finished_at if job.finished_at is not None else None
         return {
             "job_id": job.id,
             "entry_point": job.entry_point,
@@ -163,8 +162,12 @@ def public_router() -> APIRouter:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     @router.get("/healthz")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    def health(request: Request) -> JSONResponse:
+        """200 while the supervisor works; 503 naming its last failure (tracking store unreachable, disk full)."""
+        error = request.app.state.runner.supervisor_error
+        if error is None:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "degraded", "detail": f"job supervisor failing: {error}"}, status_code=503)
 
     @router.get("/api/config")
     def config(request: Request) -> dict[str, Any]:
@@ -196,9 +199,11 @@ def training_router() -> APIRouter:
         return dict(request.app.state.views.as_json(job))
 
     @router.get("/training/list")
-    def list_jobs(request: Request, status: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 200):
+    def list_jobs(
+        request: Request, status: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+    ) -> dict[str, Any]:
         wanted = _statuses(status)
-        jobs = request.app.state.runner.store.list(wanted, limit=limit)
+        jobs = request.app.state.runner.store.list_jobs(wanted, limit=limit)
         return {"jobs": [request.app.state.views.as_json(j) for j in jobs]}
 
     @router.get("/training/{job_id}")

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ class JobRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.supervisor_error: str | None = None  # the last tick's failure (tracking store down, disk full)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -79,13 +81,18 @@ class JobRunner:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.tick()
+            try:
+                self.tick()
+                self.supervisor_error = None
+            except Exception as exc:  # noqa: BLE001 - the supervisor must outlive one bad tick; /healthz reports it
+                self.supervisor_error = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
             self._wake.wait(self.settings.poll_seconds)
             self._wake.clear()
 
     def tick(self) -> None:
         with self._lock:
-            for job in self.store.list((RUNNING,), limit=10_000):
+            for job in self.store.list_jobs((RUNNING,), limit=10_000):
                 if job.id not in self._cancelling and not self._alive(job):
                     self._finish_exited(job)
             self._launch_queued()
@@ -133,7 +140,7 @@ class JobRunner:
 
     # ---- launching --------------------------------------------------------------------------------------------
     def _launch_queued(self) -> None:
-        free = self.settings.max_concurrent_jobs - len(self.store.list((RUNNING,), limit=10_000))
+        free = self.settings.max_concurrent_jobs - len(self.store.list_jobs((RUNNING,), limit=10_000))
         for job in self.store.queued()[: max(free, 0)]:
             self._launch(job)
 
@@ -145,24 +152,12 @@ class JobRunner:
             self._fail_before_start(job, f"could not create the MLflow run: {exc.message}")
             return
         argv = self.argv(job, experiment_id, run_id)
-        log_path = Path(job.log_path)
-        with log_path.open("ab") as log:
-            log.write(f"$ {shlex.join(argv)}\n".encode())
-            log.flush()
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=self.settings.project_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    env=self.job_env(),
-                )
-            except OSError as exc:
-                error = _join(f"could not start {argv[0]}: {exc}", self._close_run(run_id, "FAILED"))
-                self._fail_before_start(job, error, run_id=run_id)
-                return
+        try:
+            proc = self._spawn(argv, Path(job.log_path))
+        except OSError as exc:
+            error = f"could not start {shlex.join(argv[:4])}: {exc}"
+            self._fail_before_start(job, _join(error, self._close_run(run_id, "FAILED")) or error, run_id=run_id)
+            return
         self._procs[job.id] = proc
         self.store.update(
             job.id,
@@ -173,6 +168,20 @@ class JobRunner:
             pid_started_at=_create_time(proc.pid),
             started_at=time.time(),
         )
+
+    def _spawn(self, argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+        with log_path.open("ab") as log:
+            log.write(f"$ {shlex.join(argv)}\n".encode())
+            log.flush()
+            return subprocess.Popen(
+                argv,
+                cwd=self.settings.project_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: cancel signals all of it, Ctrl-C of the service none
+                env=self.job_env(),
+            )
 
     def argv(self, job: Job, experiment_id: str, run_id: str) -> list[str]:
         cmd = [sys.executable, "-m", "mlflow", "run", str(self.settings.project_dir), "-e", job.entry_point]
@@ -202,8 +211,8 @@ class JobRunner:
             return None
 
     def _fail_before_start(self, job: Job, error: str, run_id: str | None = None) -> None:
-        with Path(job.log_path).open("a") as log:
-            log.write(f"kiln: {error}\n")
+        with contextlib.suppress(OSError), Path(job.log_path).open("a") as log:
+            log.write(f"kiln: {error}\n")  # best effort: the job row below carries the error either way
         self.store.update(job.id, status=FAILED, error=error, run_id=run_id, finished_at=time.time())
 
     # ---- watching ---------------------------------------------------------------------------------------------
@@ -241,7 +250,7 @@ class JobRunner:
     def reconcile(self) -> None:
         """On start-up: adopt running jobs whose process is alive, finish the ones whose process vanished."""
         with self._lock:
-            for job in self.store.list((RUNNING,), limit=10_000):
+            for job in self.store.list_jobs((RUNNING,), limit=10_000):
                 if job.id in self._procs or _same_process_alive(job.pid, job.pid_started_at):
                     continue
                 run_id = self.training_run(job)
@@ -269,9 +278,8 @@ class JobRunner:
         with self._lock:
             proc = self._procs.pop(job.id, None)
             run_id = self.training_run(job)
-            error = _join("cancelled by request", self._close_run(run_id, "KILLED", only_if_running=False))
-            if survivors:
-                error += f"; pids {survivors} ignored SIGKILL (uninterruptible sleep?)"
+            stuck = f"pids {survivors} ignored SIGKILL (uninterruptible sleep?)" if survivors else None
+            error = _join("cancelled by request", self._close_run(run_id, "KILLED", only_if_running=False), stuck)
             return self._finalize(
                 job, status=CANCELLED, error=error, run_id=run_id, exit_code=proc.returncode if proc else None
             )
@@ -323,8 +331,8 @@ class JobRunner:
         return p.current_epoch, p.metrics
 
 
-def _join(first: str | None, second: str | None) -> str | None:
-    return "; ".join(part for part in (first, second) if part) or None
+def _join(*parts: str | None) -> str | None:
+    return "; ".join(part for part in parts if part) or None
 
 
 def _outcome_from_exit(returncode: int, log_path: Path) -> tuple[str, str | None, str]:
@@ -344,7 +352,7 @@ def _signal_name(number: int) -> str:
 
 def _create_time(pid: int) -> float | None:
     try:
-        return psutil.Process(pid).create_time()
+        return float(psutil.Process(pid).create_time())
     except psutil.Error:
         return None
 

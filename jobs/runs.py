@@ -34,7 +34,7 @@ class JobRuns:
         if not name:
             return os.environ.get("MLFLOW_EXPERIMENT_ID") or "0"
         found = self.client.get_experiment_by_name(name)
-        return found.experiment_id if found is not None else self.client.create_experiment(name)
+        return str(found.experiment_id if found is not None else self.client.create_experiment(name))
 
     def create(self, job_id: str, entry_point: str, experiment_id: str) -> str:
         """A RUNNING run tagged as `mlflow run` would tag it, plus the job id; returns its run id."""
@@ -49,7 +49,7 @@ class JobRuns:
         if commit:
             tags["mlflow.source.git.commit"] = commit
         run = self.client.create_run(experiment_id, tags=tags, run_name=job_id)
-        return run.info.run_id
+        return str(run.info.run_id)
 
     def training_run(self, run_id: str) -> str:
         """The run training actually writes to: `run_id`, or the run it resumed into."""
@@ -61,7 +61,7 @@ class JobRuns:
         return run_id
 
     def status(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.status
+        return str(self.client.get_run(run_id).info.status)
 
     def close(self, run_id: str, status: str, only_if_running: bool = True) -> None:
         """End the run as `status` (FINISHED, FAILED, KILLED); by default only a run still marked RUNNING."""

@@ -123,7 +123,7 @@ class JobStore:
             raise JobNotFoundError(job_id)
         return _from_row(row)
 
-    def list(self, statuses: tuple[str, ...] = STATUSES, limit: int = 200) -> list[Job]:
+    def list_jobs(self, statuses: tuple[str, ...] = STATUSES, limit: int = 200) -> list[Job]:
         """Newest first."""
         marks = ", ".join("?" for _ in statuses)
         query = f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at DESC LIMIT ?"
@@ -133,7 +133,7 @@ class JobStore:
 
     def queued(self) -> list[Job]:
         """Queued jobs, oldest first: the order they start in."""
-        return sorted(self.list((QUEUED,), limit=10_000), key=lambda j: j.created_at)
+        return sorted(self.list_jobs((QUEUED,), limit=10_000), key=lambda j: j.created_at)
 
     def close(self) -> None:
         with self._lock:

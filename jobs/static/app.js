@@ -293,6 +293,8 @@ function renderJob(job) {
   $("#job-metrics").replaceChildren(...(metrics.length ? metrics.map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, fmtNum(v))))
     : [h("tr", {}, h("td", { class: "muted", colspan: 2, style: "text-align:left" }, "none yet"))]));
   state.currentJob = job;
+  const listed = state.jobs.find((j) => j.job_id === job.job_id);
+  if (listed && listed.status !== job.status) refreshJobs(); // keep the list in step with the view
 }
 
 function progressText(job) {

@@ -8,10 +8,8 @@ sleeps between epochs, so tests see real `mlflow run` jobs without waiting on re
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,11 @@ from fastapi.testclient import TestClient
 
 from jobs.app import create_app
 from jobs.settings import Settings
-from jobs.store import JobStore
+
+# The test modules share jobs_helpers.py; with --import-mode=importlib this folder is not on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from jobs_helpers import kill_leftover_jobs  # noqa: E402
 
 MLPROJECT = """\
 name: tiny
@@ -119,14 +121,3 @@ def make_client(settings: Settings) -> Iterator[Callable[..., TestClient]]:
 @pytest.fixture
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
-
-
-def kill_leftover_jobs(jobs_db: Path) -> None:
-    if not jobs_db.exists():
-        return
-    store = JobStore(jobs_db)
-    for job in store.list(("running",)):
-        if job.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(job.pid, signal.SIGKILL)
-    store.close()

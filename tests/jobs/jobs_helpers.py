@@ -5,13 +5,19 @@ from jobs_helpers import wait_for
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
 from fastapi.testclient import TestClient
+
+from jobs.store import JobStore
 
 
 def wait_for(client: TestClient, job_id: str, check: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict:
@@ -49,3 +55,14 @@ def wait_until(check: Callable[[], bool], timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s")
         time.sleep(0.05)
+
+
+def kill_leftover_jobs(jobs_db: Path) -> None:
+    if not jobs_db.exists():
+        return
+    store = JobStore(jobs_db)
+    for job in store.list_jobs(("running",)):
+        if job.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
+    store.close()

@@ -31,9 +31,9 @@ def test_list_is_newest_first_and_queue_oldest_first(tmp_path: Path) -> None:
     for name, created in [("b", 2.0), ("a", 1.0), ("c", 3.0)]:
         store.insert(job(name, created))
     store.update("c", status=RUNNING)
-    assert [j.id for j in store.list()] == ["c", "b", "a"]
+    assert [j.id for j in store.list_jobs()] == ["c", "b", "a"]
     assert [j.id for j in store.queued()] == ["a", "b"]
-    assert [j.id for j in store.list((RUNNING,))] == ["c"]
+    assert [j.id for j in store.list_jobs((RUNNING,))] == ["c"]
 
 
 def test_guarded_update_leaves_a_finished_job_alone(tmp_path: Path) -> None:

@@ -1,0 +1,66 @@
+"""Registry routes: registered models with their production version, gated promotion and rollback over HTTP.
+
+.venv/bin/python -m pytest tests/jobs/test_models_api.py -q
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+
+from jobs.settings import Settings
+
+
+@pytest.fixture
+def two_versions(settings: Settings, tmp_path: Path) -> MlflowClient:
+    """edgnet v1 (val_iou 0.6) and v2 (val_iou 0.7), judged by val_iou through the model's kiln.metric tag."""
+    mlflow = MlflowClient(settings.tracking_uri)
+    mlflow.create_registered_model("edgnet", tags={"kiln.metric": "val_iou"})
+    (tmp_path / "model").mkdir()
+    for iou in (0.6, 0.7):
+        run_id = mlflow.create_run("0").info.run_id
+        mlflow.log_metric(run_id, "val_iou", iou, step=1)
+        mlflow.create_model_version("edgnet", source=str(tmp_path / "model"), run_id=run_id)
+    return mlflow
+
+
+def test_models_list_versions_metrics_and_production(client: TestClient, two_versions: MlflowClient) -> None:
+    (model,) = client.get("/api/models").json()["models"]
+    assert (model["name"], model["production_version"], model["metric_hint"]) == ("edgnet", None, "val_iou")
+    assert [(v["version"], v["metrics"]) for v in model["versions"]] == [(2, {"val_iou": 0.7}), (1, {"val_iou": 0.6})]
+
+
+def test_promotion_is_gated_and_recorded(client: TestClient, two_versions: MlflowClient) -> None:
+    first = client.post("/api/models/edgnet/promote", json={"version": 1, "reason": "baseline", "by": "ana"})
+    assert first.status_code == 200 and first.json()["moved"] is True
+    assert client.get("/api/models/edgnet").json()["production_version"] == 1
+
+    refused = client.post("/api/models/edgnet/promote", json={"version": 2, "min_value": 0.9})
+    assert refused.status_code == 409
+    assert "refused to promote edgnet v2 to production" in refused.json()["detail"]
+    assert [c["passed"] for c in refused.json()["checks"] if c["gate"] != "logged"].count(False) == 1
+    assert client.get("/api/models/edgnet").json()["production_version"] == 1
+
+    better = client.post("/api/models/edgnet/promote", json={"version": 2, "reason": "higher IoU"})
+    assert better.status_code == 200 and better.json()["previous_version"] == 1
+    model = client.get("/api/models/edgnet").json()
+    assert model["production_version"] == 2
+    oldest_first = [(e["action"], e["version"], e["by"]) for e in reversed(model["history"])]
+    assert oldest_first[0] == ("promote", 1, "ana") and oldest_first[-1][:2] == ("promote", 2)
+
+    back = client.post("/api/models/edgnet/rollback", json={"reason": "drift"})
+    assert back.status_code == 200 and back.json()["version"] == 1
+    assert int(two_versions.get_model_version_by_alias("edgnet", "production").version) == 1
+
+
+def test_registry_errors_keep_their_status(client: TestClient, two_versions: MlflowClient) -> None:
+    missing = client.post("/api/models/segnet/promote", json={"version": 1})
+    assert missing.status_code == 404 and "unknown registered model 'segnet'" in missing.json()["detail"]
+    assert client.post("/api/models/edgnet/promote", json={"version": 9}).status_code == 404
+    bad = client.post("/api/models/edgnet/promote", json={"version": "two"})
+    assert bad.status_code == 400 and "version 'two'" in bad.json()["detail"]
+    assert client.post("/api/models/edgnet/promote", json={"version": 1, "colour": "red"}).status_code == 422
+    assert client.post("/api/models/edgnet/rollback", json={}).status_code == 409  # nothing promoted yet

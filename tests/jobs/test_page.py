@@ -1,0 +1,120 @@
+"""The page in headless Chromium: fill the form, start a tiny job, watch it reach 100% with a chart, cancel another.
+
+    .venv/bin/python -m pytest tests/jobs/test_page.py -q      # needs Debian's chromium: make browser-deps
+
+The service runs as `python -m projects.cli jobs serve`, the same code path as `kiln jobs serve`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from jobs_helpers import alive, kill_leftover_jobs
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Counts the drawn (non-transparent) pixels of every chart canvas: uPlot draws its series there.
+DRAWN_PIXELS_JS = """() => [...document.querySelectorAll('#job-charts canvas')].map(c => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; })"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path, tiny_project: Path, mlflow_template: Path) -> Iterator[str]:
+    db = tmp_path / "mlflow.db"
+    shutil.copy(mlflow_template, db)
+    port = free_port()
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
+        "KILN_PROJECT_DIR": str(tiny_project),
+        "KILN_JOBS_DB": str(tmp_path / "jobs.db"),
+        "KILN_JOBS_POLL_SECONDS": "0.2",
+    }
+    cmd = [sys.executable, "-m", "projects.cli", "jobs", "serve", "--port", str(port)]
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server, tmp_path / "serve.log")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+        kill_leftover_jobs(tmp_path / "jobs.db")
+
+
+def wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"kiln jobs serve exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"kiln jobs serve did not answer within {timeout}s:\n{log.read_text()}")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_start_watch_and_cancel_from_the_page(served: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(served)
+
+        page.select_option("#entry-point", "tiny")
+        page.fill("input[name=param-epochs]", "3")
+        page.fill("input[name=param-sleep]", "0.3")
+        page.fill("input[name=param-note]", "from the browser")
+        page.click("#start-button")
+        expect(page.locator("#job-status")).to_have_text("completed", timeout=120_000)
+        expect(page.locator("#job-progress")).to_have_attribute("aria-valuenow", "100")
+        expect(page.locator("#progress-label")).to_contain_text("Epoch 3 / 3")
+        expect(page.locator("#job-log")).to_contain_text("note='from the browser'")
+        expect(page.locator("#job-charts .chart canvas")).to_have_count(2)  # loss, val_acc
+        page.wait_for_function(f"({DRAWN_PIXELS_JS})().every(n => n > 500)", timeout=10_000)
+        page.screenshot(path=str(tmp_path / "completed.png"), full_page=True)
+
+        page.fill("input[name=param-epochs]", "500")
+        page.click("#start-button")
+        expect(page.locator("#job-status")).to_have_text("running", timeout=60_000)
+        expect(page.locator("#job-log")).to_contain_text("Epoch 1/500", timeout=120_000)
+        job_id = page.locator("#job-title").inner_text()
+        page.click("#cancel-button")
+        expect(page.locator("#job-status")).to_have_text("cancelled", timeout=60_000)
+        expect(page.locator(f".job-row[data-job='{job_id}'] .badge")).to_have_text("cancelled", timeout=10_000)
+        browser.close()
+    job = httpx.get(f"{served}/api/training/{job_id}").json()
+    assert job["status"] == "cancelled" and not alive(job["pid"])
+    assert errors == []
