@@ -13,7 +13,9 @@ keep-alive request), and points PROMETHEUS_MULTIPROC_DIR at a fresh directory so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import socket
 import tempfile
 from typing import Any
@@ -94,7 +96,8 @@ def _run_single(settings: ServeSettings, host: str, port: int, log_level: str) -
         asyncio.run(app.state.store.start())
     except Exception as err:
         raise click.ClickException(str(err)) from None
-    uvicorn.Server(_config(app, host, port, log_level)).run(sockets=[sock])
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after a graceful shutdown
+        uvicorn.Server(_config(app, host, port, log_level)).run(sockets=[sock])
 
 
 def _run_workers(settings: ServeSettings, host: str, port: int, workers: int, log_level: str) -> None:
@@ -102,10 +105,16 @@ def _run_workers(settings: ServeSettings, host: str, port: int, workers: int, lo
 
     os.environ.update(settings.env())
     os.environ["KILN_LOG_LEVEL"] = log_level
+    own_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="kiln-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     config = _config("serving.app:app_from_env", host, port, log_level, factory=True, workers=workers)
-    Multiprocess(config, sockets=[bind_tcp(host, port)]).run()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[bind_tcp(host, port)]).run()
+    finally:
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _config(app: Any, host: str, port: int, log_level: str, **extra: Any) -> Any:
