@@ -78,10 +78,12 @@ class JobViews:
             p = self.runner.reader.progress(run_id, job.total_epochs)
         except MlflowException as exc:
             return job, f"could not read progress from MLflow: {exc.message}"
-        if (p.current_epoch, p.metrics, run_id) != (job.current_epoch, job.metrics, job.run_id):
+        seen = (p.current_epoch, p.total_epochs, p.metrics, run_id)
+        if seen != (job.current_epoch, job.total_epochs, job.metrics, job.run_id):
             job = self.runner.store.update(
-                job.id, only_status=RUNNING, current_epoch=p.current_epoch, metrics=p.metrics, run_id=run_id
-            )
+                job.id, RUNNING, current_epoch=p.current_epoch, total_epochs=p.total_epochs, metrics=p.metrics,
+                run_id=run_id,
+            )  # fmt: skip
         return job, None
 
     def as_json(self, job: Job) -> dict[str, Any]:

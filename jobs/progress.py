@@ -50,6 +50,18 @@ def epochs_done(curves: dict[str, Curve]) -> int | None:
     return max(counts, default=0) or None
 
 
+def logged_epochs(params: dict[str, str]) -> int | None:
+    """The epoch count a run logged as a param: `epochs`, else one nested key ending in `.epochs`."""
+    keys = ["epochs"] if "epochs" in params else [k for k in params if k.endswith(".epochs")]
+    if len(keys) != 1:
+        return None
+    try:
+        value = float(params[keys[0]])
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() and value > 0 else None
+
+
 class RunReader:
     """Reads runs through one MlflowClient, caching each run's curves for `ttl` seconds (pages poll often)."""
 
@@ -84,8 +96,10 @@ class RunReader:
         return Curve(steps=steps, values=[by_step[s][1] for s in steps])
 
     def progress(self, run_id: str, total_epochs: int | None, max_age: float | None = None) -> Progress:
+        """`total_epochs` None: the run's own `epochs` param (a config file may set it), when it logged one."""
         run = self.client.get_run(run_id)
         curves = self.curves(run_id, max_age=max_age, run=run)
+        total_epochs = total_epochs or logged_epochs(run.data.params)
         metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith(SYSTEM_PREFIX)}
         done = epochs_done(curves)
         if done is not None and total_epochs:

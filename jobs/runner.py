@@ -34,7 +34,7 @@ from mlflow.exceptions import MlflowException
 
 from jobs import logs
 from jobs.mlproject import MLproject
-from jobs.progress import RunReader
+from jobs.progress import Progress, RunReader
 from jobs.runs import JobRuns
 from jobs.settings import Settings
 from jobs.store import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, Job, JobStore
@@ -314,21 +314,21 @@ class JobRunner:
 
     def _finalize(self, job: Job, *, status: str, error: str | None, run_id: str | None, exit_code: int | None) -> Job:
         """Record the end of a job with a last snapshot of its progress, so finished jobs need no MLflow reads."""
-        snapshot = self.snapshot(job.total_epochs, run_id)
         changes: dict[str, Any] = {"status": status, "error": error, "run_id": run_id, "exit_code": exit_code}
         changes["finished_at"] = time.time()
+        snapshot = self.snapshot(job.total_epochs, run_id)
         if snapshot is not None:
-            changes.update(current_epoch=snapshot[0], metrics=snapshot[1])
+            changes.update(current_epoch=snapshot.current_epoch, total_epochs=snapshot.total_epochs)
+            changes["metrics"] = snapshot.metrics
         return self.store.update(job.id, **changes)
 
-    def snapshot(self, total_epochs: int | None, run_id: str | None) -> tuple[int | None, dict[str, float]] | None:
+    def snapshot(self, total_epochs: int | None, run_id: str | None) -> Progress | None:
         if run_id is None:
             return None
         try:
-            p = self.reader.progress(run_id, total_epochs, max_age=0.0)
+            return self.reader.progress(run_id, total_epochs, max_age=0.0)
         except MlflowException:
             return None
-        return p.current_epoch, p.metrics
 
 
 def _join(*parts: str | None) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from jobs.progress import Curve, Progress, RunReader, epochs_done
+from jobs.progress import Curve, Progress, RunReader, epochs_done, logged_epochs
 
 
 def test_epochs_done_counts_distinct_steps_from_either_base() -> None:
@@ -41,3 +41,12 @@ def test_reader_reads_a_real_run(tmp_path: Path, mlflow_template: Path) -> None:
     assert set(reader.curves(run_id, include_system=True)) == {"val_loss", "system/memory_usage_megabytes"}
     p = reader.progress(run_id, total_epochs=4)
     assert (p.current_epoch, p.percent, p.metrics, p.run_status) == (2, 50.0, {"val_loss": 0.4}, "RUNNING")
+    client.log_param(run_id, "epochs", "8")  # a run whose epoch count came from its config file
+    assert reader.progress(run_id, total_epochs=None).percent == 25.0
+
+
+def test_a_config_file_epoch_count_comes_from_the_run_params() -> None:
+    assert logged_epochs({"epochs": "30"}) == 30
+    assert logged_epochs({"train.epochs": "12", "lr": "0.1"}) == 12
+    assert logged_epochs({"a.epochs": "1", "b.epochs": "2"}) is None  # ambiguous
+    assert logged_epochs({"epochs": ""}) is None and logged_epochs({}) is None
