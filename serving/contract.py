@@ -68,6 +68,7 @@ class TabularPost:
 class RegressionPost:
     output_shape: tuple[int, ...]  # per-sample output shape, e.g. (2, 2, 30)
     layout: str  # what the axes mean, e.g. "BGGR"; passed through to the client
+    cells: Any = None  # optional description of the leading axes, e.g. [["R", "G"], ["G", "B"]]; passed through
 
 
 Postprocess = SegmentationPost | DetectionPost | TabularPost | RegressionPost
@@ -113,8 +114,10 @@ def parse_contract(meta: Mapping[str, str]) -> ModelContract:
     if task is not None and task not in TASKS:
         raise ContractError(f"kiln.task={task!r} is not one of {list(TASKS)}")
     preprocess = None
-    if task in _NEEDS_IMAGE or "kiln.preprocess" in meta:
+    if task in _NEEDS_IMAGE or (task is None and "kiln.preprocess" in meta):
         preprocess = _parse_preprocess(_json_key(meta, "kiln.preprocess"))
+    # tabular models may describe their input too ({"layout": "[B, F]", "missing": "NaN"}); the server's side of
+    # that is feature_names and null -> NaN, which the postprocess block carries
     postprocess = None
     if task is not None:
         postprocess = _POSTPROCESS[task](_json_key(meta, "kiln.postprocess"))
@@ -206,7 +209,7 @@ def _regression(raw: dict[str, Any]) -> RegressionPost:
     shape = raw.get("output_shape")
     if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
         raise ContractError(f"kiln.postprocess.output_shape must be a list of positive ints, got {shape!r}")
-    return RegressionPost(output_shape=tuple(shape), layout=str(raw.get("layout", "")))
+    return RegressionPost(output_shape=tuple(shape), layout=str(raw.get("layout", "")), cells=raw.get("cells"))
 
 
 def _choice(raw: dict[str, Any], key: str, field: str, allowed: tuple[str, ...], default: str | None = None) -> str:

@@ -259,7 +259,8 @@ class Regression(ImageTask):
         post = model.contract.postprocess
         assert isinstance(post, RegressionPost)
         values = outputs[model.outputs[0].name][0].reshape(post.output_shape)
-        return {"shape": list(post.output_shape), "layout": post.layout, "output": values.tolist()}
+        result = {"shape": list(post.output_shape), "layout": post.layout, "output": values.tolist()}
+        return result if post.cells is None else {**result, "cells": post.cells}
 
 
 # --- tabular ----------------------------------------------------------------------------------------------

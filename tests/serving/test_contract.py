@@ -42,6 +42,24 @@ def test_tabular_needs_no_preprocess() -> None:
     assert contract.postprocess.classes == (0, 1, 2)
 
 
+def test_contracts_written_by_the_trainers_parse() -> None:
+    """The exact metadata dicts projects/*/train.py write (copied here so a change there shows up as a diff)."""
+    skin = {
+        "kiln.task": "tabular",
+        "kiln.preprocess": json.dumps(
+            {"layout": "[B, F]", "dtype": "float32", "missing": "NaN", "feature_names": ["a"]}
+        ),
+        "kiln.postprocess": json.dumps({"task": "regression", "feature_names": ["a"], "classes": []}),
+    }
+    assert parse_contract(skin).preprocess is None
+    cr = _meta(
+        "regression",
+        {"color": "gray", "size": [128, 128], "resize": "stretch", "scale": 1 / 255, "mean": [0.5], "std": [0.5]},
+        {"output_shape": [2, 2, 30], "layout": "BGGR", "cells": [["R", "G"], ["G", "B"]]},
+    )
+    assert parse_contract(cr).postprocess.cells == [["R", "G"], ["G", "B"]]  # type: ignore[union-attr]
+
+
 def test_segmentation_defaults() -> None:
     contract = parse_contract(_meta("segmentation", {**PRE, "color": "gray", "mean": [0], "std": [1]}, {}))
     assert contract.postprocess == SegmentationPost(activation="sigmoid", threshold=0.5)
