@@ -1,0 +1,274 @@
+"""Train a YOLO detector on ultralytics inside one MLflow run, then export, check and register it as ONNX.
+
+    mlflow run . -e safety_detection --env-manager local -P epochs=30 -P imgsz=320
+    python -m projects.yolo.train --preset visitor_detection --epochs 3 --imgsz 160
+    python -m projects.yolo.train --preset yolo_custom --data my/data.yaml --model yolo11s.yaml
+
+Presets: safety_detection (smoke, fire, person_down; yolov8n.yaml), visitor_detection (person, package;
+yolo11n.yaml) and yolo_custom (any dataset YAML). With no `--data`, the first two train on their bundled
+sample set (`kiln data sample`). Training never touches the network (see `projects.yolo.offline`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import mlflow
+import torch
+
+from data.yolo_layout import YoloDataset
+from projects.common import tracking
+from projects.common.checkpoint import ResumeError
+from projects.common.config import cfg_field, config_options, resolve_config
+from projects.common.errors import KilnUserError, run_cli
+from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
+from projects.common.runtime import pick_device
+from projects.yolo import data as yolo_data
+from projects.yolo.model import ModelSpec, export_module, load_model, raw_predictions, resolve_model
+from projects.yolo.offline import load_ultralytics
+from projects.yolo.tracking import MlflowBridge
+
+load_ultralytics()
+
+from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
+
+ONNX_RTOL, ONNX_ATOL = 1e-3, 1e-3  # boxes are in input pixels (0..imgsz), so 1e-3 relative is sub-pixel
+CHECK_IMAGES = 2  # real validation images run through both PyTorch and ONNX Runtime
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str  # entry point name; also the default registered model name
+    model: str  # default model YAML
+    sample: str | None  # `kiln data sample` kind used when --data is empty; None = --data is required
+    summary: str  # one line for docs and tags
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    PRESETS[preset.name] = preset
+    return preset
+
+
+register_preset(Preset("safety_detection", "yolov8n.yaml", "safety", "industrial safety: smoke, fire, person_down"))
+register_preset(Preset("visitor_detection", "yolo11n.yaml", "visitor", "door visitors: person, package"))
+register_preset(Preset("yolo_custom", "yolov8n.yaml", None, "any ultralytics dataset YAML"))
+
+
+@dataclass
+class YoloConfig:
+    preset: str = cfg_field("yolo_custom", f"one of {sorted(PRESETS)}: default model, sample set and model name")
+    data: str = cfg_field("", "ultralytics dataset YAML (or a folder holding one); empty = the preset's sample set")
+    model: str = cfg_field("", "model YAML (yolov8n.yaml, yolo11n.yaml, a file) or a local .pt; empty = preset's")
+    epochs: int = cfg_field(100, "training epochs")
+    imgsz: int = cfg_field(640, "square input size; ultralytics rounds it to a multiple of the stride (32)")
+    batch: int = cfg_field(16, "images per batch")
+    patience: int = cfg_field(20, "epochs without fitness (0.1 mAP50 + 0.9 mAP50-95) gain before stopping")
+    lr0: float = cfg_field(0.0, "initial learning rate; 0 = ultralytics picks optimizer and lr0 ('auto')")
+    optimizer: str = cfg_field("auto", "SGD, AdamW, Adam, ...; auto = AdamW for short runs, else SGD")
+    seed: int = cfg_field(0, "seed for initialisation, augmentation and the generated sample set")
+    resume: str = cfg_field("", "MLflow run id to continue from its weights/last.pt, in that same run")
+    model_name: str = cfg_field("", "registered model name; empty = the preset name")
+    device: str = cfg_field("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    time: float = cfg_field(0.0, "training budget in hours; > 0 overrides epochs (ultralytics `time`)")
+    workers: int = cfg_field(8, "dataloader workers on CUDA (ultralytics uses 0 on CPU)")
+
+
+@dataclass
+class Prepared:
+    """Everything checked and resolved before a run starts."""
+
+    preset: Preset
+    model: ModelSpec
+    dataset: YoloDataset
+    labels: Any  # data.yolo_validate.Report of the label check
+    work: Path  # scratch folder: resolved data.yaml and ultralytics' save_dir
+    data_yaml: Path
+    model_name: str
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise KilnUserError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def check_numbers(cfg: YoloConfig) -> None:
+    positive = {"epochs": cfg.epochs, "imgsz": cfg.imgsz, "batch": cfg.batch}
+    for name, value in positive.items():
+        if value <= 0:
+            raise KilnUserError(f"--{name} must be > 0, got {value}")
+    for name, value in {"patience": cfg.patience, "lr0": cfg.lr0, "time": cfg.time, "workers": cfg.workers}.items():
+        if value < 0:
+            raise KilnUserError(f"--{name} must be >= 0, got {value}")
+
+
+def ultralytics_device(pref: str) -> str:
+    """kiln's device names -> ultralytics' ('cpu', '0', '1', ...)."""
+    device = pick_device(pref)
+    return "cpu" if device.type == "cpu" else str(device.index or 0) if device.type == "cuda" else device.type
+
+
+def prepare(cfg: YoloConfig) -> Prepared:
+    """Check every input; raises a KilnUserError naming the bad file or value before anything trains."""
+    preset = get_preset(cfg.preset)
+    check_numbers(cfg)
+    model = resolve_model(cfg.model or preset.model)
+    dataset = yolo_data.resolve_dataset(cfg.data, preset.sample, cfg.seed)
+    report = yolo_data.check_labels(dataset)
+    work = Path(tempfile.mkdtemp(prefix="kiln-yolo-"))
+    data_yaml = yolo_data.write_resolved_yaml(dataset, work)
+    return Prepared(preset, model, dataset, report, work, data_yaml, cfg.model_name or preset.name)
+
+
+def trainer_args(cfg: YoloConfig, prep: Prepared) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "model": prep.model.source,
+        "data": str(prep.data_yaml),
+        "epochs": cfg.epochs,
+        "imgsz": cfg.imgsz,
+        "batch": cfg.batch,
+        "patience": cfg.patience or 10**9,  # ultralytics reads patience 0 as "stop at once"; kiln means never
+        "optimizer": cfg.optimizer if cfg.optimizer != "auto" or not cfg.lr0 else "SGD",
+        "seed": cfg.seed,
+        "device": ultralytics_device(cfg.device),
+        "workers": cfg.workers,
+        "save_dir": str(prep.work / "train"),
+        "exist_ok": True,
+        "pretrained": prep.model.kind == "weights",
+        "plots": True,
+        "verbose": True,
+    }
+    if cfg.lr0:
+        args["lr0"] = cfg.lr0
+    if cfg.time:
+        args["time"] = cfg.time
+    return args
+
+
+def fetch_resume_state(run_id: str, save_dir: Path) -> Path:
+    """Download the run's last.pt (and best.pt, results.csv) into ultralytics' save_dir; return last.pt."""
+    weights = save_dir / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="weights/last.pt", dst_path=str(save_dir)
+        )
+    except Exception as exc:  # MlflowException or OSError, depending on the artifact store
+        raise ResumeError(f"cannot resume run {run_id!r}: no artifact 'weights/last.pt' ({exc})") from None
+    last = Path(local)
+    for extra in ("weights/best.pt", "results.csv"):
+        try:
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=extra, dst_path=str(save_dir))
+        except Exception:  # an early crash leaves no best.pt / results.csv yet; training recreates them
+            continue
+    check_resumable(last, run_id)
+    return last
+
+
+def check_resumable(last: Path, run_id: str) -> None:
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    epoch, epochs = int(ckpt.get("epoch", -1)), int((ckpt.get("train_args") or {}).get("epochs", 0))
+    if epoch < 0 or epoch + 1 >= epochs:
+        raise ResumeError(f"run {run_id!r} already finished its {epochs} epochs; there is nothing to resume")
+
+
+def build_trainer(cfg: YoloConfig, prep: Prepared) -> DetectionTrainer:
+    args = trainer_args(cfg, prep)
+    if cfg.resume:
+        args["resume"] = str(fetch_resume_state(cfg.resume, Path(args["save_dir"])))
+    return DetectionTrainer(overrides=args)
+
+
+def log_run_context(cfg: YoloConfig, prep: Prepared) -> None:
+    tracking.log_config(cfg, extra={"kiln.model_source": prep.model.source})
+    profile = yolo_data.dataset_profile(prep.dataset, prep.labels)
+    source = str(prep.dataset.yaml_path or prep.dataset.root)
+    name = prep.dataset.root.name if prep.dataset.yaml_path is None else prep.dataset.yaml_path.parent.name
+    tracking.log_dataset(source, yolo_data.dataset_digest(prep.dataset), name, profile=profile)
+    mlflow.log_artifact(str(prep.data_yaml), artifact_path="dataset")
+    mlflow.set_tags({
+        "kiln.family": "yolo", "kiln.preset": prep.preset.name, "kiln.metric": "metrics/mAP50-95",
+        "kiln.mode": "max", "kiln.model_yaml": prep.model.source if prep.model.kind == "yaml" else "",
+    })  # fmt: skip
+
+
+def onnx_metadata(names: list[str], imgsz: int) -> dict[str, Any]:
+    """The serving contract for detection models (see the README's metadata section)."""
+    return {
+        "kiln.task": "detection",
+        "kiln.family": "yolo",
+        "kiln.preprocess": {
+            "color": "rgb", "size": [imgsz, imgsz], "resize": "letterbox", "scale": 1 / 255,
+            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "layout": "NCHW", "pad_value": yolo_data.PAD_VALUE,
+        },
+        "kiln.postprocess": {
+            "layout": "[B,4+nc,N]", "box_format": "xywh", "nms": False, "names": names, "conf": 0.25, "iou": 0.45,
+        },
+    }  # fmt: skip
+
+
+def export_and_register(prep: Prepared, best: Path, imgsz: int) -> tuple[int, float]:
+    """Export best.pt, check ONNX against PyTorch on real validation images, log and register it."""
+    trained = load_model(best)
+    module = export_module(trained)
+    images = yolo_data.read_images(prep.dataset.splits["val"][:CHECK_IMAGES])
+    batch = torch.from_numpy(yolo_data.to_input(images, imgsz))
+    path = export_onnx(
+        module, batch[:1], prep.work / "model.onnx", dynamic_hw=False, input_name="images", output_name="output0"
+    )
+    diff = check_onnx(path, module, batch, rtol=ONNX_RTOL, atol=ONNX_ATOL)
+    # The fused export module must also agree with the model exactly as trained (unfused, tuple output).
+    unfused_diff = float((raw_predictions(trained, batch) - raw_predictions(module, batch)).abs().max())
+    mlflow.log_metrics({"onnx_max_abs_diff": diff, "fuse_max_abs_diff": unfused_diff})
+    metadata = onnx_metadata(prep.dataset.names, imgsz)
+    version = log_onnx_model(path, input_example=batch[:1].numpy(), model_name=prep.model_name, metadata=metadata)
+    return int(version.version), diff
+
+
+def finish(prep: Prepared, trainer: DetectionTrainer, bridge: MlflowBridge) -> dict[str, float]:
+    best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
+    version, diff = export_and_register(prep, best, int(trainer.args.imgsz))
+    final = {k.replace("metrics/", "best/"): v for k, v in bridge.final.items() if k.startswith("metrics/")}
+    final.update({"epochs_run": bridge.epochs_logged, "registered_version": version, "onnx_max_abs_diff": diff})
+    ap50, ap = final.get("best/mAP50", float("nan")), final.get("best/mAP50-95", float("nan"))
+    tracking.set_note(
+        f"{prep.preset.name} ({prep.model.source}): best mAP50 {ap50:.3f}, mAP50-95 {ap:.3f} "
+        f"after {bridge.epochs_logged} epochs; registered {prep.model_name} v{version}"
+    )
+    return final
+
+
+def train(cfg: YoloConfig) -> dict[str, float]:
+    """Check inputs, train in the MLflow run, export and register; returns the final metrics."""
+    prep = prepare(cfg)
+    run_name = f"{prep.preset.name}-{Path(prep.model.source).stem}"
+    trainer = build_trainer(cfg, prep)  # a bad --resume fails here, before the old run is reopened
+    with tracking.start_run(run_name=run_name, resume_run_id=cfg.resume or None):
+        bridge = MlflowBridge(prep.dataset.names)
+        bridge.attach(trainer)
+        log_run_context(cfg, prep)
+        trainer.train()
+        final = finish(prep, trainer, bridge)
+    ap50, ap = final.get("best/mAP50", float("nan")), final.get("best/mAP50-95", float("nan"))
+    version = int(final["registered_version"])
+    print(f"best mAP50 {ap50:.4f}, mAP50-95 {ap:.4f} -> registered {prep.model_name} v{version}")
+    return final
+
+
+@click.command()
+@config_options(YoloConfig)
+def main(config_path: str | None, **flags: str | None) -> None:
+    """Train a YOLO detector with ultralytics, tracked in MLflow, and register it as ONNX."""
+    cfg = run_cli(resolve_config, YoloConfig, config_path, flags)
+    run_cli(train, cfg)
+
+
+if __name__ == "__main__":
+    main()
