@@ -45,6 +45,12 @@ function fmtNum(v) {
   return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(3) : v.toPrecision(4);
 }
 
+function fmtTick(v) {
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  return a < 1e-3 || a >= 1e5 ? v.toExponential(1) : String(Number(v.toPrecision(3)));
+}
+
 function ago(iso) {
   if (!iso) return "";
   const s = (Date.now() - Date.parse(iso)) / 1000;
@@ -412,8 +418,12 @@ function align(curves) {
   return [xs, ...ys];
 }
 
+// Per-epoch curves get charts; one-off values (best_*, registered_version, logged once at the end) stay in the
+// metrics table, unless nothing has a second point yet (the first epoch).
 function chartGroups(metrics) {
-  const names = Object.keys(metrics).sort();
+  const all = Object.keys(metrics).sort();
+  const curves = all.filter((n) => metrics[n].steps.length > 1);
+  const names = curves.length ? curves : all;
   const losses = names.filter((n) => /loss/i.test(n));
   const groups = losses.length ? [["loss", losses]] : [];
   for (const n of names) if (!losses.includes(n)) groups.push([n, [n]]);
@@ -425,7 +435,7 @@ function makePlot(el, title, labels, data, height = 200) {
   const opts = {
     title, width, height,
     scales: { x: { time: false } },
-    axes: [{ label: "epoch", incrs: EPOCH_STEPS }, { size: 60 }],
+    axes: [{ label: "epoch", incrs: EPOCH_STEPS }, { size: 60, values: (u, ticks) => ticks.map(fmtTick) }],
     series: [{ label: "epoch" }, ...labels.map((l, i) => ({ label: l, stroke: COLORS[i % COLORS.length], width: 2,
       points: { size: 5 }, spanGaps: true }))],
     legend: { live: true },
@@ -441,6 +451,10 @@ async function renderCharts(jobId) {
   const box = $("#job-charts");
   if (!groups.length) return;
   if (!state.charts.size) box.replaceChildren();
+  const titles = new Set(groups.map(([title]) => title));
+  for (const [title, chart] of state.charts) {
+    if (!titles.has(title)) { chart.plot.destroy(); chart.el.remove(); state.charts.delete(title); }
+  }
   for (const [title, names] of groups) {
     const aligned = align(names.map((n) => data.metrics[n]));
     const existing = state.charts.get(title);
