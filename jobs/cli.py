@@ -33,6 +33,7 @@ def serve(host: str, port: int, project_dir: Path | None, max_concurrent: int | 
     import uvicorn
 
     from jobs.app import create_app
+    from jobs.runner import ServiceLockedError
     from jobs.settings import Settings, SettingsError
 
     try:
@@ -45,4 +46,8 @@ def serve(host: str, port: int, project_dir: Path | None, max_concurrent: int | 
     click.echo(f"jobs table: {settings.jobs_db}, logs: {settings.logs_dir}")
     if host not in ("127.0.0.1", "localhost", "::1") and settings.api_token is None:
         click.echo("warning: listening beyond localhost without KILN_API_TOKEN; anyone who can reach it can train")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    try:
+        app = create_app(settings)
+    except ServiceLockedError as exc:
+        raise click.ClickException(str(exc)) from None
+    uvicorn.run(app, host=host, port=port, log_level="info")

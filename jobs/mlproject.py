@@ -101,7 +101,10 @@ class MLproject:
         self._cache: tuple[float, dict[str, EntryPoint]] | None = None
 
     def entry_points(self) -> dict[str, EntryPoint]:
-        mtime = self.path.stat().st_mtime
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError as exc:
+            raise MLprojectError(f"cannot read {self.path}: {exc.strerror}") from exc
         if self._cache is None or self._cache[0] != mtime:
             self._cache = (mtime, load_entry_points(self.path))
         return self._cache[1]

@@ -15,6 +15,7 @@ A restarted service adopts jobs whose processes are still alive and marks the ot
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import secrets
@@ -27,7 +28,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import psutil
 from mlflow.exceptions import MlflowException
@@ -47,9 +48,31 @@ class JobStateError(Exception):
     """An action the job's state does not allow (cancelling a finished job)."""
 
 
+class ServiceLockedError(RuntimeError):
+    """Another job service already supervises this jobs table; two would start every queued job twice."""
+
+
+def _exclusive_lock(jobs_db: Path) -> TextIO:
+    path = jobs_db.with_name(jobs_db.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ServiceLockedError(f"another kiln jobs service (pid {holder}) already supervises {jobs_db}") from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 class JobRunner:
     def __init__(self, settings: Settings, store: JobStore | None = None) -> None:
         self.settings = settings
+        self._service_lock: TextIO | None = _exclusive_lock(settings.jobs_db)
         self.store = store or JobStore(settings.jobs_db)
         self.mlproject = MLproject(settings.project_dir)
         self.runs = JobRuns(settings.tracking_uri, settings.project_dir)
@@ -78,6 +101,9 @@ class JobRunner:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        if self._service_lock is not None:
+            self._service_lock.close()  # closing the file drops the flock
+            self._service_lock = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from jobs_helpers import alive, wait_for, wait_log, wait_until
 from mlflow import MlflowClient
 
-from jobs.runner import JobRunner
+from jobs.runner import JobRunner, ServiceLockedError
 from jobs.settings import Settings
 from jobs.store import RUNNING, Job
 
@@ -111,3 +111,11 @@ def test_job_env_points_at_this_python_and_keeps_the_token_out(
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
     assert env["MLFLOW_TRACKING_URI"] == settings.tracking_uri and env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert "KILN_API_TOKEN" not in env and "MLFLOW_RUN_ID" not in env
+
+
+def test_a_second_service_on_the_same_jobs_table_is_refused(make_client: Callable[..., TestClient]) -> None:
+    first = make_client()
+    with pytest.raises(ServiceLockedError, match=rf"another kiln jobs service \(pid {os.getpid()}\) already super"):
+        make_client()
+    first.__exit__(None, None, None)  # stopping releases the table
+    assert make_client().get("/healthz").json() == {"status": "ok"}
