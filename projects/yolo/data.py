@@ -25,13 +25,17 @@ PAD_VALUE = 114  # ultralytics' letterbox grey
 MAX_LISTED_PROBLEMS = 10  # label problems quoted in the error before "... and N more"
 
 
-def resolve_dataset(data: str, sample_kind: str | None, seed: int = 0) -> YoloDataset:
-    """`data` (a dataset YAML or a folder with one), or the bundled sample set of `sample_kind` when empty."""
+def resolve_dataset(data: str, sample_kind: str | None) -> YoloDataset:
+    """`data` (a dataset YAML or a folder with one), or the bundled sample set of `sample_kind` when empty.
+
+    The bundled set is always the kind's default request (seed 0), generated once under data/samples/,
+    so every run of an entry point without --data trains on the same images.
+    """
     if data:
         return load_dataset(Path(data).expanduser())
     if sample_kind is None:
         raise DatasetError("--data is required: pass a dataset YAML (path, train, val, names)")
-    return load_dataset(ensure_sample(sample_kind, SampleRequest(SAMPLES_DIR / sample_kind, seed=seed)))
+    return load_dataset(ensure_sample(sample_kind, SampleRequest(SAMPLES_DIR / sample_kind)))
 
 
 def check_labels(dataset: YoloDataset) -> Report:

@@ -19,6 +19,7 @@ from typing import Any
 import click
 import mlflow
 import torch
+import yaml
 
 from data.yolo_layout import YoloDataset
 from projects.common import tracking
@@ -34,7 +35,9 @@ from projects.yolo.tracking import MlflowBridge
 
 load_ultralytics()
 
+from ultralytics.cfg import check_cfg  # noqa: E402
 from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
+from ultralytics.utils import DEFAULT_CFG_KEYS  # noqa: E402
 
 ONNX_RTOL, ONNX_ATOL = 1e-3, 1e-3  # boxes are in input pixels (0..imgsz), so 1e-3 relative is sub-pixel
 CHECK_IMAGES = 2  # real validation images run through both PyTorch and ONNX Runtime
@@ -72,12 +75,20 @@ class YoloConfig:
     patience: int = cfg_field(20, "epochs without fitness (0.1 mAP50 + 0.9 mAP50-95) gain before stopping")
     lr0: float = cfg_field(0.0, "initial learning rate; 0 = ultralytics picks optimizer and lr0 ('auto')")
     optimizer: str = cfg_field("auto", "SGD, AdamW, Adam, ...; auto = AdamW for short runs, else SGD")
-    seed: int = cfg_field(0, "seed for initialisation, augmentation and the generated sample set")
+    seed: int = cfg_field(0, "seed for initialisation and augmentation")
     resume: str = cfg_field("", "MLflow run id to continue from its weights/last.pt, in that same run")
     model_name: str = cfg_field("", "registered model name; empty = the preset name")
     device: str = cfg_field("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     time: float = cfg_field(0.0, "training budget in hours; > 0 overrides epochs (ultralytics `time`)")
     workers: int = cfg_field(8, "dataloader workers on CUDA (ultralytics uses 0 on CPU)")
+    hyp: str = cfg_field("", "YAML of further ultralytics train args (mosaic, hsv_h, degrees, close_mosaic, ...)")
+
+
+# Set through kiln's own flags (or by kiln itself); a --hyp file may not override them.
+KILN_OWNED_ARGS = frozenset(
+    {"model", "data", "epochs", "imgsz", "batch", "patience", "lr0", "optimizer", "seed", "device", "time", "workers",
+     "save_dir", "resume", "project", "name", "exist_ok", "mode", "task", "pretrained"}
+)  # fmt: skip
 
 
 @dataclass
@@ -91,6 +102,7 @@ class Prepared:
     work: Path  # scratch folder: resolved data.yaml and ultralytics' save_dir
     data_yaml: Path
     model_name: str
+    hyp: dict[str, Any]  # extra ultralytics args from --hyp, checked
 
 
 def get_preset(name: str) -> Preset:
@@ -109,6 +121,33 @@ def check_numbers(cfg: YoloConfig) -> None:
             raise KilnUserError(f"--{name} must be >= 0, got {value}")
 
 
+def read_hyp(path: str) -> dict[str, Any]:
+    """Extra ultralytics train args from a YAML file, checked against ultralytics' own names and types."""
+    if not path:
+        return {}
+    hyp_path = Path(path).expanduser()
+    if not hyp_path.is_file():
+        raise KilnUserError(f"--hyp file not found: {hyp_path}")
+    try:
+        loaded = yaml.safe_load(hyp_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise KilnUserError(f"{hyp_path}: not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise KilnUserError(f"{hyp_path}: expected a mapping of ultralytics arg: value")
+    unknown = sorted(set(loaded) - set(DEFAULT_CFG_KEYS))
+    if unknown:
+        raise KilnUserError(f"{hyp_path}: unknown ultralytics args {unknown}")
+    owned = sorted(set(loaded) & KILN_OWNED_ARGS)
+    if owned:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in owned)
+        raise KilnUserError(f"{hyp_path}: {owned} are set by kiln; use {flags} instead")
+    try:
+        check_cfg(dict(loaded))
+    except (TypeError, ValueError) as exc:
+        raise KilnUserError(f"{hyp_path}: {exc}") from None
+    return loaded
+
+
 def ultralytics_device(pref: str) -> str:
     """kiln's device names -> ultralytics' ('cpu', '0', '1', ...)."""
     device = pick_device(pref)
@@ -119,16 +158,18 @@ def prepare(cfg: YoloConfig) -> Prepared:
     """Check every input; raises a KilnUserError naming the bad file or value before anything trains."""
     preset = get_preset(cfg.preset)
     check_numbers(cfg)
+    hyp = read_hyp(cfg.hyp)
     model = resolve_model(cfg.model or preset.model)
-    dataset = yolo_data.resolve_dataset(cfg.data, preset.sample, cfg.seed)
+    dataset = yolo_data.resolve_dataset(cfg.data, preset.sample)
     report = yolo_data.check_labels(dataset)
     work = Path(tempfile.mkdtemp(prefix="kiln-yolo-"))
     data_yaml = yolo_data.write_resolved_yaml(dataset, work)
-    return Prepared(preset, model, dataset, report, work, data_yaml, cfg.model_name or preset.name)
+    return Prepared(preset, model, dataset, report, work, data_yaml, cfg.model_name or preset.name, hyp)
 
 
 def trainer_args(cfg: YoloConfig, prep: Prepared) -> dict[str, Any]:
     args: dict[str, Any] = {
+        **prep.hyp,
         "model": prep.model.source,
         "data": str(prep.data_yaml),
         "epochs": cfg.epochs,

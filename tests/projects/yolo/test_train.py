@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from click.testing import CliRunner
 from projects.yolo import data as yolo_data
 from projects.yolo.model import load_model, raw_predictions
 from projects.yolo.tracking import MlflowBridge
-from projects.yolo.train import YoloConfig, main, train
+from projects.yolo.train import YoloConfig, main, prepare, read_hyp, train, trainer_args
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = ["--epochs", "2", "--imgsz", "64", "--batch", "4", "--device", "cpu"]
@@ -214,3 +215,28 @@ def test_resume_continues_the_same_run_offline(
     code, output = invoke("--preset", "safety_detection", "--data", str(tiny_safety), "--resume", run.info.run_id,
                           *TINY)  # fmt: skip
     assert code == 1 and "already finished its 3 epochs" in output
+
+
+def test_hyp_file_is_checked_against_ultralytics(store: Path, tiny_safety: Path, tmp_path: Path) -> None:
+    hyp = tmp_path / "hyp.yaml"
+    hyp.write_text("mosaic: 0.5\ndegrees: 10\n")
+    assert read_hyp(str(hyp)) == {"mosaic": 0.5, "degrees": 10}
+    cases = {
+        "mosaicc: 0.5\n": r"unknown ultralytics args \['mosaicc'\]",
+        "epochs: 3\n": r"\['epochs'\] are set by kiln; use --epochs instead",
+        "degrees: lots\n": r"hyp.yaml: .*degrees",
+    }
+    for text, message in cases.items():
+        hyp.write_text(text)
+        code, output = invoke("--preset", "safety_detection", "--data", str(tiny_safety), "--hyp", str(hyp), *TINY)
+        assert code == 1 and output.startswith("Error: ") and re.search(message, output), output
+    assert not store.exists()
+
+
+def test_hyp_values_reach_ultralytics_but_kiln_flags_win(tiny_safety: Path, tmp_path: Path) -> None:
+    hyp = tmp_path / "hyp.yaml"
+    hyp.write_text("mosaic: 0.25\nclose_mosaic: 2\n")
+    prep = prepare(YoloConfig(preset="safety_detection", data=str(tiny_safety), hyp=str(hyp)))
+    args = trainer_args(YoloConfig(epochs=7, lr0=0.02), prep)
+    assert (args["mosaic"], args["close_mosaic"], args["epochs"]) == (0.25, 2, 7)
+    assert (args["lr0"], args["optimizer"]) == (0.02, "SGD")  # an explicit lr0 is honoured, not ignored by 'auto'
