@@ -4,7 +4,8 @@
 
 ultralytics' MLflow integration is switched off in `projects.yolo.offline`: it would open a second run
 in an experiment of its own and end it. This bridge writes into the run kiln's entry point holds:
-- params: the resolved ultralytics args (only keys the run lacks, so a resumed run keeps its originals);
+- params: the resolved ultralytics args (only keys the run lacks, so a resumed run keeps its originals),
+  then kiln's own options that ultralytics does not have (preset, model_name, resume, hyp), and config.yaml;
 - per epoch, `step=epoch` (1-based, as in results.csv): train/val box, cls and dfl losses, precision,
   recall, mAP50, mAP50-95, fitness, lr per param group and epoch_seconds;
 - each saved epoch: `weights/last.pt` and `results.csv`, so `--resume RUN_ID` can continue after a crash;
@@ -53,8 +54,10 @@ def _is_number(value: Any) -> bool:
 class MlflowBridge:
     """Callbacks for one ultralytics trainer; `attach` registers them."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], config: Any = None, extra_params: dict[str, Any] | None = None) -> None:
         self.names = names  # class names, for per-class AP metric names
+        self.config = config  # kiln's own config (a dataclass); its keys that ultralytics lacks become params too
+        self.extra_params = extra_params or {}
         self.final: dict[str, float] = {}  # the best model's metrics from ultralytics' final evaluation
         self.epochs_logged = 0  # epochs whose metrics reached the run
         self._epoch_open = False  # set between on_train_epoch_end and on_fit_epoch_end of a real epoch
@@ -81,6 +84,8 @@ class MlflowBridge:
         if fresh:
             mlflow.log_params(fresh)
         tracking.log_yaml_artifact(vars(trainer.args) | {"save_dir": str(trainer.save_dir)}, "args.yaml")
+        if self.config is not None:  # after the resolved args, so a shared key (lr0, device) shows the value used
+            tracking.log_config(self.config, extra=self.extra_params)
 
     def on_train_epoch_end(self, trainer: Any) -> None:
         self._epoch_open = True

@@ -227,15 +227,14 @@ def build_trainer(cfg: YoloConfig, prep: Prepared) -> DetectionTrainer:
     return DetectionTrainer(overrides=args)
 
 
-def log_run_context(cfg: YoloConfig, prep: Prepared) -> None:
-    tracking.log_config(cfg, extra={"kiln.model_source": prep.model.source})
+def log_run_context(prep: Prepared) -> None:
     profile = yolo_data.dataset_profile(prep.dataset, prep.labels)
     source = str(prep.dataset.yaml_path or prep.dataset.root)
     name = prep.dataset.root.name if prep.dataset.yaml_path is None else prep.dataset.yaml_path.parent.name
     tracking.log_dataset(source, yolo_data.dataset_digest(prep.dataset), name, profile=profile)
     mlflow.log_artifact(str(prep.data_yaml), artifact_path="dataset")
     mlflow.set_tags({
-        "kiln.family": "yolo", "kiln.preset": prep.preset.name, "kiln.metric": "metrics/mAP50-95",
+        "kiln.family": "yolo", "kiln.preset": prep.preset.name, "kiln.metric": "best/mAP50-95",
         "kiln.mode": "max", "kiln.model_yaml": prep.model.source if prep.model.kind == "yaml" else "",
     })  # fmt: skip
 
@@ -292,9 +291,9 @@ def train(cfg: YoloConfig) -> dict[str, float]:
     run_name = f"{prep.preset.name}-{Path(prep.model.source).stem}"
     trainer = build_trainer(cfg, prep)  # a bad --resume fails here, before the old run is reopened
     with tracking.start_run(run_name=run_name, resume_run_id=cfg.resume or None):
-        bridge = MlflowBridge(prep.dataset.names)
+        bridge = MlflowBridge(prep.dataset.names, config=cfg, extra_params={"kiln.model_source": prep.model.source})
         bridge.attach(trainer)
-        log_run_context(cfg, prep)
+        log_run_context(prep)
         trainer.train()
         final = finish(prep, trainer, bridge)
     ap50, ap = final.get("best/mAP50", float("nan")), final.get("best/mAP50-95", float("nan"))

@@ -66,7 +66,7 @@ def test_metric_names_are_mlflow_safe() -> None:
 def test_epochs_final_eval_and_artifacts(mlflow_uri: str, tmp_path: Path) -> None:
     trainer = FakeTrainer(tmp_path / "train")
     (trainer.save_dir / "confusion_matrix.png").write_bytes(b"png")
-    bridge = MlflowBridge(["smoke", "fire"])
+    bridge = MlflowBridge(["smoke", "fire"], config={"preset": "safety_detection", "mosaic": 0.0})
     bridge.attach(trainer)
     with mlflow.start_run() as run:
         mlflow.log_param("imgsz", "64")  # a resumed run already holds params: those stay, no error
@@ -85,7 +85,8 @@ def test_epochs_final_eval_and_artifacts(mlflow_uri: str, tmp_path: Path) -> Non
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/cls_loss")] == [1, 2]
     data = client.get_run(run.info.run_id).data
     assert data.metrics["best/mAP50"] == 0.61 and data.metrics["class/fire/AP50"] == 0.7
-    assert data.params["optimizer"] == "auto" and data.params["mosaic"] == "1.0"
+    assert data.params["optimizer"] == "auto" and data.params["preset"] == "safety_detection"
+    assert data.params["mosaic"] == "1.0"  # the value ultralytics resolved wins over kiln's config
     artifacts = {a.path for p in (None, "weights", "plots") for a in client.list_artifacts(run.info.run_id, p)}
     assert {"weights/last.pt", "weights/best.pt", "plots/confusion_matrix.png", "results.csv"} <= artifacts
     assert "per_class_ap.json" in artifacts and bridge.epochs_logged == 2

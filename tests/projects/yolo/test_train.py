@@ -147,6 +147,7 @@ def test_mlflow_run_end_to_end(mlflow_uri: str, tiny_safety: Path, tmp_path: Pat
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
     assert "best/mAP50" in run.data.metrics and run.data.params["imgsz"] == "64"
     assert run.data.params["mosaic"] == "1.0"  # resolved ultralytics args, not just our flags
+    assert run.data.params["lr0"] == "0.01" and run.data.params["preset"] == "safety_detection"
 
     artifacts = artifact_paths(client, run.info.run_id)
     expected = {"weights/best.pt", "weights/last.pt", "results.csv", "per_class_ap.json", "args.yaml", "config.yaml",
