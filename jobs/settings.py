@@ -36,7 +36,7 @@ class Settings:
         env = os.environ if environ is None else environ
         root = (project_dir or Path(env.get("KILN_PROJECT_DIR") or Path.cwd())).resolve()
         if not (root / "MLproject").is_file():
-            raise SettingsError(f"KILN_PROJECT_DIR={str(root)!r} has no MLproject file")
+            raise SettingsError(f"project folder {str(root)!r} (KILN_PROJECT_DIR, --project-dir) has no MLproject file")
         tracking_uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
         jobs_db = Path(env.get("KILN_JOBS_DB") or root / ".kiln" / "jobs.db").resolve()
         settings = cls(
