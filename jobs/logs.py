@@ -23,18 +23,23 @@ def clean_line(line: str) -> str:
     return text.rsplit("\r", 1)[-1]
 
 
-def read_text(path: Path, offset: int = 0, final: bool = False) -> tuple[list[str], int]:
-    """Complete lines from byte `offset` on, and the offset just past the last complete line.
+def read_text(path: Path, offset: int = 0, final: bool = False, max_bytes: int = 1 << 20) -> tuple[list[str], int]:
+    """Complete lines from byte `offset` on (at most `max_bytes` of them), and the offset just past them.
 
     A line still being written (no newline yet) is left for the next call, so a follower never splits one;
-    with `final` (the writer is gone) it is returned too.
+    with `final` (the writer is gone) it is returned too. A single line longer than `max_bytes` comes in pieces.
     """
     if not path.exists():
         return [], offset
     with path.open("rb") as fh:
         fh.seek(offset)
-        data = fh.read()
-    end = len(data) - 1 if final and data else data.rfind(b"\n")
+        data = fh.read(max_bytes)
+    if final and data:
+        end = len(data) - 1
+    else:
+        end = data.rfind(b"\n")
+        if end < 0 and len(data) == max_bytes:
+            end = len(data) - 1
     if end < 0:
         return [], offset
     chunk = data[: end + 1].decode("utf-8", errors="replace")
@@ -45,10 +50,23 @@ def read_all(path: Path, tail: int | None = None) -> str:
     """The whole log (a last unfinished line included), or its last `tail` lines."""
     if not path.exists():
         return ""
-    lines = [clean_line(line) for line in path.read_text(errors="replace").splitlines(keepends=True)]
+    raw = path.read_bytes() if tail is None else _last_lines_bytes(path, tail)
+    lines = [clean_line(line) for line in raw.decode("utf-8", errors="replace").splitlines(keepends=True)]
     if tail is not None:
         lines = lines[-tail:] if tail > 0 else []
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _last_lines_bytes(path: Path, count: int, block: int = 1 << 16) -> bytes:
+    """Enough of the end of the file to hold its last `count` lines, read backwards block by block."""
+    with path.open("rb") as fh:
+        size = fh.seek(0, 2)
+        start, data = size, b""
+        while start > 0 and data.count(b"\n") <= count:
+            start = max(0, start - block)
+            fh.seek(start)
+            data = fh.read(size - start)
+    return data if start == 0 else data[data.find(b"\n") + 1 :]
 
 
 def last_error(path: Path, window: int = 200) -> str | None:

@@ -44,3 +44,15 @@ def test_tail_and_error_line(tmp_path: Path) -> None:
     assert last_error(path) == "Error: data folder not found: /nope"
     path.write_text("all fine\n")
     assert last_error(path) is None
+
+
+def test_reads_are_bounded_and_tails_come_from_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "job.log"
+    path.write_text("".join(f"line {i}\n" for i in range(50_000)))
+    lines, offset = read_text(path, 0, max_bytes=100)
+    assert lines[0] == "line 0" and offset <= 100
+    following, _ = read_text(path, offset, max_bytes=100)
+    assert following[0] == f"line {len(lines)}"  # the next read starts on the next whole line
+    assert read_all(path, tail=3) == "line 49997\nline 49998\nline 49999\n"
+    path.write_bytes(b"x" * 300)  # one line longer than a read, still being written
+    assert read_text(path, 0, max_bytes=100) == (["x" * 100], 100)
