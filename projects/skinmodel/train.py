@@ -1,0 +1,220 @@
+"""Train the skinmodel (XGBoost on a CSV) inside an MLflow run, then convert to ONNX, check and register it.
+
+    mlflow run . -e skinmodel --env-manager local -P n_estimators=300
+    python -m projects.skinmodel.train --data my.csv --target label --task auto
+
+With no `--data`, the bundled sample (scikit-learn's breast-cancer table, `data/tabular.py`) is used with
+its target column `diagnosis`. The CSV is checked before a run starts, so a bad file never leaves a
+half-logged run behind.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import mlflow
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn import metrics as skm
+
+from data.tabular import TARGET as SAMPLE_TARGET
+from data.tabular import ensure_breast_cancer
+from projects.common import tracking
+from projects.common.config import cfg_field, config_options, resolve_config
+from projects.common.errors import KilnUserError, run_cli
+from projects.common.onnx_export import log_onnx_model
+from projects.skinmodel import model as xgbcore
+from projects.skinmodel.data import Split, Table, load_table, split_table
+
+# task -> (metric that ranks runs, "max" or "min"); the per-round name, as the jobs page compares runs by it
+RANKING = {"binary": ("val_auc", "max"), "multiclass": ("val_mlogloss", "min"), "regression": ("val_rmse", "min")}
+
+
+@dataclass
+class SkinConfig:
+    data: str = cfg_field("", "CSV file with a header row; empty = the bundled breast-cancer sample")
+    target: str = cfg_field("", "target column; empty = 'diagnosis' for the sample, required for other CSVs")
+    task: str = cfg_field("auto", "auto, binary, multiclass or regression")
+    n_estimators: int = cfg_field(500, "maximum boosting rounds")
+    max_depth: int = cfg_field(4, "depth of each tree")
+    learning_rate: float = cfg_field(0.05, "shrinkage per boosting round")
+    early_stopping_rounds: int = cfg_field(30, "stop after this many rounds without val-loss improvement; 0 = never")
+    val_fraction: float = cfg_field(0.2, "share of rows held out for validation (stratified for classes)")
+    seed: int = cfg_field(0, "seed for the split and XGBoost's subsampling")
+    model_name: str = cfg_field("skinmodel", "registered model name")
+    drop_columns: str = cfg_field("", "comma-separated columns to leave out (IDs, free text)")
+    subsample: float = cfg_field(0.9, "share of rows sampled per tree")
+    colsample_bytree: float = cfg_field(0.8, "share of columns sampled per tree")
+    device: str = cfg_field("auto", "auto (CUDA when present), cpu or cuda")
+
+
+def check_config(cfg: SkinConfig) -> None:
+    positive = {"n_estimators": cfg.n_estimators, "max_depth": cfg.max_depth, "learning_rate": cfg.learning_rate}
+    for name, value in positive.items():
+        if value <= 0:
+            raise KilnUserError(f"{name} must be > 0, got {value}")
+    if cfg.early_stopping_rounds < 0:
+        raise KilnUserError(f"early_stopping_rounds must be >= 0, got {cfg.early_stopping_rounds}")
+    for name, share in {"subsample": cfg.subsample, "colsample_bytree": cfg.colsample_bytree}.items():
+        if not 0 < share <= 1:
+            raise KilnUserError(f"{name} must be in (0, 1], got {share}")
+    if not cfg.model_name.strip():
+        raise KilnUserError("model_name must not be empty")
+
+
+def resolve_data(cfg: SkinConfig) -> tuple[Path, str]:
+    """The CSV path and target column, falling back to the bundled sample."""
+    if not cfg.data:
+        return ensure_breast_cancer(), cfg.target or SAMPLE_TARGET
+    if not cfg.target:
+        raise KilnUserError(f"--target is required with --data {cfg.data}: name the column to predict")
+    return Path(cfg.data).expanduser(), cfg.target
+
+
+def xgb_device(pref: str) -> str:
+    """XGBoost's device string; `auto` picks CUDA when torch sees a GPU."""
+    from projects.common.runtime import pick_device
+
+    try:
+        device = pick_device(pref)
+    except ValueError as exc:
+        raise KilnUserError(str(exc)) from None
+    return "cuda" if device.type == "cuda" else "cpu"
+
+
+def boost_params(cfg: SkinConfig) -> xgbcore.BoostParams:
+    return xgbcore.BoostParams(
+        n_estimators=cfg.n_estimators, max_depth=cfg.max_depth, learning_rate=cfg.learning_rate,
+        early_stopping_rounds=cfg.early_stopping_rounds, subsample=cfg.subsample,
+        colsample_bytree=cfg.colsample_bytree, seed=cfg.seed, device=xgb_device(cfg.device),
+    )  # fmt: skip
+
+
+def final_metrics(table: Table, split: Split, proba: np.ndarray) -> dict[str, float]:
+    """Val metrics of the final (best-round) model."""
+    y = split.y_val
+    if table.task == "regression":
+        rmse = float(np.sqrt(skm.mean_squared_error(y, proba)))
+        return {"best_val_rmse": rmse, "val_mae": float(skm.mean_absolute_error(y, proba)),
+                "val_r2": float(skm.r2_score(y, proba))}  # fmt: skip
+    labels = np.arange(len(table.classes))
+    pred = proba.argmax(axis=1)
+    out = {"val_accuracy": float(skm.accuracy_score(y, pred))}
+    if table.task == "binary":
+        out["best_val_auc"] = float(skm.roc_auc_score(y, proba[:, 1]))
+        out["best_val_logloss"] = float(skm.log_loss(y, proba, labels=labels))
+        out["val_precision"] = float(skm.precision_score(y, pred, zero_division=0))
+        out["val_recall"] = float(skm.recall_score(y, pred, zero_division=0))
+        out["val_f1"] = float(skm.f1_score(y, pred, zero_division=0))
+    else:
+        out["best_val_mlogloss"] = float(skm.log_loss(y, proba, labels=labels))
+        out["best_val_merror"] = 1.0 - out["val_accuracy"]
+        out["val_f1_macro"] = float(skm.f1_score(y, pred, average="macro", zero_division=0))
+    return out
+
+
+def importance_figure(importance: dict[str, float], top: int = 20) -> Figure:
+    """Horizontal bars of the `top` features by gain."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training machines
+    import matplotlib.pyplot as plt
+
+    items = list(importance.items())[:top][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(items) + 1.2))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#3b7dd8")
+    ax.set_xlabel("average gain per split")
+    ax.set_title(f"XGBoost feature importance (top {len(items)})")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def log_artifacts(model: object, table: Table, split: Split, proba: np.ndarray) -> None:
+    importance = xgbcore.feature_importance(model, table.feature_names)  # type: ignore[arg-type]
+    mlflow.log_dict(importance, "feature_importance.json")
+    mlflow.log_figure(importance_figure(importance["gain"]), "feature_importance.png")
+    if table.classes:
+        matrix = skm.confusion_matrix(split.y_val, proba.argmax(axis=1), labels=np.arange(len(table.classes)))
+        mlflow.log_dict({"classes": table.classes, "matrix (rows=true, cols=predicted)": matrix.tolist()},
+                        "confusion_matrix.json")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifact(str(xgbcore.save_native(model, Path(tmp) / "model.json")), "xgboost")  # type: ignore[arg-type]
+
+
+def onnx_metadata(table: Table) -> dict[str, object]:
+    return {
+        "kiln.task": "tabular",
+        "kiln.family": "skinmodel",
+        "kiln.preprocess": {"layout": "[B, F]", "dtype": "float32", "missing": "NaN",
+                            "feature_names": table.feature_names},
+        "kiln.postprocess": {"task": table.task, "feature_names": table.feature_names, "classes": table.classes},
+    }  # fmt: skip
+
+
+def export_and_register(cfg: SkinConfig, model: object, table: Table, split: Split) -> int:
+    """Convert to ONNX, check it against XGBoost on the whole val set, log and register. Returns the version."""
+    onnx_model = xgbcore.to_onnx(model, len(table.feature_names))
+    diff = xgbcore.check_onnx(onnx_model, model, split.x_val)  # type: ignore[arg-type]
+    mlflow.log_metric("onnx_max_abs_diff", diff)
+    version = log_onnx_model(
+        onnx_model, input_example=split.x_val[:5], model_name=cfg.model_name, metadata=onnx_metadata(table)
+    )
+    return int(version.version)
+
+
+def _log_context(cfg: SkinConfig, path: Path, table: Table, split: Split) -> None:
+    tracking.log_config(cfg, extra={"resolved_task": table.task, "train_rows": len(split.y_train),
+                                    "val_rows": len(split.y_val)})  # fmt: skip
+    digest = tracking.files_digest([path], path.parent)
+    tracking.log_dataset(str(path.resolve()), digest, path.stem, profile=table.profile())
+    metric, mode = RANKING[table.task]
+    mlflow.set_tags({"kiln.family": "skinmodel", "kiln.task": table.task, "kiln.metric": metric, "kiln.mode": mode})
+
+
+def train(cfg: SkinConfig) -> dict[str, float]:
+    """Check the data, train, track, export and register; returns the final metrics."""
+    check_config(cfg)
+    path, target = resolve_data(cfg)
+    drop = [c.strip() for c in cfg.drop_columns.split(",") if c.strip()]
+    table = load_table(path, target, cfg.task, drop)
+    split = split_table(table, cfg.val_fraction, cfg.seed)
+    params = boost_params(cfg)
+    with tracking.start_run(run_name=cfg.model_name):
+        _log_context(cfg, path, table, split)
+        model = xgbcore.fit(table.task, params, split.x_train, split.y_train, split.x_val, split.y_val,
+                            tracking.log_epoch)  # fmt: skip
+        proba = xgbcore.predict(model, split.x_val)
+        final = final_metrics(table, split, proba)
+        final["best_iteration"] = float(getattr(model, "best_iteration", None) or model.n_estimators - 1)
+        final["n_trees"] = float(model.get_booster().num_boosted_rounds())
+        mlflow.log_metrics(final)
+        log_artifacts(model, table, split, proba)
+        final["registered_version"] = float(export_and_register(cfg, model, table, split))
+        mlflow.log_metric("registered_version", final["registered_version"])
+        tracking.set_note(_summary(cfg, table, final))
+    print(_summary(cfg, table, final))
+    return final
+
+
+def _summary(cfg: SkinConfig, table: Table, final: dict[str, float]) -> str:
+    headline = {k: v for k, v in final.items() if k.startswith("best_val_") or k == "val_accuracy"}
+    scores = ", ".join(f"{k}={v:.4f}" for k, v in headline.items())
+    version = int(final.get("registered_version", 0))
+    return (f"skinmodel {table.task} on {len(table.feature_names)} features: {scores}; "
+            f"{int(final['n_trees'])} trees; registered {cfg.model_name} v{version}")  # fmt: skip
+
+
+@click.command()
+@config_options(SkinConfig)
+def main(config_path: str | None, **flags: str | None) -> None:
+    """Train an XGBoost model on a CSV and register it as ONNX."""
+    cfg = run_cli(resolve_config, SkinConfig, config_path, flags)
+    run_cli(train, cfg)
+
+
+if __name__ == "__main__":
+    main()
