@@ -5,7 +5,9 @@ outputs back to each request.
     KILN_MAX_BATCH_SIZE=16 KILN_MAX_QUEUE_DELAY_MS=2 kiln serve --models skinmodel
 
 Batches form by themselves under load: while one batch runs, new requests queue, and the next run takes them
-all. So with a queue delay of 0 a lone request never waits, and concurrent ones share a run. Requests whose
+all. So with a queue delay of 0 a lone request never waits, and concurrent ones share a run. Models whose runs
+take microseconds (tabular) run on the event loop thread itself, where a batch forms while the loop parses the
+next requests; slow ones (images) run on a thread so that the loop keeps serving. Requests whose
 tensors cannot be stacked (different trailing shapes or dtypes) go into different batches. If a batched run
 fails, each request in it is run alone, so one bad request cannot fail its neighbours.
 """
@@ -42,6 +44,7 @@ class BatchConfig:
     max_batch_size: int = 16  # rows in one run; 1 = no batching, requests still run one at a time
     max_queue_delay_s: float = 0.0  # how long the first request of a batch may wait for company
     instances: int = 1  # runs in flight at once
+    inline_max_rows: int = 0  # runs of at most this many rows happen on the event loop thread (cheap models)
 
 
 class Batcher:
@@ -61,6 +64,10 @@ class Batcher:
     @property
     def batchable(self) -> bool:
         return self._batchable
+
+    @property
+    def inline(self) -> bool:
+        return self._config.inline_max_rows > 0
 
     @property
     def queued(self) -> int:
@@ -139,8 +146,12 @@ class Batcher:
         feeds = batch[0].feeds if len(batch) == 1 else _stack([p.feeds for p in batch])
         waited = time.perf_counter() - batch[0].enqueued
         start = time.perf_counter()
+        rows = sum(p.rows for p in batch)
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, feeds)
+            if rows <= self._config.inline_max_rows:  # a thread hop (and GIL hand-over) costs more than the run
+                outputs = self._run(feeds)
+            else:
+                outputs = await loop.run_in_executor(self._executor, self._run, feeds)
         except Exception as err:
             if len(batch) == 1:
                 _resolve(batch[0], None, err)
@@ -149,7 +160,7 @@ class Batcher:
                 await self._execute([pending])
             return
         if self._observe is not None:
-            self._observe(sum(p.rows for p in batch), waited, time.perf_counter() - start)
+            self._observe(rows, waited, time.perf_counter() - start)
         if len(batch) == 1:
             _resolve(batch[0], outputs, None)
             return

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,7 +53,7 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex[:16]
+        request_id = _header(scope, b"x-request-id") or os.urandom(8).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         response: dict[str, int] = {"status": 500, "bytes": 0}
 

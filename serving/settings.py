@@ -31,6 +31,7 @@ class ServeSettings:
     max_batch_size: int = 16  # rows one session run may take; 1 turns dynamic batching off
     max_queue_delay_ms: float = 0.0  # wait this long for more requests to fill a batch (Triton's knob)
     instances: int = 1  # session runs in flight at once per model (Triton's instance count)
+    inline_run_ms: float = 1.0  # models whose warm run is faster than this run on the event loop, not a thread
     intra_op_threads: int = 0  # ORT threads per run; 0 = all physical cores for image models, 1 for tabular
     ort_spinning: bool = False  # let ORT worker threads spin between runs; they then burn CPU the HTTP side needs
     access_log: bool = True  # one JSON line per request on the `kiln.serving.access` logger
@@ -60,6 +61,7 @@ class ServeSettings:
             "max_batch_size": self.max_batch_size >= 1,
             "max_queue_delay_ms": self.max_queue_delay_ms >= 0,
             "instances": self.instances >= 1,
+            "inline_run_ms": self.inline_run_ms >= 0,
             "intra_op_threads": self.intra_op_threads >= 0,
         }
         for name, ok in checks.items():
@@ -137,6 +139,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_batch_size": _number(int),
     "max_queue_delay_ms": _number(float),
     "instances": _number(int),
+    "inline_run_ms": _number(float),
     "intra_op_threads": _number(int),
     "ort_spinning": _bool,
     "access_log": _bool,

@@ -60,6 +60,7 @@ class LoadedModel:
     batchable: bool
     threads: int
     warmup: str  # what the warm-up ran on, for the status endpoint
+    run_ms: float  # one warm run of the example, in milliseconds
 
     def run(self, feeds: Feeds) -> Feeds:
         results = self.session.run(None, feeds)
@@ -244,10 +245,12 @@ class ModelStore:
     def install(self, loaded: LoadedModel) -> None:
         """The swap itself: one reference assignment on the event loop. The old batcher drains and stops."""
         slot = self.slots[loaded.name]
+        inline = loaded.run_ms < self.settings.inline_run_ms
         config = BatchConfig(
             max_batch_size=self.settings.max_batch_size,
             max_queue_delay_s=self.settings.max_queue_delay_ms / 1000,
             instances=self.settings.instances,
+            inline_max_rows=self.settings.max_batch_size if inline else 0,
         )
         observe = self.metrics.batch_observer(loaded.name, loaded.version)
         batcher = Batcher(loaded.run, config, batchable=loaded.batchable, observe=observe)
@@ -306,6 +309,7 @@ class ModelStore:
             batchable=False,
             threads=threads,
             warmup="",
+            run_ms=0.0,
         )
 
 
@@ -353,6 +357,9 @@ def _warm(loaded: LoadedModel, example: Any) -> LoadedModel:
     """Run the logged example (or zeros), check the outputs, and find out whether rows can be batched."""
     feeds, source = _warmup_feeds(loaded, example)
     outputs = loaded.run(feeds)
+    start = time.perf_counter()
+    loaded.run(feeds)  # the first run allocates; time the second
+    run_ms = (time.perf_counter() - start) * 1000
     for spec in loaded.outputs:
         value = outputs[spec.name]
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
@@ -360,7 +367,7 @@ def _warm(loaded: LoadedModel, example: Any) -> LoadedModel:
     batchable = _try_batch(loaded, feeds)
     from dataclasses import replace
 
-    return replace(loaded, batchable=batchable, warmup=source)
+    return replace(loaded, batchable=batchable, warmup=source, run_ms=run_ms)
 
 
 def _try_batch(loaded: LoadedModel, feeds: Feeds) -> bool:
