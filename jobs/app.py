@@ -13,6 +13,7 @@ Routes (all under /api need `Authorization: Bearer $KILN_API_TOKEN` when that va
     GET  /api/training/{id}/logs/stream     the log as server-sent events, following new lines
     GET  /api/training/{id}/metrics         metric curves of the job's run
     POST /api/training/{id}/cancel          stop the job's process group; its MLflow run becomes KILLED
+    DELETE /api/training/{id}               forget a finished job and its log (the MLflow run stays)
     GET  /api/runs, /api/runs/{id}/metrics  recent MLflow runs and their curves, for the compare view
     GET  /api/models, POST /api/models/{name}/promote|rollback   the registry (see jobs.models_api)
 """
@@ -216,6 +217,11 @@ def training_router() -> APIRouter:
     def cancel(job_id: str, request: Request) -> dict[str, Any]:
         job = request.app.state.runner.cancel(job_id)
         return dict(request.app.state.views.as_json(job))
+
+    @router.delete("/training/{job_id}")
+    def remove(job_id: str, request: Request) -> dict[str, Any]:
+        job = request.app.state.runner.remove(job_id)
+        return {"job_id": job.id, "removed": True, "run_id": job.run_id}
 
     @router.get("/training/{job_id}/logs", response_class=PlainTextResponse)
     def job_logs(job_id: str, request: Request, tail: Annotated[int | None, Query(ge=0)] = None) -> str:

@@ -159,6 +159,16 @@ class JobRunner:
                 self._cancelling.discard(job_id)
             self._wake.set()
 
+    def remove(self, job_id: str) -> Job:
+        """Forget a finished job and delete its log; its MLflow run stays."""
+        with self._lock:
+            job = self.store.get(job_id)
+            if not job.terminal:
+                raise JobStateError(f"job {job_id!r} is {job.status}; cancel it before removing it")
+            self.store.delete(job_id)
+        Path(job.log_path).unlink(missing_ok=True)
+        return job
+
     def queue_position(self, job: Job) -> int | None:
         if job.status != QUEUED:
             return None

@@ -116,6 +116,12 @@ class JobStore:
                 raise JobNotFoundError(job_id)
         return self.get(job_id)
 
+    def delete(self, job_id: str) -> None:
+        with self._cursor() as cur:
+            cur.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            if cur.rowcount == 0:
+                raise JobNotFoundError(job_id)
+
     def get(self, job_id: str) -> Job:
         with self._cursor() as cur:
             row = cur.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

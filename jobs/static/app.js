@@ -275,6 +275,7 @@ function renderJob(job) {
   if (job.mlflow_url) link.href = job.mlflow_url;
   $("#cancel-button").disabled = FINISHED.has(job.status);
   $("#cancel-button").hidden = FINISHED.has(job.status);
+  $("#remove-button").hidden = !FINISHED.has(job.status);
 
   const p = job.progress, bar = $("#job-progress");
   const pct = p.percent ?? (job.status === "completed" ? 100 : 0);
@@ -329,6 +330,20 @@ async function cancelSelected() {
   } finally {
     button.textContent = "Cancel";
   }
+}
+
+async function removeSelected() {
+  const jobId = state.selectedJob;
+  try {
+    await api(`/api/training/${encodeURIComponent(jobId)}`, { method: "DELETE" });
+  } catch (e) { banner(`Remove failed: ${e.message}`); return; }
+  state.selectedJob = null;
+  if (state.logAbort) state.logAbort.abort();
+  destroyCharts();
+  $("#job-view").hidden = true;
+  $("#job-empty").hidden = false;
+  history.replaceState(null, "", "#jobs");
+  refreshJobs();
 }
 
 function rerunSelected() {
@@ -639,6 +654,7 @@ async function init() {
   $("#start-form").addEventListener("submit", submitStart);
   $("#cancel-button").addEventListener("click", cancelSelected);
   $("#rerun-button").addEventListener("click", rerunSelected);
+  $("#remove-button").addEventListener("click", removeSelected);
   $("#runs-refresh").addEventListener("click", loadRuns);
   $("#models-refresh").addEventListener("click", loadModels);
   $("#compare-metric").addEventListener("change", renderCompare);

@@ -59,7 +59,17 @@ def test_queue_and_cancel_stop_the_whole_process_group(client: TestClient, setti
     assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
 
     wait_for(client, short_job, lambda j: j["status"] == "running")  # the queue moved on
+    assert client.delete(f"/api/training/{short_job}").status_code == 409  # cancel it first
     assert client.post(f"/api/training/{short_job}/cancel").json()["status"] == "cancelled"
+
+    log = settings.logs_dir / f"{long_job}.log"
+    assert log.exists()
+    assert client.delete(f"/api/training/{long_job}").json() == {
+        "job_id": long_job,
+        "removed": True,
+        "run_id": run.info.run_id,
+    }
+    assert client.get(f"/api/training/{long_job}").status_code == 404 and not log.exists()
 
 
 @pytest.mark.slow
