@@ -11,6 +11,7 @@ sample set (`kiln data sample`). Training never touches the network (see `projec
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,6 +289,17 @@ def finish(prep: Prepared, trainer: DetectionTrainer, bridge: MlflowBridge) -> d
 def train(cfg: YoloConfig) -> dict[str, float]:
     """Check inputs, train in the MLflow run, export and register; returns the final metrics."""
     prep = prepare(cfg)
+    try:
+        final = _train_in_run(cfg, prep)
+    finally:
+        shutil.rmtree(prep.work, ignore_errors=True)  # everything worth keeping is in the run by now
+    ap50, ap = final.get("best/mAP50", float("nan")), final.get("best/mAP50-95", float("nan"))
+    version = int(final["registered_version"])
+    print(f"best mAP50 {ap50:.4f}, mAP50-95 {ap:.4f} -> registered {prep.model_name} v{version}")
+    return final
+
+
+def _train_in_run(cfg: YoloConfig, prep: Prepared) -> dict[str, float]:
     run_name = f"{prep.preset.name}-{Path(prep.model.source).stem}"
     trainer = build_trainer(cfg, prep)  # a bad --resume fails here, before the old run is reopened
     with tracking.start_run(run_name=run_name, resume_run_id=cfg.resume or None):
@@ -295,11 +307,7 @@ def train(cfg: YoloConfig) -> dict[str, float]:
         bridge.attach(trainer)
         log_run_context(prep)
         trainer.train()
-        final = finish(prep, trainer, bridge)
-    ap50, ap = final.get("best/mAP50", float("nan")), final.get("best/mAP50-95", float("nan"))
-    version = int(final["registered_version"])
-    print(f"best mAP50 {ap50:.4f}, mAP50-95 {ap:.4f} -> registered {prep.model_name} v{version}")
-    return final
+        return finish(prep, trainer, bridge)
 
 
 @click.command()

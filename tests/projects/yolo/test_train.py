@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -241,3 +242,4 @@ def test_hyp_values_reach_ultralytics_but_kiln_flags_win(tiny_safety: Path, tmp_
     args = trainer_args(YoloConfig(epochs=7, lr0=0.02), prep)
     assert (args["mosaic"], args["close_mosaic"], args["epochs"]) == (0.25, 2, 7)
     assert (args["lr0"], args["optimizer"]) == (0.02, "SGD")  # an explicit lr0 is honoured, not ignored by 'auto'
+    shutil.rmtree(prep.work)
