@@ -120,6 +120,9 @@ def check_label_file(path: Path, nc: int, report: Report) -> None:
         report.problems.append(Problem(path, 0, f"label file unreadable: {exc}"))
         return
     seen: dict[tuple[int, tuple[float, ...]], int] = {}
+    if not text.strip():
+        report.background += 1  # an empty label file: an image with nothing in it, which is allowed
+        return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -131,8 +134,6 @@ def check_label_file(path: Path, nc: int, report: Report) -> None:
         elif box is not None:
             seen[box] = number
             report.boxes[box[0]] += 1
-    if not seen:
-        report.background += 1
 
 
 def check_images(dataset: YoloDataset, report: Report) -> None:

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from data.yolo_layout import YoloDataset
+from data.yolo_validate import Report
 from projects.common import tracking
 from projects.common.checkpoint import ResumeError
 from projects.common.config import cfg_field, config_options, resolve_config
@@ -99,7 +100,7 @@ class Prepared:
     preset: Preset
     model: ModelSpec
     dataset: YoloDataset
-    labels: Any  # data.yolo_validate.Report of the label check
+    labels: Report  # the label check: boxes per class, background images
     work: Path  # scratch folder: resolved data.yaml and ultralytics' save_dir
     data_yaml: Path
     model_name: str
