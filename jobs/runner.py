@@ -40,6 +40,9 @@ from jobs.runs import JobRuns
 from jobs.settings import Settings
 from jobs.store import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, Job, JobStore
 
+# Params whose value is the number of steps a run logs its per-step metrics at: epochs, or boosting rounds (skinmodel
+# logs XGBoost's eval metrics with step=round).
+TOTAL_PARAMS = ("epochs", "n_estimators")
 # Variables that must not leak from the service into a job: the job gets its run and experiment explicitly.
 _DROPPED_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "KILN_API_TOKEN")
 
@@ -237,10 +240,12 @@ class JobRunner:
         return env
 
     def _total_epochs(self, entry_point: str, params: Mapping[str, str]) -> int | None:
+        """The first of TOTAL_PARAMS the entry point has, given or default; None when it has none or it is empty."""
         ep = self.mlproject.get(entry_point)
-        if "epochs" not in ep.params:
+        name = next((n for n in TOTAL_PARAMS if n in ep.params), None)
+        if name is None:
             return None
-        value = params.get("epochs", ep.params["epochs"].default)
+        value = params.get(name, ep.params[name].default)
         try:
             return int(float(value))  # type: ignore[arg-type]
         except (TypeError, ValueError):

@@ -129,3 +129,14 @@ def test_a_second_service_on_the_same_jobs_table_is_refused(make_client: Callabl
         make_client()
     first.__exit__(None, None, None)  # stopping releases the table
     assert make_client().get("/healthz").json() == {"status": "ok"}
+
+
+def test_the_step_total_comes_from_epochs_or_boosting_rounds(settings: Settings, tiny_project: Path) -> None:
+    mlproject = tiny_project / "MLproject"
+    xgb = "  xgb:\n    parameters:\n      n_estimators: {type: float, default: 500}\n    command: echo\n"
+    mlproject.write_text(mlproject.read_text() + xgb)
+    runner = JobRunner(settings)  # not started: submitted jobs stay queued
+    assert runner.submit("tiny", {"epochs": 7}).total_epochs == 7
+    assert runner.submit("tiny", {}).total_epochs == 3
+    assert runner.submit("xgb", {"n_estimators": 40}).total_epochs == 40
+    assert runner.submit("needs_name", {"name": "x"}).total_epochs is None
