@@ -17,6 +17,7 @@ import os
 import signal
 import statistics
 import subprocess
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -95,11 +96,17 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
 
 
 async def _connection(
-    port: int, request: bytes, start: float, stop: float, result: LoadResult, on_response: OnResponse | None
+    port: int,
+    request: bytes,
+    start: float,
+    stop: float,
+    result: LoadResult,
+    on_response: OnResponse | None,
+    halt: threading.Event | None,
 ) -> None:
     reader, writer = await asyncio.open_connection(LOOPBACK, port)
     try:
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and not (halt is not None and halt.is_set()):
             sent = time.monotonic()
             writer.write(request)
             try:
@@ -126,11 +133,21 @@ def _fail(result: LoadResult, message: str) -> None:
     result.first_failure = result.first_failure or message
 
 
-async def _run(port: int, request: bytes, concurrency: int, seconds: float, warmup: float, on: OnResponse | None) -> LoadResult:
+async def _run(
+    port: int,
+    request: bytes,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    on: OnResponse | None,
+    halt: threading.Event | None,
+) -> LoadResult:
     begin = time.monotonic()
     start, stop = begin + warmup, begin + warmup + seconds
     result = LoadResult(seconds=seconds)
-    await asyncio.gather(*(_connection(port, request, start, stop, result, on) for _ in range(concurrency)))
+    await asyncio.gather(*(_connection(port, request, start, stop, result, on, halt) for _ in range(concurrency)))
+    if halt is not None and halt.is_set():
+        result.seconds = max(1e-9, min(seconds, time.monotonic() - start))
     return result
 
 
@@ -142,9 +159,11 @@ def run_load(
     seconds: float,
     warmup: float = 1.0,
     on_response: OnResponse | None = None,
+    halt: threading.Event | None = None,
 ) -> LoadResult:
-    """Closed-loop load on 127.0.0.1:port; only requests completed after the warm-up, within `seconds`, count."""
-    return asyncio.run(_run(port, request, concurrency, seconds, warmup, on_response))
+    """Closed-loop load on 127.0.0.1:port; only requests completed after the warm-up, within `seconds`, count.
+    Setting `halt` ends it early (each connection finishes the request it is on)."""
+    return asyncio.run(_run(port, request, concurrency, seconds, warmup, on_response, halt))
 
 
 # --- server processes -------------------------------------------------------------------------------------
@@ -167,10 +186,9 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
             time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"{self.name} was not ready within {timeout:.0f}s; see {self.log}")
@@ -210,8 +228,10 @@ def main() -> None:
     parts = urlsplit(args.url)
     if parts.hostname not in (LOOPBACK, "localhost"):
         parser.error(f"only {LOOPBACK} is a valid target, not {parts.hostname!r}")
-    result = run_load(parts.port or 80, http_request(parts.path or "/"), concurrency=args.concurrency, seconds=args.seconds)
-    print(f"{result.throughput:.1f} req/s  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  failures {result.failures}")
+    request = http_request(parts.path or "/")
+    result = run_load(parts.port or 80, request, concurrency=args.concurrency, seconds=args.seconds)
+    print(f"{result.throughput:.1f} req/s  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms", end="")
+    print(f"  failures {result.failures}")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,7 @@ def slot_status(slot: ModelSlot, store: ModelStore) -> dict[str, Any]:
         "ort_threads": model.threads,
         "warmup": model.warmup,
         "warm_run_ms": round(model.run_ms, 3),
+        "load_seconds": model.load_seconds,
         "batching": {
             "enabled": batcher.batchable,
             "runs_on": "event loop" if batcher.inline else "thread pool",

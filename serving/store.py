@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ class LoadedModel:
     threads: int
     warmup: str  # what the warm-up ran on, for the status endpoint
     run_ms: float  # one warm run of the example, in milliseconds
+    load_seconds: dict[str, float] = field(default_factory=dict)  # time each step of the load took
 
     def run(self, feeds: Feeds) -> Feeds:
         results = self.session.run(None, feeds)
@@ -213,32 +214,30 @@ class ModelStore:
     def load(self, name: str, version: str, against: Deployed | None = None) -> LoadedModel:
         """Every step before a swap. Blocking (download, session, warm-up): run it in a thread."""
         directory = Path(tempfile.mkdtemp(prefix=f"kiln-{name}-v{version}-", dir=self.settings.cache_dir))
+        steps = _Steps()
         try:
-            step = "download"
+            steps.start("download")
             local = _download(self.client, name, version, directory, self.settings.tracking_uri)
             onnx_file = _onnx_file(local)
-            step = "contract"
+            steps.start("contract")
             contract = parse_contract(_metadata(onnx_file))
-            step = "open"
+            steps.start("open")
             threads = self.settings.intra_op_threads or _default_threads(contract)
             session = ort.InferenceSession(
                 str(onnx_file), _session_options(threads, self.settings.ort_spinning), providers=_providers()
             )
-            step = "contract"
+            steps.start("contract")
             loaded = self._describe(name, version, session, contract, threads)
-            step = "warmup"
-            example = _input_example(local)
-            loaded = _warm(loaded, example)
+            steps.start("warmup")
+            loaded = _warm(loaded, _input_example(local))
             if against is not None:
-                step = "signature"
+                steps.start("signature")
                 differences = compare_signatures(against.model, loaded)
                 if differences:
                     raise ValueError("; ".join(differences))
-            return loaded
-        except SwapRefused:
-            raise
+            return replace(loaded, load_seconds=steps.done())
         except Exception as err:
-            raise SwapRefused(name, version, step, _reason(err)) from err
+            raise SwapRefused(name, version, steps.current, _reason(err)) from err
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
@@ -255,22 +254,14 @@ class ModelStore:
         observe = self.metrics.batch_observer(loaded.name, loaded.version)
         batcher = Batcher(loaded.run, config, batchable=loaded.batchable, observe=observe)
         old, slot.current = slot.current, Deployed(loaded, batcher)
+        timing = ", ".join(f"{k} {v:.2f}s" for k, v in loaded.load_seconds.items())
         if old is not None:
             old.batcher.close()
             slot.swaps += 1
             self.metrics.swap_succeeded(loaded.name)
-            log.info(
-                "swapped %s from v%s to v%s (%s=%s)",
-                loaded.name,
-                old.model.version,
-                loaded.version,
-                "alias",
-                loaded.alias,
-            )
+            log.info("swapped %s v%s -> v%s (%s)", loaded.name, old.model.version, loaded.version, timing)
         else:
-            log.info(
-                "loaded %s v%s (alias %s, %d ORT threads)", loaded.name, loaded.version, loaded.alias, loaded.threads
-            )
+            log.info("loaded %s v%s, %d ORT threads (%s)", loaded.name, loaded.version, loaded.threads, timing)
         slot.last_error = None
         slot.failed_at.pop(loaded.version, None)
         self.metrics.model_loaded(loaded.name, loaded.version, loaded.alias, loaded.loaded_at.timestamp())
@@ -353,6 +344,24 @@ def _shapes_compatible(a: tuple[int | None, ...], b: tuple[int | None, ...]) -> 
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
 
 
+class _Steps:
+    """Which load step is running (named in a refusal) and how long each one took."""
+
+    def __init__(self) -> None:
+        self.current = "start"
+        self.seconds: dict[str, float] = {}
+        self._since = time.perf_counter()
+
+    def start(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[self.current] = self.seconds.get(self.current, 0.0) + now - self._since
+        self.current, self._since = step, now
+
+    def done(self) -> dict[str, float]:
+        self.start("done")
+        return {k: round(v, 4) for k, v in self.seconds.items() if k not in ("start", "done")}
+
+
 def _warm(loaded: LoadedModel, example: Any) -> LoadedModel:
     """Run the logged example (or zeros), check the outputs, and find out whether rows can be batched."""
     feeds, source = _warmup_feeds(loaded, example)
@@ -365,8 +374,6 @@ def _warm(loaded: LoadedModel, example: Any) -> LoadedModel:
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise ValueError(f"warm-up output {spec.name!r} contains NaN or inf")
     batchable = _try_batch(loaded, feeds)
-    from dataclasses import replace
-
     return replace(loaded, batchable=batchable, warmup=source, run_ms=run_ms)
 
 

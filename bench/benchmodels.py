@@ -1,0 +1,131 @@
+"""The benchmark models, built and registered the way training does it, in a throwaway sqlite registry.
+
+    python bench/benchmodels.py /tmp/kiln-bench    # builds both, prints the registry URI
+
+- image: EDGNet-Large with 32 base channels, a 4-level UNet of 7.76M parameters, 1x256x256 gray in, logits
+  out, random init, exported with projects.common.onnx_export (dynamic H/W, as EDGNet's trainer exports);
+- tabular: XGBoost, 100 trees of depth 6, on 30 synthetic features, converted with onnxmltools as the
+  skinmodel trainer converts it.
+Both are logged with `log_onnx_model`, so they carry the same kiln.* metadata and input example as trained
+models, and get the alias `production`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+IMAGE_MODEL = "bench_unet"
+TABULAR_MODEL = "bench_xgb"
+IMAGE_SIZE = 256
+N_FEATURES = 30
+
+
+@dataclass(frozen=True)
+class BenchRegistry:
+    uri: str
+    folder: Path
+
+
+def create_registry(folder: Path) -> BenchRegistry:
+    """An empty sqlite store in `folder` with its artifacts there too."""
+    import mlflow
+
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name("bench") is None:
+        client.create_experiment("bench", artifact_location=(folder / "artifacts").as_uri())
+    mlflow.set_experiment("bench")
+    return BenchRegistry(uri, folder)
+
+
+def unet(seed: int = 0) -> tuple[Path, np.ndarray, dict[str, object]]:
+    """Export the 7.8M-parameter UNet; returns the ONNX path, an input example and its metadata."""
+    import tempfile
+
+    import torch
+
+    from projects.common.onnx_export import export_onnx
+    from projects.edgnet import data as edgdata
+    from projects.edgnet.model import create_model
+
+    torch.manual_seed(seed)
+    model = create_model("edgnet_large", base_channels=32).eval()
+    example = torch.rand(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    path = export_onnx(model, example, Path(tempfile.mkdtemp()) / "unet.onnx", dynamic_hw=True)
+    metadata = {
+        "kiln.task": "segmentation",
+        "kiln.family": "edgnet",
+        "kiln.preprocess": {
+            "color": "gray",
+            "size": [IMAGE_SIZE, IMAGE_SIZE],
+            "resize": "stretch",
+            "scale": 1 / 255,
+            "mean": [edgdata.MEAN],
+            "std": [edgdata.STD],
+            "layout": "NCHW",
+        },
+        "kiln.postprocess": {"activation": "sigmoid", "threshold": 0.5},
+    }
+    return path, example.numpy(), metadata
+
+
+def xgboost_model(seed: int = 0) -> tuple[object, np.ndarray, dict[str, object]]:
+    from onnxmltools import convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+    from xgboost import XGBClassifier
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(4000, N_FEATURES)).astype(np.float32)
+    y = ((x[:, :5].sum(axis=1) + 0.5 * rng.normal(size=len(x))) > 0).astype(int)
+    clf = XGBClassifier(n_estimators=100, max_depth=6, n_jobs=2, random_state=seed).fit(x, y)
+    proto = convert_xgboost(clf, initial_types=[("input", FloatTensorType([None, N_FEATURES]))])
+    names = feature_names()
+    metadata = {
+        "kiln.task": "tabular",
+        "kiln.family": "skinmodel",
+        "kiln.postprocess": {"task": "binary", "feature_names": names, "classes": [0, 1]},
+    }
+    return proto, x[:5], metadata
+
+
+def feature_names() -> list[str]:
+    return [f"feature_{i:02d}" for i in range(N_FEATURES)]
+
+
+def register(name: str, model: object, example: np.ndarray, metadata: dict[str, object], alias: str | None) -> str:
+    """log_onnx_model as the trainers call it; then point `alias` at the new version."""
+    import mlflow
+
+    from projects.common.onnx_export import log_onnx_model
+
+    with mlflow.start_run(run_name=f"bench-{name}"):
+        version = str(log_onnx_model(model, input_example=example, model_name=name, metadata=metadata).version)
+    if alias:
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    return version
+
+
+def main() -> None:
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/kiln-bench")
+    registry = create_registry(folder)
+    path, example, meta = unet()
+    register(IMAGE_MODEL, path, example, meta, "production")
+    proto, rows, meta = xgboost_model()
+    register(TABULAR_MODEL, proto, rows, meta, "production")
+    print(registry.uri)
+
+
+if __name__ == "__main__":
+    main()
