@@ -209,9 +209,9 @@ def slot_status(slot: ModelSlot, store: ModelStore) -> dict[str, Any]:
         "load_seconds": model.load_seconds,
         "batching": {
             "enabled": batcher.batchable,
-            "runs_on": "event loop" if batcher.inline else "thread pool",
-            "max_batch_size": settings.max_batch_size,
+            "max_batch_size": batcher.config.max_batch_size,
             "max_queue_delay_ms": settings.max_queue_delay_ms,
+            "runs_on": f"event loop up to {batcher.config.inline_max_rows} rows" if batcher.inline else "thread pool",
             "queued": batcher.queued,
         },
     }

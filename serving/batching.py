@@ -66,6 +66,10 @@ class Batcher:
         return self._batchable
 
     @property
+    def config(self) -> BatchConfig:
+        return self._config
+
+    @property
     def inline(self) -> bool:
         return self._config.inline_max_rows > 0
 

@@ -29,9 +29,10 @@ class ServeSettings:
     swap_retry_seconds: float = 300.0  # a version that failed its checks is not tried again for this long
     max_body_bytes: int = 32 * MiB  # larger bodies get 413 before they are read
     max_batch_size: int = 16  # rows one session run may take; 1 turns dynamic batching off
+    max_batch_ms: float = 50.0  # and no more rows than the warm-up says run in this long (see store.batch_config)
     max_queue_delay_ms: float = 0.0  # wait this long for more requests to fill a batch (Triton's knob)
     instances: int = 1  # session runs in flight at once per model (Triton's instance count)
-    inline_run_ms: float = 1.0  # models whose warm run is faster than this run on the event loop, not a thread
+    inline_run_ms: float = 1.0  # batches expected to run faster than this run on the event loop, not a thread
     intra_op_threads: int = 0  # ORT threads per run; 0 = all physical cores for image models, 1 for tabular
     ort_spinning: bool = False  # let ORT worker threads spin between runs; they then burn CPU the HTTP side needs
     access_log: bool = True  # one JSON line per request on the `kiln.serving.access` logger
@@ -59,6 +60,7 @@ class ServeSettings:
             "swap_retry_seconds": self.swap_retry_seconds >= 0,
             "max_body_bytes": self.max_body_bytes > 0,
             "max_batch_size": self.max_batch_size >= 1,
+            "max_batch_ms": self.max_batch_ms >= 0,
             "max_queue_delay_ms": self.max_queue_delay_ms >= 0,
             "instances": self.instances >= 1,
             "inline_run_ms": self.inline_run_ms >= 0,
@@ -137,6 +139,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "swap_retry_seconds": _number(float),
     "max_body_bytes": _number(int),
     "max_batch_size": _number(int),
+    "max_batch_ms": _number(float),
     "max_queue_delay_ms": _number(float),
     "instances": _number(int),
     "inline_run_ms": _number(float),

@@ -61,6 +61,7 @@ class LoadedModel:
     threads: int
     warmup: str  # what the warm-up ran on, for the status endpoint
     run_ms: float  # one warm run of the example, in milliseconds
+    ms_per_row: float  # run_ms over the example's rows: what sizes batches and decides where runs happen
     load_seconds: dict[str, float] = field(default_factory=dict)  # time each step of the load took
 
     def run(self, feeds: Feeds) -> Feeds:
@@ -244,13 +245,7 @@ class ModelStore:
     def install(self, loaded: LoadedModel) -> None:
         """The swap itself: one reference assignment on the event loop. The old batcher drains and stops."""
         slot = self.slots[loaded.name]
-        inline = loaded.run_ms < self.settings.inline_run_ms
-        config = BatchConfig(
-            max_batch_size=self.settings.max_batch_size,
-            max_queue_delay_s=self.settings.max_queue_delay_ms / 1000,
-            instances=self.settings.instances,
-            inline_max_rows=self.settings.max_batch_size if inline else 0,
-        )
+        config = batch_config(loaded, self.settings)
         observe = self.metrics.batch_observer(loaded.name, loaded.version)
         batcher = Batcher(loaded.run, config, batchable=loaded.batchable, observe=observe)
         old, slot.current = slot.current, Deployed(loaded, batcher)
@@ -301,6 +296,7 @@ class ModelStore:
             threads=threads,
             warmup="",
             run_ms=0.0,
+            ms_per_row=0.0,
         )
 
 
@@ -310,6 +306,26 @@ async def infer(deployed: Deployed, feeds: Feeds) -> Feeds:
         return await deployed.batcher.infer(feeds)
     except _ORT_INPUT_ERRORS as err:
         raise BadRequest(f"{deployed.model.name} v{deployed.model.version} refused the input: {_reason(err)}") from None
+
+
+def batch_config(loaded: LoadedModel, settings: ServeSettings) -> BatchConfig:
+    """Size batches by the warm-up's timing: a batch holds as many rows as run within KILN_MAX_BATCH_MS (at most
+    KILN_MAX_BATCH_SIZE), so a CPU image model that takes 100 ms a row is not batched (batching a compute-bound
+    network on CPU adds latency, not throughput), while a tabular model or the same network on a GPU is. Runs
+    shorter than KILN_INLINE_RUN_MS happen on the event loop."""
+    per_row = max(loaded.ms_per_row, 1e-6)
+    rows = min(settings.max_batch_size, max(1, _fits(settings.max_batch_ms, per_row)))
+    inline_rows = min(rows, _fits(settings.inline_run_ms, per_row))
+    return BatchConfig(
+        max_batch_size=rows,
+        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+        instances=settings.instances,
+        inline_max_rows=inline_rows,
+    )
+
+
+def _fits(budget_ms: float, per_row_ms: float) -> int:
+    return int(budget_ms / per_row_ms + 1e-9)  # 1 / 0.2 is 4.999...; the epsilon keeps it 5
 
 
 def compare_signatures(old: LoadedModel, new: LoadedModel) -> list[str]:
@@ -374,7 +390,9 @@ def _warm(loaded: LoadedModel, example: Any) -> LoadedModel:
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise ValueError(f"warm-up output {spec.name!r} contains NaN or inf")
     batchable = _try_batch(loaded, feeds)
-    return replace(loaded, batchable=batchable, warmup=source, run_ms=run_ms)
+    first = next(iter(feeds.values()))
+    rows = max(1, int(first.shape[0]) if first.ndim else 1)
+    return replace(loaded, batchable=batchable, warmup=source, run_ms=run_ms, ms_per_row=run_ms / rows)
 
 
 def _try_batch(loaded: LoadedModel, feeds: Feeds) -> bool:

@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from serving_helpers import LiveServer, Registry, image_example, nan_model, png_bytes, seg_model
 
 from serving.app import create_app
-from serving.store import compare_signatures, infer
+from serving.settings import ServeSettings
+from serving.store import batch_config, compare_signatures, infer
 
 GRAY_100 = png_bytes(np.full((32, 32), 100, np.uint8))  # 100/255 = 0.39: background at bias 0.5, foreground at 0.25
 PNG = {"content-type": "image/png"}
@@ -194,3 +195,21 @@ def test_no_request_fails_while_the_alias_moves_under_load(fresh_registry: Regis
     assert seen["1"] > 0 and seen[v2] > 0 and set(seen) == {"1", v2}
     assert app.state.store.slots["seg"].swaps == 5
     assert max(latencies) < 20
+
+
+@pytest.mark.parametrize(
+    ("ms_per_row", "rows", "inline_rows"),
+    [
+        (0.005, 16, 16),  # tabular: full batches, run on the event loop
+        (0.2, 16, 5),  # a few milliseconds a batch: batched, big batches go to the thread pool
+        (12.0, 4, 0),  # a small CNN on CPU: 4 rows fit in 50 ms
+        (100.0, 1, 0),  # a 7.8M UNet on CPU: not batched at all
+    ],
+)
+def test_batches_are_sized_by_the_warm_up_timing(served: Any, ms_per_row: float, rows: int, inline_rows: int) -> None:
+    c, _ = served
+    from dataclasses import replace
+
+    model = replace(c.app.state.store.get("seg").model, ms_per_row=ms_per_row)
+    config = batch_config(model, ServeSettings(max_batch_size=16, max_batch_ms=50, inline_run_ms=1))
+    assert (config.max_batch_size, config.inline_max_rows) == (rows, inline_rows)
