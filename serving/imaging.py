@@ -137,7 +137,10 @@ def main(argv: list[str]) -> None:
     from serving.contract import _parse_preprocess
 
     pre = _parse_preprocess(json.loads(argv[1]))
-    tensor, geometry = preprocess(Path(argv[0]).read_bytes(), pre, np.dtype(np.float32))
+    try:
+        tensor, geometry = preprocess(Path(argv[0]).read_bytes(), pre, np.dtype(np.float32))
+    except BadRequest as err:
+        sys.exit(f"{argv[0]}: {err.detail}")
     print(tensor.shape, geometry)
 
 

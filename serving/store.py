@@ -534,10 +534,25 @@ def main(argv: list[str]) -> None:
     from serving.metrics import Metrics
 
     name, alias = argv[0], argv[1] if len(argv) > 1 else "production"
-    store = ModelStore(ServeSettings(models=(name,), alias=alias), Metrics())
-    version = store.resolve_version(name)
-    model = store.load(name, version)
-    print(json.dumps({"name": name, "version": version, "inputs": [s.to_json() for s in model.inputs]}))
+    settings = ServeSettings.from_env(models=(name,), alias=alias)
+    store = ModelStore(settings, Metrics())
+    try:
+        version = store.resolve_version(name)
+        model = store.load(name, version)
+    except (ModelNotFound, SwapRefused) as err:
+        sys.exit(str(getattr(err, "detail", err)))
+    config = batch_config(model, settings)
+    summary = {
+        "name": name,
+        "version": version,
+        "task": model.contract.task,
+        "inputs": [s.to_json() for s in model.inputs],
+        "outputs": [s.to_json() for s in model.outputs],
+        "load_seconds": model.load_seconds,
+        "ms_per_row": round(model.ms_per_row, 4),
+        "max_batch_size": config.max_batch_size,
+    }
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
