@@ -20,6 +20,7 @@ from serving.contract import Preprocess
 from serving.errors import BadRequest
 
 PNG_FAST = [int(cv2.IMWRITE_PNG_COMPRESSION), 1]
+MAX_PIXELS = 64 * 1024 * 1024  # 8192x8192; larger uploads are refused before decoding
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ def decode_image(data: bytes) -> np.ndarray:
     """Bytes of a PNG/JPEG/BMP/TIFF/WebP file -> uint8 HxW or HxWx3 (BGR). Anything else is a 400."""
     if not data:
         raise BadRequest("the image is empty")
+    _check_pixels(data)
     buffer = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
@@ -53,6 +55,23 @@ def decode_image(data: bytes) -> np.ndarray:
     elif image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     return np.asarray(image)
+
+
+def _check_pixels(data: bytes) -> None:
+    """Refuse decompression bombs from the header alone: a 40 kB PNG can declare 30000x30000 pixels."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except Image.DecompressionBombError:
+        raise BadRequest(f"the image declares more than {MAX_PIXELS:,} pixels; refused before decoding") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        return  # not something PIL reads: OpenCV decides below
+    if width * height > MAX_PIXELS:
+        raise BadRequest(f"the image is {width}x{height}; at most {MAX_PIXELS:,} pixels are accepted")
 
 
 def to_color(image: np.ndarray, color: str) -> np.ndarray:

@@ -35,6 +35,22 @@ def test_undecodable_bytes_are_a_400(data: bytes) -> None:
         decode_image(data)
 
 
+def test_decompression_bombs_are_refused_from_the_header() -> None:
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    ihdr = (30000).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])  # 30000x30000 gray, nothing decoded yet
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    with pytest.raises(BadRequest, match="pixels"):
+        decode_image(bomb)
+    ihdr = (9000).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])  # under PIL's own limit, over ours
+    big = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    with pytest.raises(BadRequest, match="9000x9000"):
+        decode_image(big)
+
+
 def test_decode_handles_alpha_and_16_bit() -> None:
     rgba = np.zeros((4, 5, 4), np.uint8)
     rgba[..., 2] = 200  # red in BGR(A) order
