@@ -12,6 +12,7 @@ or loss name, so switching `--model` or `--loss` picks that entry's parameters.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ class CRConfig:
     resume: str = cfg_field("", "MLflow run id to continue from its checkpoints/last.pt")
     model_name: str = cfg_field("cr_recon", "registered model name")
     device: str = cfg_field("auto", "auto, cpu, cuda or cuda:N")
+    num_threads: int = cfg_field(0, "PyTorch CPU threads; 0 = PyTorch's default (one per core)")
     max_train_batches: int = cfg_field(0, "cap on training batches per epoch; 0 = all (for smoke tests)")
     plot_every: int = cfg_field(10, "log GT-vs-predicted spectra plots every N epochs (and for the best model)")
 
@@ -292,11 +294,29 @@ def export_and_register(cfg: CRConfig, model: nn.Module, val_batch: torch.Tensor
 
 def _log_context(cfg: CRConfig, folder: Path, prepared: crdata.Prepared, n_params: int) -> None:
     tracking.log_config(cfg, extra={"num_parameters": n_params})
+    _log_resolved_blanks(cfg)
     files = [p for pair in crdata.find_pairs(folder) for p in pair]
     digest = tracking.files_digest(files, folder)
     tracking.log_dataset(str(folder.resolve()), digest, folder.name, profile=prepared.info)
     mlflow.set_tags({"kiln.family": "cr_recon", "kiln.model": cfg.model, "kiln.loss": cfg.loss,
                      "kiln.metric": "val_pearson", "kiln.mode": "max"})  # fmt: skip
+
+
+def _log_resolved_blanks(cfg: CRConfig) -> None:
+    """`mlflow run` logs every MLproject value before we start, blanks included (as `''`: it logs the
+    shell-quoted value), and params cannot change; so each value that came from the YAML is logged beside
+    it as `resolved.<key>`."""
+    run = mlflow.active_run()
+    assert run is not None
+    existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params
+    resolved = tracking.flatten(dataclasses.asdict(cfg))
+    blanks = {
+        f"resolved.{key}": value
+        for key, value in resolved.items()
+        if existing.get(key) in ("", "''") and value != "" and f"resolved.{key}" not in existing
+    }
+    if blanks:
+        mlflow.log_params(blanks)
 
 
 def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLoader) -> dict[str, float]:
@@ -341,6 +361,8 @@ def prepare(cfg: CRConfig) -> tuple[Path, crdata.Prepared, DataLoader, DataLoade
 def train(cfg: CRConfig) -> dict[str, float]:
     """Prepare data, train, track, export and register; returns the final metrics."""
     seed_everything(cfg.seed)
+    if cfg.num_threads > 0:  # on a shared CPU one thread per process beats threads waiting on each other
+        torch.set_num_threads(cfg.num_threads)
     device = pick_device(cfg.device)
     folder, prepared, train_loader, val_loader = prepare(cfg)  # bad data fails here, before any run
     model = build_model(cfg, int(prepared.struct.shape[-1]))

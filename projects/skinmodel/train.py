@@ -10,6 +10,7 @@ half-logged run behind.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,14 +76,30 @@ def resolve_data(cfg: SkinConfig) -> tuple[Path, str]:
 
 
 def xgb_device(pref: str) -> str:
-    """XGBoost's device string; `auto` picks CUDA when torch sees a GPU."""
-    from projects.common.runtime import pick_device
+    """XGBoost's device string; `auto` picks CUDA when this XGBoost build has it and a GPU is visible.
 
-    try:
-        device = pick_device(pref)
-    except ValueError as exc:
-        raise KilnUserError(str(exc)) from None
-    return "cuda" if device.type == "cuda" else "cpu"
+    Checked without importing torch, which would double this entry point's start-up time.
+    """
+    pref = (pref or "auto").strip().lower()
+    if pref == "auto":
+        return "cuda" if _gpu_visible() else "cpu"
+    if pref == "cpu":
+        return pref
+    if pref == "cuda" or pref.startswith("cuda:"):
+        if not _gpu_visible():
+            raise KilnUserError(f"device {pref!r} requested but no CUDA GPU is visible to XGBoost; use cpu or auto")
+        return pref
+    raise KilnUserError(f"unknown device {pref!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _gpu_visible() -> bool:
+    import xgboost as xgb
+
+    if not xgb.build_info().get("USE_CUDA"):
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def boost_params(cfg: SkinConfig) -> xgbcore.BoostParams:

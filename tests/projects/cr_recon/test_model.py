@@ -25,6 +25,14 @@ def test_out_len_and_img_size_are_parameters(name):
         assert model(torch.randn(2, 1, 64, 64)).shape == (2, 2, 2, 12)
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_stride_4_stem_with_three_stages_keeps_a_4x4_grid(name):
+    model = create_model(name, widths=(8, 8, 8, 8), stem_stride=4, **TINY_HEAD[name]).eval()
+    assert model.backbone.reduction == 32
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 128, 128)).shape == (2, 2, 2, 30)
+
+
 def test_default_cnn_xattn_follows_the_seed():
     model = create_model("cnn_xattn")
     convs = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]

@@ -47,16 +47,14 @@ def test_bad_config_is_named(flags, error, message):
     assert message in str(info.value)
 
 
-def test_unknown_model_parameter_fails_before_any_run(mlflow_uri, tmp_path):
+def test_bad_input_is_one_line_before_any_run(mlflow_uri, tmp_path):
     generate(tmp_path / "d", num_samples=4, num_files=1)
     result = CliRunner().invoke(main, ["--data", str(tmp_path / "d"), "--model-params", "{cnn_xattn: {depth: 3}}"])
     assert result.exit_code == 1 and "model 'cnn_xattn' has no parameter(s) ['depth']" in result.output
-    assert mlflow.search_runs(["0"], output_format="list") == []
-
-
-def test_missing_data_folder_is_one_line(mlflow_uri, tmp_path):
     result = CliRunner().invoke(main, ["--data", str(tmp_path / "nope")])
     assert result.exit_code == 1 and f"Error: data folder not found: {tmp_path / 'nope'}" in result.output
+    assert result.exc_info[0] is SystemExit
+    assert mlflow.search_runs(["0"], output_format="list") == []
 
 
 @pytest.mark.slow
@@ -67,14 +65,16 @@ def test_mlflow_run_trains_exports_and_registers(mlflow_run, tmp_path):
     config.write_text(yaml.safe_dump({
         "data": {"data": str(data), "train_ratio": 0.8, "cache_dir": str(tmp_path / "cache")},
         "model": {"model_params": {"cnn_xattn": TINY_MODEL}},
-        "training": {"plot_every": 2, "patience": 0},
+        "training": {"plot_every": 2, "patience": 0, "num_threads": 1},
     }))  # fmt: skip
     output = mlflow_run("cr_recon", {"config": config, "epochs": 2, "batch_size": 16, "model_name": "cr_test"})
     assert "best val Pearson" in output and "predict-the-mean baseline" in output
     (run,) = mlflow.search_runs(["0"], output_format="list")
     client = mlflow.MlflowClient()
     assert run.data.params["epochs"] == "2" and run.data.params["batch_size"] == "16"
-    assert run.data.params["model"] == "cnn_xattn" and run.data.params["loss"] == "mse_pearson"
+    # `mlflow run` logs the raw MLproject values ("" = from the YAML); the resolved ones sit beside them
+    assert run.data.params["model"] == "''" and run.data.params["resolved.model"] == "cnn_xattn"
+    assert run.data.params["resolved.loss"] == "mse_pearson" and run.data.params["weight_decay"] == "0.005"
     for metric in ("train_loss", "val_loss", "val_mse", "val_pearson", "lr"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
     assert -1 <= run.data.metrics["best_val_pearson"] <= 1 and run.data.metrics["registered_version"] == 1

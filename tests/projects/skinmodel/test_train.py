@@ -60,25 +60,21 @@ def test_mlflow_run_tracks_rounds_and_registers_matching_onnx(mlflow_run, three_
     assert (label == proba.argmax(axis=1)).all()
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [(["--target", "species"], "Error: no target column 'species'"),
-     (["--target", "species", "--drop-columns", ""], "feature column 'id' is not numeric (e.g. 'row0' on CSV line 2)"),
-     (["--n-estimators", "0", "--target", "species"], "Error: n_estimators must be > 0, got 0"),
-     (["--max-depth", "deep", "--target", "species"], "Error: SkinConfig.max_depth: expected int, got 'deep'")],
-)  # fmt: skip
-def test_bad_input_is_one_clear_line_and_no_run(mlflow_uri, three_class_csv, tmp_path, args, message):
-    data = three_class_csv
-    if args[:2] == ["--target", "species"] and len(args) == 2:
-        data = tmp_path / "no_species.csv"
-        pd.read_csv(three_class_csv).drop(columns=["species"]).to_csv(data, index=False)
-    result = CliRunner().invoke(main, ["--data", str(data), *args])
-    assert result.exit_code == 1, result.output
-    assert message in result.output
-    assert result.exc_info[0] is SystemExit
+def test_bad_input_is_one_clear_line_and_leaves_no_run(mlflow_uri, three_class_csv, tmp_path):
+    no_species = tmp_path / "no_species.csv"
+    pd.read_csv(three_class_csv).drop(columns=["species"]).to_csv(no_species, index=False)
+    flowers = str(three_class_csv)
+    cases = [
+        (["--data", str(no_species), "--target", "species"], f"Error: {no_species}: no target column 'species'"),
+        (["--data", flowers, "--target", "species"], "feature column 'id' is not numeric (e.g. 'row0' on CSV line 2)"),
+        (["--data", flowers, "--target", "species", "--n-estimators", "0"], "Error: n_estimators must be > 0, got 0"),
+        (["--data", flowers, "--max-depth", "deep"], "Error: SkinConfig.max_depth: expected int, got 'deep'"),
+        (["--data", flowers], "--target is required with --data"),
+        (["--data", str(tmp_path / "none.csv"), "--target", "y"], "Error: data file not found:"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert result.exc_info[0] is SystemExit  # click's clean exit, not an escaped exception
     assert mlflow.search_runs(["0"], output_format="list") == []
-
-
-def test_other_csv_needs_a_target(mlflow_uri, three_class_csv):
-    result = CliRunner().invoke(main, ["--data", str(three_class_csv)])
-    assert result.exit_code == 1 and "--target is required with --data" in result.output
