@@ -28,7 +28,7 @@ def save_loss_curve(history: Sequence[dict[str, float]], extra: Sequence[str] = 
         for key in extra:
             twin.plot(epochs, [h[key] for h in history], linestyle="--", label=key)
         twin.set_ylabel(", ".join(extra))
-        twin.legend(loc="upper center")
+        twin.legend(loc="center right")
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
