@@ -13,8 +13,9 @@ because the structure is one period of a periodic metasurface. The output grid i
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -230,6 +231,18 @@ def _backbone(
     if img_size < backbone.reduction or img_size % backbone.reduction:
         raise ValueError(f"img_size must be a positive multiple of {backbone.reduction}, got {img_size}")
     return backbone, img_size // backbone.reduction
+
+
+@contextlib.contextmanager
+def onnx_exportable() -> Iterator[None]:
+    """Turn off PyTorch's eval-mode attention fast path (`_native_multi_head_attention`), which the
+    classic ONNX exporter cannot export; the plain path computes the same thing."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -11,10 +11,9 @@ or loss name, so switching `--model` or `--loss` picks that entry's parameters.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from projects.common.runtime import pick_device, seed_everything
 from projects.common.trainer import FitConfig, FitState, Task, Trainer
 from projects.cr_recon import data as crdata
 from projects.cr_recon.losses import LOSSES, create_loss, pearson
-from projects.cr_recon.model import MODELS, count_parameters, create_model
+from projects.cr_recon.model import MODELS, count_parameters, create_model, onnx_exportable
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 
@@ -265,21 +264,9 @@ def onnx_metadata(cfg: CRConfig, img_size: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-@contextlib.contextmanager
-def _mha_fastpath(enabled: bool) -> Iterator[None]:
-    """PyTorch's eval-mode attention fast path (`_native_multi_head_attention`) has no ONNX export; the
-    classic exporter needs the plain path, which computes the same thing."""
-    before = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(enabled)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(before)
-
-
 def export_and_register(cfg: CRConfig, model: nn.Module, val_batch: torch.Tensor) -> int:
     """Export the best weights, check them against PyTorch on real val samples, log and register."""
-    with tempfile.TemporaryDirectory() as tmp, _mha_fastpath(False):
+    with tempfile.TemporaryDirectory() as tmp, onnx_exportable():
         path = export_onnx(model, val_batch[:1], Path(tmp) / "model.onnx", dynamic_hw=False)
         diff = check_onnx(path, model, val_batch)
         mlflow.log_metric("onnx_max_abs_diff", diff)

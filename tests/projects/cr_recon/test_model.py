@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from projects.cr_recon.model import MODELS, UnknownModelError, create_model
+from projects.common.onnx_export import check_onnx, export_onnx
+from projects.cr_recon.model import MODELS, UnknownModelError, create_model, onnx_exportable
 
 TINY = {"widths": (8, 8, 8, 8, 8)}
 TINY_HEAD = {"cnn_xattn": {"d_model": 16, "nhead": 2, "dec_layers": 1}, "cnn_gru": {"hidden": 16}}
@@ -31,6 +32,14 @@ def test_stride_4_stem_with_three_stages_keeps_a_4x4_grid(name):
     assert model.backbone.reduction == 32
     with torch.no_grad():
         assert model(torch.randn(2, 1, 128, 128)).shape == (2, 2, 2, 30)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_onnx_export_matches_pytorch_at_another_batch_size(name, tmp_path):
+    model = create_model(name, **TINY, **TINY_HEAD[name]).eval()
+    with onnx_exportable():
+        path = export_onnx(model, torch.randn(1, 1, 128, 128), tmp_path / "m.onnx", dynamic_hw=False)
+        assert check_onnx(path, model, torch.randn(3, 1, 128, 128)) < 1e-4
 
 
 def test_default_cnn_xattn_follows_the_seed():

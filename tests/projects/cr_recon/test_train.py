@@ -102,3 +102,22 @@ def test_mlflow_run_trains_exports_and_registers(mlflow_run, tmp_path):
     got = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
     assert got.shape == (3, 2, 2, 30)
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_resume_continues_the_run_with_cnn_gru_and_weighted_smooth(mlflow_uri, tmp_path):
+    from projects.cr_recon.train import train
+
+    data = tmp_path / "spectra"
+    generate(data, num_samples=24, num_files=1, seed=2)
+    flags = {"data": str(data), "cache_dir": str(tmp_path / "cache"), "model": "cnn_gru", "loss": "weighted_smooth",
+             "model_params": "{cnn_gru: {hidden: 16, widths: [8, 8, 8, 8, 8]}}", "batch_size": "8",
+             "patience": "0", "plot_every": "0", "num_threads": "1", "model_name": "cr_gru"}  # fmt: skip
+    first = train(load_config(None, {**flags, "epochs": "1"}))
+    (run,) = mlflow.search_runs(["0"], output_format="list")
+    second = train(load_config(None, {**flags, "epochs": "2", "resume": run.info.run_id}))
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_pearson")] == [1, 2]
+    assert (first["registered_version"], second["registered_version"]) == (1, 2)
+    assert client.get_model_version("cr_gru", "2").run_id == run.info.run_id
+    assert run.data.params["loss"] == "weighted_smooth" and run.data.params["model"] == "cnn_gru"
