@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,27 +23,39 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-@pytest.fixture
-def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A fresh sqlite tracking store whose default experiment keeps its artifacts under tmp_path.
-
-    MLflow fixes experiment 0's artifact root from the working directory when the store is created,
-    so the store is created from inside tmp_path and the test then returns to where it was.
-    """
+@pytest.fixture(scope="session")
+def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated, empty sqlite store per session: creating one costs seconds of schema migrations."""
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    root = tmp_path_factory.mktemp("mlflow-template")
+    cwd = Path.cwd()
+    os.chdir(root)
+    try:
+        mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}").search_experiments()
+    finally:
+        os.chdir(cwd)
+    return root / "mlflow.db"
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template_db: Path) -> Iterator[str]:
+    """A fresh sqlite tracking store (a copy of the template) whose default experiment keeps its artifacts
+    under tmp_path."""
+    import mlflow
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(mlflow_template_db, db)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(tmp_path / "mlruns" / "0"),)
+        )
+    uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    cwd = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        mlflow.set_tracking_uri(uri)
-        mlflow.MlflowClient(uri).search_experiments()
-    finally:
-        os.chdir(cwd)
+    mlflow.set_tracking_uri(uri)
     yield uri
     if mlflow.active_run() is not None:
         mlflow.end_run()

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import mlflow.onnx
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported where it is used, so XGBoost-only runs never load it
+    import torch
+    from torch import nn
 
 
 class OnnxMismatchError(RuntimeError):
@@ -39,6 +41,8 @@ def export_onnx(
     opset: int = 17,
 ) -> Path:
     """Trace `model` on CPU in eval mode with a dynamic batch axis (and H/W for fully-convolutional nets)."""
+    import torch
+
     model = model.to("cpu").eval()
     example = example.to("cpu", memory_format=torch.contiguous_format)
     axes: dict[int, str] = {0: "batch"}
@@ -62,6 +66,8 @@ def export_onnx(
 
 def check_onnx(path: Path, model: nn.Module, batch: torch.Tensor, *, rtol: float = 1e-3, atol: float = 1e-4) -> float:
     """Run the same real batch through PyTorch and onnxruntime; raise if they differ. Returns max abs diff."""
+    import torch
+
     model = model.to("cpu").eval()
     batch = batch.to("cpu", memory_format=torch.contiguous_format).float()
     with torch.no_grad():
@@ -114,6 +120,8 @@ def log_onnx_model(
         input_example=input_example,
         metadata=_metadata_strings(full_meta),
         save_as_external_data=False,
+        # Stated rather than inferred: inference re-imports and scans the model's dependencies (~10 s a call).
+        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}", f"numpy=={np.__version__}"],
     )
     version = mlflow.register_model(info.model_uri, model_name, await_registration_for=60)
     client = mlflow.MlflowClient()
