@@ -5,7 +5,9 @@
 - image: EDGNet-Large with 32 base channels, a 4-level UNet of 7.76M parameters, 1x256x256 gray in, logits
   out, random init, exported with projects.common.onnx_export (dynamic H/W, as EDGNet's trainer exports);
 - tabular: XGBoost, 100 trees of depth 6, on 30 synthetic features, converted with onnxmltools as the
-  skinmodel trainer converts it.
+  skinmodel trainer converts it;
+- mlp: a wide MLP regressor on the same 30 features (30-2048-2048-2048-1, 8.5M parameters), whose runs are
+  memory-bound matrix-vector products at one row: the case where dynamic batching pays on a CPU.
 Both are logged with `log_onnx_model`, so they carry the same kiln.* metadata and input example as trained
 models, and get the alias `production`.
 """
@@ -24,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 IMAGE_MODEL = "bench_unet"
 TABULAR_MODEL = "bench_xgb"
+MLP_MODEL = "bench_mlp"
 IMAGE_SIZE = 256
 N_FEATURES = 30
 
@@ -100,6 +103,29 @@ def xgboost_model(seed: int = 0) -> tuple[object, np.ndarray, dict[str, object]]
     return proto, x[:5], metadata
 
 
+def mlp_model(seed: int = 0, width: int = 2048) -> tuple[Path, np.ndarray, dict[str, object]]:
+    import tempfile
+
+    import torch
+    from torch import nn
+
+    from projects.common.onnx_export import export_onnx
+
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Linear(N_FEATURES, width), nn.ReLU()]
+    layers += [nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1)]
+    model = nn.Sequential(*layers).eval()
+    example = torch.randn(5, N_FEATURES)
+    path = Path(tempfile.mkdtemp()) / "mlp.onnx"
+    export_onnx(model, example, path, dynamic_hw=False, input_name="input", output_name="variable")
+    metadata = {
+        "kiln.task": "tabular",
+        "kiln.family": "mlp",
+        "kiln.postprocess": {"task": "regression", "feature_names": feature_names(), "classes": []},
+    }
+    return path, example.numpy(), metadata
+
+
 def feature_names() -> list[str]:
     return [f"feature_{i:02d}" for i in range(N_FEATURES)]
 
@@ -124,6 +150,8 @@ def main() -> None:
     register(IMAGE_MODEL, path, example, meta, "production")
     proto, rows, meta = xgboost_model()
     register(TABULAR_MODEL, proto, rows, meta, "production")
+    path, rows, meta = mlp_model()
+    register(MLP_MODEL, path, rows, meta, "production")
     print(registry.uri)
 
 

@@ -1,16 +1,22 @@
 """Serving throughput: kiln vs raw in-process onnxruntime vs `mlflow models serve`, same ONNX models.
 
-    .venv/bin/python bench/serve_bench.py                      # about 5 minutes on 2 cores
-    .venv/bin/python bench/serve_bench.py --seconds 3 --concurrency 1,16 --skip-mlflow
+    .venv/bin/python bench/serve_bench.py                      # about 6 minutes on 2 cores
+    .venv/bin/python bench/serve_bench.py --rounds 1 --concurrency 1,16 --skip-mlflow
 
 Models (bench/benchmodels.py): a 7.8M-parameter UNet at 256x256 (segmentation) and a 30-feature XGBoost
-(tabular), registered in a throwaway sqlite registry. Every server is a separate process on 127.0.0.1, with
-one worker, loaded by a closed-loop client (bench/loadgen.py) at 1, 4 and 16 requests in flight. Reported:
-requests/s, p50 and p99 latency, failures; then the ratios the issue sets targets for, all from this run:
+(tabular), registered in a throwaway sqlite registry. Every server is a separate process on 127.0.0.1 with
+one worker: kiln, kiln with KILN_MAX_BATCH_SIZE=1, and `mlflow models serve --env-manager local` for each
+model. A closed-loop client (bench/loadgen.py) holds 1, 4 and 16 requests in flight. Reported: requests/s,
+p50 and p99 latency, failures; then the ratios the issue sets targets for:
 - image via the task endpoint (a PNG in, a PNG mask out) >= 0.95x raw ORT, >= 4x mlflow models serve;
 - tabular >= 3x mlflow models serve at concurrency 16;
-- dynamic batching on vs off (KILN_MAX_BATCH_SIZE=1) where it matters.
-Raw ORT is the limit: the preprocessed tensor through session.run in a loop, no HTTP, no decoding.
+- dynamic batching on vs off, for the XGBoost and for a wide MLP regressor (8.5M parameters, memory-bound
+  at one row: where batching pays on a CPU). The UNet is not batched on CPU at all (its warm run takes
+  ~100 ms a row, over KILN_MAX_BATCH_MS); the run prints each model's batching.
+Raw ORT is the limit: the preprocessed tensor through session.run in a loop (ORT's default options), no
+HTTP, no decoding. The CPU may be shared: all servers stay up, the measurements are interleaved in rounds
+(raw ORT right before each kiln image point), and each ratio is the median of per-round ratios of
+measurements taken seconds apart, so slow drifts of the machine's load cancel out.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class Row:
     p50_ms: float
     p99_ms: float
     failures: int
+    round: int
 
 
 # --- payloads ---------------------------------------------------------------------------------------------
@@ -107,7 +114,7 @@ def measure_raw(onnx_path: Path, feeds: dict[str, np.ndarray], seconds: float) -
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    for _ in range(3):
+    for _ in range(2):
         session.run(None, feeds)
     runs, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -116,21 +123,26 @@ def measure_raw(onnx_path: Path, feeds: dict[str, np.ndarray], seconds: float) -
     return runs / (time.perf_counter() - start)
 
 
-def load(port: int, request: bytes, args: argparse.Namespace, label: tuple[str, str, str]) -> list[Row]:
-    rows = []
-    for c in args.concurrency:
-        result = run_load(port, request, concurrency=c, seconds=args.seconds, warmup=args.warmup)
-        row = Row(*label, c, result.throughput, result.p50_ms, result.p99_ms, result.failures)
-        rows.append(row)
-        note = f"  first failure: {result.first_failure}" if result.failures else ""
-        print(f"  {label[1]:<14} {label[2]:<22} c={c:<3} {row.per_second:9.1f}/s  p50 {row.p50_ms:8.2f} ms  "
-              f"p99 {row.p99_ms:8.2f} ms  failures {row.failures}{note}", flush=True)  # fmt: skip
-    return rows
+def measure(port: int, request: bytes, c: int, args: argparse.Namespace, label: tuple[str, str, str], rnd: int) -> Row:
+    image = label[0] == "image"  # ~100 ms a request: a longer window and warm-up for 16 in flight
+    seconds, warmup = (args.seconds * 2, args.warmup * 2) if image else (args.seconds, args.warmup)
+    result = run_load(port, request, concurrency=c, seconds=seconds, warmup=warmup)
+    row = Row(*label, c, result.throughput, result.p50_ms, result.p99_ms, result.failures, rnd)
+    note = f"  first failure: {result.first_failure}" if result.failures else ""
+    print(f"  {label[0]:<8} {label[1]:<13} {label[2]:<20} c={c:<3} {row.per_second:9.1f}/s  p50 {row.p50_ms:8.2f} ms  "
+          f"p99 {row.p99_ms:8.2f} ms  failures {row.failures}{note}", flush=True)  # fmt: skip
+    return row
+
+
+def raw_row(per_second: float, c: int, kind: str, rnd: int) -> Row:
+    print(f"  {kind:<8} {'raw ORT':<13} {'session.run':<20} c={c:<3} {per_second:9.1f}/s", flush=True)
+    return Row(kind, "raw ORT", "session.run", c, per_second, float("nan"), float("nan"), 0, rnd)
 
 
 def kiln_server(registry: bm.BenchRegistry, name: str, env: dict[str, str]) -> ServerProcess:
     port = free_port()
-    cmd = [str(VENV_BIN / "kiln"), "serve", "--models", f"{bm.IMAGE_MODEL},{bm.TABULAR_MODEL}", "--port", str(port)]
+    models = f"{bm.IMAGE_MODEL},{bm.TABULAR_MODEL},{bm.MLP_MODEL}"
+    cmd = [str(VENV_BIN / "kiln"), "serve", "--models", models, "--port", str(port)]
     base = {"MLFLOW_TRACKING_URI": registry.uri, "KILN_ACCESS_LOG": "0", "KILN_POLL_SECONDS": "30"}
     return ServerProcess(name, [*cmd, "--log-level", "warning"], port, {**base, **env}, registry.folder)
 
@@ -144,35 +156,66 @@ def mlflow_server(registry: bm.BenchRegistry, model: str) -> ServerProcess:
     return ServerProcess(f"mlflow-{model}", cmd, port, env, registry.folder)
 
 
-def bench_kiln(registry: bm.BenchRegistry, bodies: dict[str, bytes], args: argparse.Namespace) -> list[Row]:
-    rows: list[Row] = []
-    for label, env in (("kiln", {}), ("kiln-nobatch", {"KILN_MAX_BATCH_SIZE": "1"})):
-        with kiln_server(registry, label, env) as server:
-            print(f"{label} on port {server.port}", flush=True)
-            rows += load(server.port, bodies["image_task"], args, ("image", label, "task PNG"))
-            rows += load(server.port, bodies["tab_task"], args, ("tabular", label, "task records"))
-            if label == "kiln":
-                rows += load(server.port, bodies["image_v2"], args, ("image", label, "V2 binary tensor"))
-                rows += load(server.port, bodies["tab_invocations"], args, ("tabular", label, "invocations inputs"))
+def start_servers(registry: bm.BenchRegistry, args: argparse.Namespace) -> dict[str, ServerProcess]:
+    """Every server up at once (idle ones cost nothing), so measurements can be interleaved."""
+    servers = {
+        "kiln": kiln_server(registry, "kiln", {}),
+        "kiln-nobatch": kiln_server(registry, "kiln-nobatch", {"KILN_MAX_BATCH_SIZE": "1"}),
+    }
+    if not args.skip_mlflow:
+        servers["mlflow-image"] = mlflow_server(registry, bm.IMAGE_MODEL)
+        servers["mlflow-tabular"] = mlflow_server(registry, bm.TABULAR_MODEL)
+    for server in servers.values():
+        server.wait_ready()
+    return servers
+
+
+def image_points(servers: dict[str, ServerProcess], bodies: dict[str, bytes], raw_in: dict[str, Any],
+                 args: argparse.Namespace, rnd: int) -> list[Row]:  # fmt: skip
+    """Raw ORT right before each kiln point, so each ratio compares measurements a few seconds apart."""
+    rows = []
+    for c in args.concurrency:
+        rows.append(raw_row(measure_raw(raw_in["image_path"], raw_in["image_feeds"], args.seconds), c, "image", rnd))
+        port = servers["kiln"].port
+        rows.append(measure(port, bodies["image_task"], c, args, ("image", "kiln", "task PNG"), rnd))
+        rows.append(measure(port, bodies["image_v2"], c, args, ("image", "kiln", "V2 binary tensor"), rnd))
+        if "mlflow-image" in servers:
+            label = ("image", "mlflow", "invocations JSON")
+            rows.append(measure(servers["mlflow-image"].port, bodies["image_mlflow"], c, args, label, rnd))
     return rows
 
 
-def bench_mlflow(registry: bm.BenchRegistry, bodies: dict[str, bytes], args: argparse.Namespace) -> list[Row]:
-    rows: list[Row] = []
-    for model, body, kind, endpoint in (
-        (bm.IMAGE_MODEL, bodies["image_mlflow"], "image", "invocations JSON"),
-        (bm.TABULAR_MODEL, bodies["tab_mlflow"], "tabular", "invocations inputs"),
-    ):
-        with mlflow_server(registry, model) as server:
-            print(f"mlflow models serve {model} on port {server.port}", flush=True)
-            rows += load(server.port, body, args, (kind, "mlflow", endpoint))
+def tabular_points(servers: dict[str, ServerProcess], bodies: dict[str, bytes], args: argparse.Namespace,
+                   rnd: int) -> list[Row]:  # fmt: skip
+    plan = [
+        ("kiln", "tab_task", ("tabular", "kiln", "task records")),
+        ("kiln", "tab_invocations", ("tabular", "kiln", "invocations inputs")),
+        ("kiln-nobatch", "tab_task", ("tabular", "kiln-nobatch", "task records")),
+        ("mlflow-tabular", "tab_mlflow", ("tabular", "mlflow", "invocations inputs")),
+        ("kiln", "mlp_task", ("mlp", "kiln", "task records")),
+        ("kiln-nobatch", "mlp_task", ("mlp", "kiln-nobatch", "task records")),
+    ]
+    rows = []
+    for c in args.concurrency:
+        for server, body, label in plan:
+            if server in servers:
+                rows.append(measure(servers[server].port, bodies[body], c, args, label, rnd))
     return rows
+
+
+def _status(port: int, model: str) -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/{model}", timeout=10) as response:
+        status: dict[str, Any] = json.loads(response.read())
+    return status
 
 
 def requests_for(tensor: np.ndarray, image: np.ndarray) -> dict[str, bytes]:
     names, row = bm.feature_names(), tabular_row()
     tensor_row = json.dumps({"inputs": [row]}).encode()
     pick_tabular = {"X-Kiln-Model": bm.TABULAR_MODEL}
+    record = json.dumps([dict(zip(names, row, strict=True))]).encode()
     v2, v2_headers = v2_binary(bm.IMAGE_MODEL, tensor)
     return {
         "image_task": http_request(f"/v1/models/{bm.IMAGE_MODEL}/predict", png(image), "image/png"),
@@ -180,11 +223,8 @@ def requests_for(tensor: np.ndarray, image: np.ndarray) -> dict[str, bytes]:
         "image_mlflow": http_request(
             "/invocations", json.dumps({"inputs": tensor.tolist()}).encode(), "application/json"
         ),
-        "tab_task": http_request(
-            f"/v1/models/{bm.TABULAR_MODEL}/predict",
-            json.dumps([dict(zip(names, row, strict=True))]).encode(),
-            "application/json",
-        ),
+        "tab_task": http_request(f"/v1/models/{bm.TABULAR_MODEL}/predict", record, "application/json"),
+        "mlp_task": http_request(f"/v1/models/{bm.MLP_MODEL}/predict", record, "application/json"),
         "tab_invocations": http_request("/invocations", tensor_row, "application/json", pick_tabular),
         # mlflow's ONNX flavor cannot answer dataframe_split here: it flattens the [N, 2] probabilities output
         # into a DataFrame column and pandas refuses the length; its tensor format works
@@ -195,38 +235,62 @@ def requests_for(tensor: np.ndarray, image: np.ndarray) -> dict[str, bytes]:
 # --- report -----------------------------------------------------------------------------------------------
 
 
-def best(rows: list[Row], model: str, server: str, endpoint: str, c: int) -> float:
-    key = (model, server, endpoint, c)
-    found = [r.per_second for r in rows if (r.model, r.server, r.endpoint, r.concurrency) == key]
-    return found[0] if found else float("nan")
+def median_of(rows: list[Row], model: str, server: str, endpoint: str, c: int) -> float:
+    values = [
+        r.per_second for r in rows if (r.model, r.server, r.endpoint, r.concurrency) == (model, server, endpoint, c)
+    ]
+    return float(np.median(values)) if values else float("nan")
 
 
-def report(rows: list[Row], raw: dict[str, float], args: argparse.Namespace) -> dict[str, Any]:
+def paired_ratio(rows: list[Row], top: tuple[str, str, str], bottom: tuple[str, str, str], c: int) -> float:
+    """The median over rounds of top/bottom measured in the same round (a few seconds apart)."""
+    ratios = []
+    for rnd in sorted({r.round for r in rows}):
+        a = [r.per_second for r in rows if (r.model, r.server, r.endpoint, r.concurrency, r.round) == (*top, c, rnd)]
+        b = [r.per_second for r in rows if (r.model, r.server, r.endpoint, r.concurrency, r.round) == (*bottom, c, rnd)]
+        if a and b and b[0] > 0:
+            ratios.append(a[0] / b[0])
+    return float(np.median(ratios)) if ratios else float("nan")
+
+
+PAIRS = {
+    "image task PNG / raw ORT": (("image", "kiln", "task PNG"), ("image", "raw ORT", "session.run")),
+    "image V2 binary / raw ORT": (("image", "kiln", "V2 binary tensor"), ("image", "raw ORT", "session.run")),
+    "image task PNG / mlflow": (("image", "kiln", "task PNG"), ("image", "mlflow", "invocations JSON")),
+    "tabular task / mlflow": (("tabular", "kiln", "task records"), ("tabular", "mlflow", "invocations inputs")),
+    "tabular invocations / mlflow": (
+        ("tabular", "kiln", "invocations inputs"),
+        ("tabular", "mlflow", "invocations inputs"),
+    ),
+    "tabular batching on / off": (("tabular", "kiln", "task records"), ("tabular", "kiln-nobatch", "task records")),
+    "mlp batching on / off": (("mlp", "kiln", "task records"), ("mlp", "kiln-nobatch", "task records")),
+}
+
+
+def report(rows: list[Row], args: argparse.Namespace) -> dict[str, float]:
+    print(f"\nmedians over {args.rounds} round(s), requests (images or rows) per second:")
+    keys = sorted({(r.model, r.server, r.endpoint) for r in rows})
+    print(
+        f"  {'model':<8} {'server':<13} {'endpoint':<20} " + " ".join(f"{'c=' + str(c):>9}" for c in args.concurrency)
+    )
+    for key in keys:
+        values = " ".join(f"{median_of(rows, *key, c):9.1f}" for c in args.concurrency)
+        print(f"  {key[0]:<8} {key[1]:<13} {key[2]:<20} {values}")
+    print("\nratios (each the median of per-round ratios of measurements taken seconds apart):")
     ratios: dict[str, float] = {}
-    print("\nratios (same run):")
-    for c in args.concurrency:
-        task = best(rows, "image", "kiln", "task PNG", c)
-        ratios[f"image_task_vs_raw_ort_c{c}"] = task / raw["image_per_s"]
-        ratios[f"image_task_vs_mlflow_c{c}"] = task / best(rows, "image", "mlflow", "invocations JSON", c)
-        tab = best(rows, "tabular", "kiln", "task records", c)
-        mlflow_tab = best(rows, "tabular", "mlflow", "invocations inputs", c)
-        ratios[f"tabular_task_vs_mlflow_c{c}"] = tab / mlflow_tab
-        ratios[f"tabular_invocations_vs_mlflow_c{c}"] = (
-            best(rows, "tabular", "kiln", "invocations inputs", c) / mlflow_tab
-        )
-        for kind, endpoint in (("image", "task PNG"), ("tabular", "task records")):
-            off = best(rows, kind, "kiln-nobatch", endpoint, c)
-            ratios[f"{kind}_batching_on_vs_off_c{c}"] = best(rows, kind, "kiln", endpoint, c) / off
-    for key, value in ratios.items():
-        print(f"  {key:<38} {value:6.2f}x")
+    for name, (top, bottom) in PAIRS.items():
+        per_c = {c: paired_ratio(rows, top, bottom, c) for c in args.concurrency}
+        ratios.update({f"{name} c={c}": v for c, v in per_c.items()})
+        print(f"  {name:<30} " + " ".join(f"c={c}: {v:5.2f}x" for c, v in per_c.items()))
     return ratios
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured window per point")
-    parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured load before each window")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured window per point (image: twice)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured load before each window (image: twice)")
     parser.add_argument("--concurrency", default="1,4,16", help="requests in flight, comma-separated")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; medians are reported")
     parser.add_argument("--skip-mlflow", action="store_true", help="leave out mlflow models serve")
     parser.add_argument("--workdir", type=Path, default=None, help="registry folder (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
@@ -241,28 +305,37 @@ def main() -> None:
     bm.register(bm.IMAGE_MODEL, onnx_path, example, meta, "production")
     proto, rows_example, meta = bm.xgboost_model()
     bm.register(bm.TABULAR_MODEL, proto, rows_example, meta, "production")
+    mlp_path, rows_example, meta = bm.mlp_model()
+    bm.register(bm.MLP_MODEL, mlp_path, rows_example, meta, "production")
     tab_path = registry.folder / "xgb.onnx"
     tab_path.write_bytes(proto.SerializeToString())  # type: ignore[attr-defined]
 
     image = drawing()
     tensor = image_tensor(image)
-    row = np.asarray([tabular_row()], dtype=np.float32)
-    raw = {
-        "image_per_s": measure_raw(onnx_path, {"input": tensor}, args.seconds),
-        "tabular_runs_per_s_batch1": measure_raw(tab_path, {"input": row}, args.seconds),
-        "tabular_rows_per_s_batch1024": 1024 * measure_raw(tab_path, {"input": np.repeat(row, 1024, 0)}, args.seconds),
-    }  # fmt: skip
-    for key, value in raw.items():
-        print(f"raw onnxruntime {key}: {value:.1f}", flush=True)
-
+    raw_in = {"image_path": onnx_path, "image_feeds": {"input": tensor}}
     bodies = requests_for(tensor, image)
-    rows = bench_kiln(registry, bodies, args)
-    if not args.skip_mlflow:
-        rows += bench_mlflow(registry, bodies, args)
-    ratios = report(rows, raw, args)
+    row = np.asarray([tabular_row()], dtype=np.float32)
+    raw_tab = {
+        "runs/s of 1 row": measure_raw(tab_path, {"input": row}, args.seconds),
+        "rows/s in runs of 1024": 1024 * measure_raw(tab_path, {"input": np.repeat(row, 1024, 0)}, args.seconds),
+    }
+    print("raw onnxruntime tabular: " + ", ".join(f"{v:.0f} {k}" for k, v in raw_tab.items()), flush=True)
+    servers = start_servers(registry, args)
+    rows: list[Row] = []
+    try:
+        for model in (bm.IMAGE_MODEL, bm.TABULAR_MODEL, bm.MLP_MODEL):
+            print(f"kiln {model} batching: {_status(servers['kiln'].port, model)['batching']}", flush=True)
+        for rnd in range(args.rounds):
+            print(f"round {rnd + 1} of {args.rounds}", flush=True)
+            rows += image_points(servers, bodies, raw_in, args, rnd)
+            rows += tabular_points(servers, bodies, args, rnd)
+    finally:
+        for server in servers.values():
+            server.stop()
+    ratios = report(rows, args)
     print(f"\ntotal {time.time() - started:.0f}s; cores: {os.cpu_count()}")
     if args.json:
-        payload = {"raw_ort": raw, "rows": [asdict(r) for r in rows], "ratios": ratios}
+        payload = {"raw_ort_tabular": raw_tab, "rows": [asdict(r) for r in rows], "ratios": ratios}
         args.json.write_text(json.dumps(payload, indent=2))
 
 
