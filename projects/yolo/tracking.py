@@ -4,8 +4,8 @@
 
 ultralytics' MLflow integration is switched off in `projects.yolo.offline`: it would open a second run
 in an experiment of its own and end it. This bridge writes into the run kiln's entry point holds:
-- params: the resolved ultralytics args (only keys the run lacks, so a resumed run keeps its originals),
-  then kiln's own options that ultralytics does not have (preset, model_name, resume, hyp), and config.yaml;
+- params: the resolved ultralytics args as `yolo.<arg>` (only keys the run lacks, so a resumed run keeps its
+  originals), kiln's own options unprefixed (as `mlflow run` logs them too), `config.yaml` and `args.yaml`;
 - per epoch, `step=epoch` (1-based, as in results.csv): train/val box, cls and dfl losses, precision,
   recall, mAP50, mAP50-95, fitness, lr per param group and epoch_seconds;
 - each saved epoch: `weights/last.pt` and `results.csv`, so `--resume RUN_ID` can continue after a crash;
@@ -26,6 +26,10 @@ import mlflow
 from projects.common import tracking
 
 PLOT_SUFFIXES = (".png", ".jpg")
+# ultralytics' resolved args are params under this prefix. Unprefixed names belong to the entry point:
+# `mlflow run` logs its MLproject params (epochs, lr0, device, ...) before training starts, and MLflow
+# never lets a param change, so `lr0=0` (auto) and `yolo.lr0=0.01` can both be told apart.
+ARGS_PREFIX = "yolo."
 FINAL_KEYS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95")
 
 
@@ -79,12 +83,12 @@ class MlflowBridge:
         run = mlflow.active_run()
         assert run is not None, "the YOLO tracking bridge needs an active MLflow run"
         existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params
-        args = tracking.flatten(vars(trainer.args))
+        args = tracking.flatten(vars(trainer.args), prefix=ARGS_PREFIX)
         fresh = {k: v for k, v in args.items() if k not in existing}
         if fresh:
             mlflow.log_params(fresh)
         tracking.log_yaml_artifact(vars(trainer.args) | {"save_dir": str(trainer.save_dir)}, "args.yaml")
-        if self.config is not None:  # after the resolved args, so a shared key (lr0, device) shows the value used
+        if self.config is not None:
             tracking.log_config(self.config, extra=self.extra_params)
 
     def on_train_epoch_end(self, trainer: Any) -> None:

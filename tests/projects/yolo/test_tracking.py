@@ -69,7 +69,7 @@ def test_epochs_final_eval_and_artifacts(mlflow_uri: str, tmp_path: Path) -> Non
     bridge = MlflowBridge(["smoke", "fire"], config={"preset": "safety_detection", "mosaic": 0.0})
     bridge.attach(trainer)
     with mlflow.start_run() as run:
-        mlflow.log_param("imgsz", "64")  # a resumed run already holds params: those stay, no error
+        mlflow.log_param("yolo.imgsz", "64")  # a resumed run already holds params: those stay, no error
         trainer.fire("on_pretrain_routine_end")
         trainer.run_epoch(0, 0.2)
         trainer.run_epoch(1, 0.6)
@@ -85,8 +85,8 @@ def test_epochs_final_eval_and_artifacts(mlflow_uri: str, tmp_path: Path) -> Non
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/cls_loss")] == [1, 2]
     data = client.get_run(run.info.run_id).data
     assert data.metrics["best/mAP50"] == 0.61 and data.metrics["class/fire/AP50"] == 0.7
-    assert data.params["optimizer"] == "auto" and data.params["preset"] == "safety_detection"
-    assert data.params["mosaic"] == "1.0"  # the value ultralytics resolved wins over kiln's config
+    assert data.params["yolo.optimizer"] == "auto" and data.params["preset"] == "safety_detection"
+    assert (data.params["yolo.mosaic"], data.params["mosaic"]) == ("1.0", "0.0")  # resolved vs kiln's config
     artifacts = {a.path for p in (None, "weights", "plots") for a in client.list_artifacts(run.info.run_id, p)}
     assert {"weights/last.pt", "weights/best.pt", "plots/confusion_matrix.png", "results.csv"} <= artifacts
     assert "per_class_ap.json" in artifacts and bridge.epochs_logged == 2

@@ -146,9 +146,11 @@ def test_mlflow_run_end_to_end(mlflow_uri: str, tiny_safety: Path, tmp_path: Pat
     for key in ("metrics/mAP50", "metrics/mAP50-95", "metrics/precision", "metrics/recall", "train/box_loss",
                 "train/cls_loss", "train/dfl_loss", "val/box_loss", "val/dfl_loss", "lr/pg0"):  # fmt: skip
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
-    assert "best/mAP50" in run.data.metrics and run.data.params["imgsz"] == "64"
-    assert run.data.params["mosaic"] == "1.0"  # resolved ultralytics args, not just our flags
-    assert run.data.params["lr0"] == "0.01" and run.data.params["preset"] == "safety_detection"
+    params = run.data.params
+    assert "best/mAP50" in run.data.metrics and params["yolo.imgsz"] == "64" and params["yolo.mosaic"] == "1.0"
+    # MLproject's lr0=0 (auto) next to what ultralytics chose for it: AdamW at 0.002 * 5 / (4 + nc)
+    assert (params["lr0"], params["yolo.lr0"], params["yolo.optimizer"]) == ("0", "0.001429", "AdamW")
+    assert params["preset"] == "safety_detection"
 
     artifacts = artifact_paths(client, run.info.run_id)
     expected = {"weights/best.pt", "weights/last.pt", "results.csv", "per_class_ap.json", "args.yaml", "config.yaml",
