@@ -177,7 +177,7 @@ def trainer_args(cfg: YoloConfig, prep: Prepared) -> dict[str, Any]:
         "epochs": cfg.epochs,
         "imgsz": cfg.imgsz,
         "batch": cfg.batch,
-        "patience": cfg.patience or 10**9,  # ultralytics reads patience 0 as "stop at once"; kiln means never
+        "patience": cfg.patience,  # 0 disables ultralytics' EarlyStopping
         "optimizer": cfg.optimizer if cfg.optimizer != "auto" or not cfg.lr0 else "SGD",
         "seed": cfg.seed,
         "device": ultralytics_device(cfg.device),
