@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,7 @@ def start_mlflow_server(registry: bm.BenchRegistry) -> ServerProcess:
 
 
 def move_and_time(
-    client: object, name: str, versions: list[str], observed: Observed, moves: int, timeout: float
+    client: object, name: str, versions: list[str], observed: Observed, moves: int, timeout: float, port: int
 ) -> list[tuple[str, str, float]]:
     timings = []
     current = versions[0]
@@ -113,9 +114,20 @@ def move_and_time(
                 raise RuntimeError(f"no response from v{target} within {timeout:.0f}s of the alias move")
             time.sleep(0.01)
         timings.append((current, target, seen - moved_at))
-        print(f"  move {i + 1}: v{current} -> v{target}: first response from v{target} after {seen - moved_at:.2f}s")
+        steps = ", ".join(f"{k} {v:.2f}s" for k, v in _status(port, name)["load_seconds"].items())
+        print(f"  move {i + 1}: v{current} -> v{target}: first response from v{target} after {seen - moved_at:.2f}s"
+              f" (kiln's load steps: {steps})", flush=True)  # fmt: skip
         current = target
     return timings
+
+
+def _status(port: int, name: str) -> dict[str, Any]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/{name}", timeout=30) as response:
+        status: dict[str, Any] = json.loads(response.read())
+    return status
 
 
 def run_mode(
@@ -148,7 +160,7 @@ def run_mode(
             thread = threading.Thread(target=load)
             thread.start()
             try:
-                timings = move_and_time(client, name, versions, observed, args.moves, args.timeout)
+                timings = move_and_time(client, name, versions, observed, args.moves, args.timeout, kiln.port)
                 time.sleep(1.0)
             finally:
                 halt.set()
