@@ -61,15 +61,15 @@ def _check_pixels(data: bytes) -> None:
     """Refuse decompression bombs from the header alone: a 40 kB PNG can declare 30000x30000 pixels."""
     import io
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
     except Image.DecompressionBombError:
         raise BadRequest(f"the image declares more than {MAX_PIXELS:,} pixels; refused before decoding") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        return  # not something PIL reads: OpenCV decides below
+    except Exception:  # not something PIL reads (ultralytics patches Image.open and raises its own): OpenCV decides
+        return
     if width * height > MAX_PIXELS:
         raise BadRequest(f"the image is {width}x{height}; at most {MAX_PIXELS:,} pixels are accepted")
 
