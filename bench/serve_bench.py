@@ -13,8 +13,9 @@ p50 and p99 latency, failures; then the ratios the issue sets targets for:
 - dynamic batching on vs off, for the XGBoost and for a wide MLP regressor (8.5M parameters, memory-bound
   at one row: where batching pays on a CPU). The UNet is not batched on CPU at all (its warm run takes
   ~100 ms a row, over KILN_MAX_BATCH_MS); the run prints each model's batching.
-Raw ORT is the limit: the preprocessed tensor through session.run in a loop (ORT's default options), no
-HTTP, no decoding. The CPU may be shared: all servers stay up, the measurements are interleaved in rounds
+Raw ORT is the limit: the preprocessed tensor through session.run in a loop, no HTTP, no decoding, once with
+ORT's default options and once with kiln's (same threads, spinning off), so the ratio to the second isolates
+what the HTTP side costs. The CPU may be shared: all servers stay up, the measurements are interleaved in rounds
 (raw ORT right before each kiln image point), and each ratio is the median of per-round ratios of
 measurements taken seconds apart, so slow drifts of the machine's load cancel out.
 """
@@ -109,11 +110,16 @@ def tabular_row(seed: int = 1) -> list[float]:
 # --- measurements -----------------------------------------------------------------------------------------
 
 
-def measure_raw(onnx_path: Path, feeds: dict[str, np.ndarray], seconds: float) -> float:
-    """Sequential session.run calls per second with onnxruntime's default options."""
+def measure_raw(onnx_path: Path, feeds: dict[str, np.ndarray], seconds: float, kiln_options: bool = False) -> float:
+    """Sequential session.run calls per second, with onnxruntime's default options or with kiln's."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    options = None
+    if kiln_options:
+        from serving.store import _session_options, physical_cores
+
+        options = _session_options(physical_cores(), spinning=False)
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     for _ in range(2):
         session.run(None, feeds)
     runs, start = 0, time.perf_counter()
@@ -134,9 +140,9 @@ def measure(port: int, request: bytes, c: int, args: argparse.Namespace, label: 
     return row
 
 
-def raw_row(per_second: float, c: int, kind: str, rnd: int) -> Row:
-    print(f"  {kind:<8} {'raw ORT':<13} {'session.run':<20} c={c:<3} {per_second:9.1f}/s", flush=True)
-    return Row(kind, "raw ORT", "session.run", c, per_second, float("nan"), float("nan"), 0, rnd)
+def raw_row(per_second: float, c: int, kind: str, endpoint: str, rnd: int) -> Row:
+    print(f"  {kind:<8} {'raw ORT':<13} {endpoint:<20} c={c:<3} {per_second:9.1f}/s", flush=True)
+    return Row(kind, "raw ORT", endpoint, c, per_second, float("nan"), float("nan"), 0, rnd)
 
 
 def kiln_server(registry: bm.BenchRegistry, name: str, env: dict[str, str]) -> ServerProcess:
@@ -175,7 +181,9 @@ def image_points(servers: dict[str, ServerProcess], bodies: dict[str, bytes], ra
     """Raw ORT right before each kiln point, so each ratio compares measurements a few seconds apart."""
     rows = []
     for c in args.concurrency:
-        rows.append(raw_row(measure_raw(raw_in["image_path"], raw_in["image_feeds"], args.seconds), c, "image", rnd))
+        path, feeds = raw_in["image_path"], raw_in["image_feeds"]
+        rows.append(raw_row(measure_raw(path, feeds, args.seconds), c, "image", "default options", rnd))
+        rows.append(raw_row(measure_raw(path, feeds, args.seconds, True), c, "image", "kiln's options", rnd))
         port = servers["kiln"].port
         rows.append(measure(port, bodies["image_task"], c, args, ("image", "kiln", "task PNG"), rnd))
         rows.append(measure(port, bodies["image_v2"], c, args, ("image", "kiln", "V2 binary tensor"), rnd))
@@ -254,8 +262,9 @@ def paired_ratio(rows: list[Row], top: tuple[str, str, str], bottom: tuple[str, 
 
 
 PAIRS = {
-    "image task PNG / raw ORT": (("image", "kiln", "task PNG"), ("image", "raw ORT", "session.run")),
-    "image V2 binary / raw ORT": (("image", "kiln", "V2 binary tensor"), ("image", "raw ORT", "session.run")),
+    "image task PNG / raw ORT": (("image", "kiln", "task PNG"), ("image", "raw ORT", "default options")),
+    "image task PNG / raw ORT, kiln's options": (("image", "kiln", "task PNG"), ("image", "raw ORT", "kiln's options")),
+    "image V2 binary / raw ORT": (("image", "kiln", "V2 binary tensor"), ("image", "raw ORT", "default options")),
     "image task PNG / mlflow": (("image", "kiln", "task PNG"), ("image", "mlflow", "invocations JSON")),
     "tabular task / mlflow": (("tabular", "kiln", "task records"), ("tabular", "mlflow", "invocations inputs")),
     "tabular invocations / mlflow": (
@@ -281,7 +290,7 @@ def report(rows: list[Row], args: argparse.Namespace) -> dict[str, float]:
     for name, (top, bottom) in PAIRS.items():
         per_c = {c: paired_ratio(rows, top, bottom, c) for c in args.concurrency}
         ratios.update({f"{name} c={c}": v for c, v in per_c.items()})
-        print(f"  {name:<30} " + " ".join(f"c={c}: {v:5.2f}x" for c, v in per_c.items()))
+        print(f"  {name:<41} " + " ".join(f"c={c}: {v:5.2f}x" for c, v in per_c.items()))
     return ratios
 
 
