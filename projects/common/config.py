@@ -131,3 +131,27 @@ def config_options(cls: type) -> Callable[[Callable[..., Any]], Callable[..., An
 def cfg_field(default: Any, help: str) -> Any:
     """A dataclass field with a help string used by `config_options` (the comment on the default)."""
     return dataclasses.field(default=default, metadata={"help": help})
+
+
+def entry_point(
+    cls: type[T],
+    train: Callable[[T], Any],
+    help: str,
+    load: Callable[[str | None, Mapping[str, Any]], T] | None = None,
+) -> click.Command:
+    """The `main` of a family's train module: flags from `cls`, resolve the config, call `train`.
+
+    `load` replaces the default resolution (defaults -> YAML -> flags) where a family needs its own, such as
+    a default YAML file. User errors from either step print one `Error:` line and exit 1.
+    """
+    from projects.common.errors import run_cli
+
+    def resolve(config_path: str | None, flags: Mapping[str, Any]) -> T:
+        return load(config_path, flags) if load else resolve_config(cls, config_path, flags)
+
+    @click.command(help=help)
+    @config_options(cls)
+    def main(config_path: str | None, **flags: str | None) -> None:
+        run_cli(train, run_cli(resolve, config_path, flags))
+
+    return main

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 import mlflow
 import numpy as np
 import torch
@@ -29,8 +28,8 @@ from torch.utils.data import DataLoader
 
 from data.spectra import ensure_sample
 from projects.common import tracking
-from projects.common.config import cfg_field, config_options, resolve_config
-from projects.common.errors import KilnUserError, run_cli
+from projects.common.config import cfg_field, entry_point, resolve_config
+from projects.common.errors import KilnUserError
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
@@ -378,13 +377,7 @@ def mean_baseline_pearson(prepared: crdata.Prepared, val_loader: DataLoader) -> 
     return float(pearson(mean.expand_as(val), val).mean())
 
 
-@click.command()
-@config_options(CRConfig)
-def main(config_path: str | None, **flags: str | None) -> None:
-    """Train a CR_recon model and register it as ONNX."""
-    cfg = run_cli(load_config, config_path, flags)
-    run_cli(train, cfg)
-
+main = entry_point(CRConfig, train, "Train a CR_recon model and register it as ONNX.", load=load_config)
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import cv2
 import mlflow
 import numpy as np
@@ -21,8 +20,8 @@ from torch.utils.data import DataLoader
 
 from data.drawings import ensure_sample
 from projects.common import tracking
-from projects.common.config import cfg_field, config_options, resolve_config
-from projects.common.errors import DatasetError, run_cli
+from projects.common.config import cfg_field, entry_point
+from projects.common.errors import DatasetError
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
@@ -198,13 +197,7 @@ def _overlay_hook(cfg: EDGNetConfig, val_s: list[edgdata.Sample]):  # type: igno
     return hook
 
 
-@click.command()
-@config_options(EDGNetConfig)
-def main(config_path: str | None, **flags: str | None) -> None:
-    """Train an EDGNet variant and register it as ONNX."""
-    cfg = run_cli(resolve_config, EDGNetConfig, config_path, flags)
-    run_cli(train, cfg)
-
+main = entry_point(EDGNetConfig, train, "Train an EDGNet variant and register it as ONNX.")
 
 if __name__ == "__main__":
     main()

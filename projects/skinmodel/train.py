@@ -15,7 +15,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import mlflow
 import numpy as np
 from matplotlib.figure import Figure
@@ -24,8 +23,8 @@ from sklearn import metrics as skm
 from data.tabular import TARGET as SAMPLE_TARGET
 from data.tabular import ensure_breast_cancer
 from projects.common import tracking
-from projects.common.config import cfg_field, config_options, resolve_config
-from projects.common.errors import KilnUserError, run_cli
+from projects.common.config import cfg_field, entry_point
+from projects.common.errors import KilnUserError
 from projects.common.onnx_export import log_onnx_model
 from projects.skinmodel import model as xgbcore
 from projects.skinmodel.data import Split, Table, load_table, split_table
@@ -225,13 +224,7 @@ def _summary(cfg: SkinConfig, table: Table, final: dict[str, float]) -> str:
             f"{int(final['n_trees'])} trees; registered {cfg.model_name} v{version}")  # fmt: skip
 
 
-@click.command()
-@config_options(SkinConfig)
-def main(config_path: str | None, **flags: str | None) -> None:
-    """Train an XGBoost model on a CSV and register it as ONNX."""
-    cfg = run_cli(resolve_config, SkinConfig, config_path, flags)
-    run_cli(train, cfg)
-
+main = entry_point(SkinConfig, train, "Train an XGBoost model on a CSV and register it as ONNX.")
 
 if __name__ == "__main__":
     main()
