@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import mlflow
 import torch
 import yaml
@@ -26,8 +25,8 @@ from data.yolo_layout import YoloDataset
 from data.yolo_validate import Report
 from projects.common import tracking
 from projects.common.checkpoint import ResumeError
-from projects.common.config import cfg_field, config_options, resolve_config
-from projects.common.errors import KilnUserError, run_cli
+from projects.common.config import cfg_field, entry_point
+from projects.common.errors import KilnUserError
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
 from projects.common.runtime import pick_device
 from projects.yolo import data as yolo_data
@@ -311,12 +310,7 @@ def _train_in_run(cfg: YoloConfig, prep: Prepared) -> dict[str, float]:
         return finish(prep, trainer, bridge)
 
 
-@click.command()
-@config_options(YoloConfig)
-def main(config_path: str | None, **flags: str | None) -> None:
-    """Train a YOLO detector with ultralytics, tracked in MLflow, and register it as ONNX."""
-    cfg = run_cli(resolve_config, YoloConfig, config_path, flags)
-    run_cli(train, cfg)
+main = entry_point(YoloConfig, train, "Train a YOLO detector on ultralytics, tracked in MLflow; register it as ONNX.")
 
 
 if __name__ == "__main__":
