@@ -8,7 +8,9 @@ state and the best score so far.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ class CheckpointWriter:
 
     def __init__(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="kiln-ckpt-"))
+        # The files live on as run artifacts; the scratch copies go when the writer does (or at exit).
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
 
     def save(self, name: str, state: dict[str, Any]) -> Path:
         path = self._dir / f"{name}.pt"
