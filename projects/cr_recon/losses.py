@@ -9,36 +9,24 @@ spectrum along the bins and averaged, so the loss rewards the right shape as wel
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-LOSSES: dict[str, Callable[..., nn.Module]] = {}
+from projects.common.registry import Registry
 
 
 class UnknownLossError(ValueError):
     """An unknown loss name or a parameter the loss does not take."""
 
 
-def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    def add(cls: type[nn.Module]) -> type[nn.Module]:
-        LOSSES[name] = cls
-        return cls
-
-    return add
+LOSSES = Registry("loss", UnknownLossError)
+register_loss = LOSSES.register
 
 
 def create_loss(name: str, **params: object) -> nn.Module:
     """Build the registered loss `name` with `params` replacing its default weights."""
-    if name not in LOSSES:
-        raise UnknownLossError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
-    accepted = set(inspect.signature(LOSSES[name]).parameters)
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise UnknownLossError(f"loss {name!r} has no parameter(s) {unknown}; it takes {sorted(accepted)}")
-    return LOSSES[name](**params)
+    loss: nn.Module = LOSSES.create(name, **params)
+    return loss
 
 
 def pearson(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

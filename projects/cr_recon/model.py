@@ -14,13 +14,13 @@ because the structure is one period of a periodic metasurface. The output grid i
 from __future__ import annotations
 
 import contextlib
-import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+from projects.common.registry import Registry
+
 DEFAULT_WIDTHS = (64, 96, 128, 192, 256)  # stem, then the four stages
 
 
@@ -28,22 +28,14 @@ class UnknownModelError(ValueError):
     """An unknown model name or a parameter the model does not take."""
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Add a builder to `MODELS` under its function name."""
-    MODELS[fn.__name__] = fn
-    return fn
+MODELS = Registry("model", UnknownModelError)
+register_model = MODELS.register()  # under the builder's function name
 
 
 def create_model(name: str, **overrides: object) -> nn.Module:
     """Build the registered model `name`; `overrides` replace its default parameters."""
-    if name not in MODELS:
-        raise UnknownModelError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    builder = MODELS[name]
-    accepted = set(inspect.signature(builder).parameters)
-    unknown = sorted(set(overrides) - accepted)
-    if unknown:
-        raise UnknownModelError(f"model {name!r} has no parameter(s) {unknown}; it takes {sorted(accepted)}")
-    return builder(**overrides)
+    model: nn.Module = MODELS.create(name, **overrides)
+    return model
 
 
 def _groups(channels: int) -> int:

@@ -8,29 +8,21 @@ Variants are found through a registry, as in timm: `edgnet` (~0.5M params) and `
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+from projects.common.registry import Registry
 
-
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def add(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = factory
-        return factory
-
-    return add
+MODELS = Registry("model")
+register_model = MODELS.register
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    return MODELS[name](**{k: v for k, v in overrides.items() if v})
+    """Build variant `name`; overrides that are 0 or empty keep the variant's default."""
+    model: nn.Module = MODELS.create(name, **{k: v for k, v in overrides.items() if v})
+    return model
 
 
 def double_conv(cin: int, cout: int) -> nn.Sequential:
