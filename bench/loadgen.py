@@ -38,6 +38,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)  # of successful requests completed in the window
     statuses: Counter[int] = field(default_factory=Counter)
     failures: int = 0  # non-2xx answers and broken connections, in the window or not
+    completed: int = 0  # successful answers in the whole run, warm-up and tail included
     first_failure: str = ""
 
     @property
@@ -121,7 +122,9 @@ async def _connection(
                 on_response(status, headers, body, ended)
             if not 200 <= status < 300:
                 _fail(result, f"HTTP {status}: {body[:200]!r}")
-            elif start <= ended <= stop:  # completions inside the window, as wrk counts them
+                continue
+            result.completed += 1
+            if start <= ended <= stop:  # completions inside the window, as wrk counts them
                 result.latencies.append(ended - sent)
                 result.statuses[status] += 1
     finally:
@@ -209,6 +212,19 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (a server and its workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def free_port() -> int:

@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchmodels as bm  # noqa: E402
-from loadgen import ServerProcess, free_port, http_request, run_load  # noqa: E402
+from loadgen import ServerProcess, free_port, http_request, run_load, tree_cpu_seconds  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -53,6 +53,7 @@ class Row:
     p99_ms: float
     failures: int
     round: int
+    cpu_ms: float  # CPU time the server (or raw ORT) spent per request, over the whole run
 
 
 # --- payloads ---------------------------------------------------------------------------------------------
@@ -110,8 +111,10 @@ def tabular_row(seed: int = 1) -> list[float]:
 # --- measurements -----------------------------------------------------------------------------------------
 
 
-def measure_raw(onnx_path: Path, feeds: dict[str, np.ndarray], seconds: float, kiln_options: bool = False) -> float:
-    """Sequential session.run calls per second, with onnxruntime's default options or with kiln's."""
+def measure_raw(
+    onnx_path: Path, feeds: dict[str, np.ndarray], seconds: float, kiln_options: bool = False
+) -> tuple[float, float]:
+    """Sequential session.run calls per second and CPU ms per call, with ORT's default options or kiln's."""
     import onnxruntime as ort
 
     options = None
@@ -122,27 +125,34 @@ def measure_raw(onnx_path: Path, feeds: dict[str, np.ndarray], seconds: float, k
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     for _ in range(2):
         session.run(None, feeds)
-    runs, start = 0, time.perf_counter()
+    runs, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         session.run(None, feeds)
         runs += 1
-    return runs / (time.perf_counter() - start)
+    return runs / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / runs
 
 
-def measure(port: int, request: bytes, c: int, args: argparse.Namespace, label: tuple[str, str, str], rnd: int) -> Row:
+def measure(
+    server: ServerProcess, request: bytes, c: int, args: argparse.Namespace, label: tuple[str, str, str], rnd: int
+) -> Row:
     image = label[0] == "image"  # ~100 ms a request: a longer window and warm-up for 16 in flight
     seconds, warmup = (args.seconds * 2, args.warmup * 2) if image else (args.seconds, args.warmup)
-    result = run_load(port, request, concurrency=c, seconds=seconds, warmup=warmup)
-    row = Row(*label, c, result.throughput, result.p50_ms, result.p99_ms, result.failures, rnd)
+    cpu = tree_cpu_seconds(server.proc.pid)
+    result = run_load(server.port, request, concurrency=c, seconds=seconds, warmup=warmup)
+    cpu_ms = 1000 * (tree_cpu_seconds(server.proc.pid) - cpu) / max(result.completed, 1)
+    row = Row(*label, c, result.throughput, result.p50_ms, result.p99_ms, result.failures, rnd, cpu_ms)
     note = f"  first failure: {result.first_failure}" if result.failures else ""
     print(f"  {label[0]:<8} {label[1]:<13} {label[2]:<20} c={c:<3} {row.per_second:9.1f}/s  p50 {row.p50_ms:8.2f} ms  "
-          f"p99 {row.p99_ms:8.2f} ms  failures {row.failures}{note}", flush=True)  # fmt: skip
+          f"p99 {row.p99_ms:8.2f} ms  cpu {row.cpu_ms:7.2f} ms/req  failures {row.failures}{note}",
+          flush=True)  # fmt: skip
     return row
 
 
-def raw_row(per_second: float, c: int, kind: str, endpoint: str, rnd: int) -> Row:
-    print(f"  {kind:<8} {'raw ORT':<13} {endpoint:<20} c={c:<3} {per_second:9.1f}/s", flush=True)
-    return Row(kind, "raw ORT", endpoint, c, per_second, float("nan"), float("nan"), 0, rnd)
+def raw_row(measured: tuple[float, float], c: int, kind: str, endpoint: str, rnd: int) -> Row:
+    per_second, cpu_ms = measured
+    print(f"  {kind:<8} {'raw ORT':<13} {endpoint:<20} c={c:<3} {per_second:9.1f}/s  cpu {cpu_ms:7.2f} ms/run",
+          flush=True)  # fmt: skip
+    return Row(kind, "raw ORT", endpoint, c, per_second, float("nan"), float("nan"), 0, rnd, cpu_ms)
 
 
 def kiln_server(registry: bm.BenchRegistry, name: str, env: dict[str, str]) -> ServerProcess:
@@ -184,12 +194,12 @@ def image_points(servers: dict[str, ServerProcess], bodies: dict[str, bytes], ra
         path, feeds = raw_in["image_path"], raw_in["image_feeds"]
         rows.append(raw_row(measure_raw(path, feeds, args.seconds), c, "image", "default options", rnd))
         rows.append(raw_row(measure_raw(path, feeds, args.seconds, True), c, "image", "kiln's options", rnd))
-        port = servers["kiln"].port
-        rows.append(measure(port, bodies["image_task"], c, args, ("image", "kiln", "task PNG"), rnd))
-        rows.append(measure(port, bodies["image_v2"], c, args, ("image", "kiln", "V2 binary tensor"), rnd))
+        kiln = servers["kiln"]
+        rows.append(measure(kiln, bodies["image_task"], c, args, ("image", "kiln", "task PNG"), rnd))
+        rows.append(measure(kiln, bodies["image_v2"], c, args, ("image", "kiln", "V2 binary tensor"), rnd))
         if "mlflow-image" in servers:
             label = ("image", "mlflow", "invocations JSON")
-            rows.append(measure(servers["mlflow-image"].port, bodies["image_mlflow"], c, args, label, rnd))
+            rows.append(measure(servers["mlflow-image"], bodies["image_mlflow"], c, args, label, rnd))
     return rows
 
 
@@ -207,7 +217,7 @@ def tabular_points(servers: dict[str, ServerProcess], bodies: dict[str, bytes], 
     for c in args.concurrency:
         for server, body, label in plan:
             if server in servers:
-                rows.append(measure(servers[server].port, bodies[body], c, args, label, rnd))
+                rows.append(measure(servers[server], bodies[body], c, args, label, rnd))
     return rows
 
 
@@ -243,21 +253,20 @@ def requests_for(tensor: np.ndarray, image: np.ndarray) -> dict[str, bytes]:
 # --- report -----------------------------------------------------------------------------------------------
 
 
-def median_of(rows: list[Row], model: str, server: str, endpoint: str, c: int) -> float:
-    values = [
-        r.per_second for r in rows if (r.model, r.server, r.endpoint, r.concurrency) == (model, server, endpoint, c)
-    ]
+def median_of(rows: list[Row], key: tuple[str, str, str], c: int, field: str) -> float:
+    values = [getattr(r, field) for r in rows if (r.model, r.server, r.endpoint, r.concurrency) == (*key, c)]
     return float(np.median(values)) if values else float("nan")
 
 
-def paired_ratio(rows: list[Row], top: tuple[str, str, str], bottom: tuple[str, str, str], c: int) -> float:
-    """The median over rounds of top/bottom measured in the same round (a few seconds apart)."""
+def paired_ratio(rows: list[Row], top: tuple[str, str, str], bottom: tuple[str, str, str], c: int, cpu: bool) -> float:
+    """The median over rounds of top/bottom measured in the same round (a few seconds apart). With `cpu`, the
+    ratio of CPU per request, bottom over top: how many times less CPU the top spends on the same request."""
     ratios = []
     for rnd in sorted({r.round for r in rows}):
-        a = [r.per_second for r in rows if (r.model, r.server, r.endpoint, r.concurrency, r.round) == (*top, c, rnd)]
-        b = [r.per_second for r in rows if (r.model, r.server, r.endpoint, r.concurrency, r.round) == (*bottom, c, rnd)]
-        if a and b and b[0] > 0:
-            ratios.append(a[0] / b[0])
+        a = [r for r in rows if (r.model, r.server, r.endpoint, r.concurrency, r.round) == (*top, c, rnd)]
+        b = [r for r in rows if (r.model, r.server, r.endpoint, r.concurrency, r.round) == (*bottom, c, rnd)]
+        if a and b:
+            ratios.append(b[0].cpu_ms / a[0].cpu_ms if cpu else a[0].per_second / b[0].per_second)
     return float(np.median(ratios)) if ratios else float("nan")
 
 
@@ -277,20 +286,21 @@ PAIRS = {
 
 
 def report(rows: list[Row], args: argparse.Namespace) -> dict[str, float]:
-    print(f"\nmedians over {args.rounds} round(s), requests (images or rows) per second:")
     keys = sorted({(r.model, r.server, r.endpoint) for r in rows})
-    print(
-        f"  {'model':<8} {'server':<13} {'endpoint':<20} " + " ".join(f"{'c=' + str(c):>9}" for c in args.concurrency)
-    )
-    for key in keys:
-        values = " ".join(f"{median_of(rows, *key, c):9.1f}" for c in args.concurrency)
-        print(f"  {key[0]:<8} {key[1]:<13} {key[2]:<20} {values}")
-    print("\nratios (each the median of per-round ratios of measurements taken seconds apart):")
+    header = " ".join(f"{'c=' + str(c):>9}" for c in args.concurrency)
+    for field, title in (("per_second", "requests (images or rows) per second"), ("cpu_ms", "CPU ms per request")):
+        print(f"\nmedians over {args.rounds} round(s), {title}:")
+        print(f"  {'model':<8} {'server':<13} {'endpoint':<20} {header}")
+        for key in keys:
+            values = " ".join(f"{median_of(rows, key, c, field):9.2f}" for c in args.concurrency)
+            print(f"  {key[0]:<8} {key[1]:<13} {key[2]:<20} {values}")
     ratios: dict[str, float] = {}
-    for name, (top, bottom) in PAIRS.items():
-        per_c = {c: paired_ratio(rows, top, bottom, c) for c in args.concurrency}
-        ratios.update({f"{name} c={c}": v for c, v in per_c.items()})
-        print(f"  {name:<41} " + " ".join(f"c={c}: {v:5.2f}x" for c, v in per_c.items()))
+    for cpu, title in ((False, "throughput ratios"), (True, "CPU-per-request ratios (robust to a shared CPU)")):
+        print(f"\n{title}, each the median of per-round ratios of measurements taken seconds apart:")
+        for name, (top, bottom) in PAIRS.items():
+            per_c = {c: paired_ratio(rows, top, bottom, c, cpu) for c in args.concurrency}
+            ratios.update({f"{'cpu: ' if cpu else ''}{name} c={c}": v for c, v in per_c.items()})
+            print(f"  {name:<41} " + " ".join(f"c={c}: {v:5.2f}x" for c, v in per_c.items()))
     return ratios
 
 
@@ -325,8 +335,8 @@ def main() -> None:
     bodies = requests_for(tensor, image)
     row = np.asarray([tabular_row()], dtype=np.float32)
     raw_tab = {
-        "runs/s of 1 row": measure_raw(tab_path, {"input": row}, args.seconds),
-        "rows/s in runs of 1024": 1024 * measure_raw(tab_path, {"input": np.repeat(row, 1024, 0)}, args.seconds),
+        "runs/s of 1 row": measure_raw(tab_path, {"input": row}, args.seconds)[0],
+        "rows/s in runs of 1024": 1024 * measure_raw(tab_path, {"input": np.repeat(row, 1024, 0)}, args.seconds)[0],
     }
     print("raw onnxruntime tabular: " + ", ".join(f"{v:.0f} {k}" for k, v in raw_tab.items()), flush=True)
     servers = start_servers(registry, args)
