@@ -1,6 +1,6 @@
 """Dice+BCE loss and IoU for binary segmentation logits.
 
-    python -m pytest tests/projects/edgnet/test_losses.py
+python -m pytest tests/projects/edgnet/test_losses.py
 """
 
 from __future__ import annotations
