@@ -230,7 +230,7 @@ class ModelStore:
             steps.start("contract")
             loaded = self._describe(name, version, session, contract, threads)
             steps.start("warmup")
-            loaded = _warm(loaded, _input_example(local))
+            loaded = _warm(loaded, _input_example(local), self.settings)
             if against is not None:
                 steps.start("signature")
                 differences = compare_signatures(against.model, loaded)
@@ -378,8 +378,9 @@ class _Steps:
         return {k: round(v, 4) for k, v in self.seconds.items() if k not in ("start", "done")}
 
 
-def _warm(loaded: LoadedModel, example: Any) -> LoadedModel:
-    """Run the logged example (or zeros), check the outputs, and find out whether rows can be batched."""
+def _warm(loaded: LoadedModel, example: Any, settings: ServeSettings) -> LoadedModel:
+    """Run the logged example (or zeros), check the outputs, time a run, and find out whether rows can be
+    batched; the batching test (a run of two copies) is skipped when batch_config would not batch anyway."""
     feeds, source = _warmup_feeds(loaded, example)
     outputs = loaded.run(feeds)
     start = time.perf_counter()
@@ -389,10 +390,12 @@ def _warm(loaded: LoadedModel, example: Any) -> LoadedModel:
         value = outputs[spec.name]
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise ValueError(f"warm-up output {spec.name!r} contains NaN or inf")
-    batchable = _try_batch(loaded, feeds)
     first = next(iter(feeds.values()))
     rows = max(1, int(first.shape[0]) if first.ndim else 1)
-    return replace(loaded, batchable=batchable, warmup=source, run_ms=run_ms, ms_per_row=run_ms / rows)
+    ms_per_row = run_ms / rows
+    may_batch = settings.max_batch_size >= 2 and _fits(settings.max_batch_ms, max(ms_per_row, 1e-6)) >= 2
+    batchable = may_batch and _try_batch(loaded, feeds)
+    return replace(loaded, batchable=batchable, warmup=source, run_ms=run_ms, ms_per_row=ms_per_row)
 
 
 def _try_batch(loaded: LoadedModel, feeds: Feeds) -> bool:

@@ -213,3 +213,12 @@ def test_batches_are_sized_by_the_warm_up_timing(served: Any, ms_per_row: float,
     model = replace(c.app.state.store.get("seg").model, ms_per_row=ms_per_row)
     config = batch_config(model, ServeSettings(max_batch_size=16, max_batch_ms=50, inline_run_ms=1))
     assert (config.max_batch_size, config.inline_max_rows) == (rows, inline_rows)
+
+
+def test_no_batching_test_run_when_batches_could_not_form(fresh_registry: Registry) -> None:
+    fresh_registry.register("seg", seg_model(0.5), image_example(32))
+    app = create_app(fresh_registry.settings(("seg",), max_batch_size=1))
+    with TestClient(app) as c:
+        status = c.get("/v1/models/seg").json()
+        assert status["batching"]["enabled"] is False and status["batching"]["max_batch_size"] == 1
+        assert c.post("/v1/models/seg/predict", content=GRAY_100, headers=PNG).status_code == 200
