@@ -5,7 +5,9 @@
 
 For each move it reports the seconds from setting the alias to the first response computed by the new
 version (each response names its version in X-Kiln-Model-Version), and over the whole run the failed
-requests (non-2xx or broken connections), which must be 0.
+requests (non-2xx or broken connections), which must be 0. Before each move it waits until the answers all
+come from the current version: requests queued on a swapped-out version still finish on it, and must not
+be taken for answers of the next move's target.
 - poll: kiln reads the registry (sqlite) every KILN_POLL_SECONDS (default 2 s);
 - webhook: a real `mlflow server` (sqlite, --workers 1) sends its signed model_version_alias.created
   webhook to kiln, whose polling is turned off, so the webhook alone drives the swaps.
@@ -98,12 +100,31 @@ def start_mlflow_server(registry: bm.BenchRegistry) -> ServerProcess:
     return server
 
 
+def _wait_steady(observed: Observed, version: str, count: int, timeout: float) -> None:
+    """Until the last `count` answers all came from `version`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        recent = observed.responses[-count:]
+        if len(recent) == count and all(seen == version for _, seen in recent):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"answers from other versions kept coming {timeout:.0f}s after the swap to v{version}")
+
+
 def move_and_time(
-    client: object, name: str, versions: list[str], observed: Observed, moves: int, timeout: float, port: int
+    client: object,
+    name: str,
+    versions: list[str],
+    observed: Observed,
+    moves: int,
+    timeout: float,
+    port: int,
+    stragglers: int,
 ) -> list[tuple[str, str, float]]:
     timings = []
     current = versions[0]
     rng = np.random.default_rng(0)
+    _wait_steady(observed, current, stragglers, timeout)
     for i in range(moves):
         target = versions[(i + 1) % len(versions)]
         time.sleep(rng.uniform(2.0, 4.0))  # steady load first; a random wait samples every phase of the poll timer
@@ -114,6 +135,9 @@ def move_and_time(
                 raise RuntimeError(f"no response from v{target} within {timeout:.0f}s of the alias move")
             time.sleep(0.01)
         timings.append((current, target, seen - moved_at))
+        # requests queued on the old version before the swap still finish on it; let them drain, or they
+        # would count as "the new version" after the next move
+        _wait_steady(observed, target, stragglers, timeout)
         steps = ", ".join(f"{k} {v:.2f}s" for k, v in _status(port, name)["load_seconds"].items())
         print(f"  move {i + 1}: v{current} -> v{target}: first response from v{target} after {seen - moved_at:.2f}s"
               f" (kiln's load steps: {steps})", flush=True)  # fmt: skip
@@ -160,7 +184,9 @@ def run_mode(
             thread = threading.Thread(target=load)
             thread.start()
             try:
-                timings = move_and_time(client, name, versions, observed, args.moves, args.timeout, kiln.port)
+                timings = move_and_time(
+                    client, name, versions, observed, args.moves, args.timeout, kiln.port, 2 * args.concurrency
+                )
                 time.sleep(1.0)
             finally:
                 halt.set()
