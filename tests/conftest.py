@@ -9,7 +9,7 @@ import contextlib
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,18 +38,30 @@ def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "mlflow.db"
 
 
+def copy_store(template: Path, folder: Path) -> Path:
+    """Copy the template store into `folder`, with experiment 0's artifacts under `folder/mlruns`."""
+    db = folder / "mlflow.db"
+    shutil.copyfile(template, db)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(folder / "mlruns" / "0"),)
+        )
+    return db
+
+
+@pytest.fixture
+def make_store(mlflow_template_db: Path) -> Callable[[Path], Path]:
+    """`make_store(folder)` -> a fresh store file in `folder`, for tests that hand the URI to a service."""
+    return lambda folder: copy_store(mlflow_template_db, folder)
+
+
 @pytest.fixture
 def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template_db: Path) -> Iterator[str]:
     """A fresh sqlite tracking store (a copy of the template) whose default experiment keeps its artifacts
     under tmp_path."""
     import mlflow
 
-    db = tmp_path / "mlflow.db"
-    shutil.copyfile(mlflow_template_db, db)
-    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(tmp_path / "mlruns" / "0"),)
-        )
+    db = copy_store(mlflow_template_db, tmp_path)
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)

@@ -8,7 +8,6 @@ sleeps between epochs, so tests see real `mlflow run` jobs without waiting on re
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,17 +70,6 @@ raise ValueError("sample 3 has no mask")
 """
 
 
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An initialised empty MLflow sqlite store, created once; each test copies it (migrations take seconds)."""
-    import mlflow
-
-    folder = tmp_path_factory.mktemp("mlflow-template")
-    db = folder / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
-
-
 @pytest.fixture
 def tiny_project(tmp_path: Path) -> Path:
     project = tmp_path / "project"
@@ -93,9 +81,8 @@ def tiny_project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, tiny_project: Path, mlflow_template: Path) -> Settings:
-    db = tmp_path / "mlflow.db"
-    shutil.copy(mlflow_template, db)
+def settings(tmp_path: Path, tiny_project: Path, make_store: Callable[[Path], Path]) -> Settings:
+    db = make_store(tmp_path)
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "KILN_JOBS_DB": str(tmp_path / "jobs.db")}
     env |= {"KILN_JOBS_POLL_SECONDS": "0.2", "KILN_JOBS_CANCEL_GRACE_SECONDS": "3"}
     return Settings.from_env(env, project_dir=tiny_project)

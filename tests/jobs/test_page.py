@@ -8,13 +8,12 @@ The service runs as `python -m projects.cli jobs serve`, the same code path as `
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -42,9 +41,8 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served(tmp_path: Path, tiny_project: Path, mlflow_template: Path) -> Iterator[str]:
-    db = tmp_path / "mlflow.db"
-    shutil.copy(mlflow_template, db)
+def served(tmp_path: Path, tiny_project: Path, make_store: Callable[[Path], Path]) -> Iterator[str]:
+    db = make_store(tmp_path)
     port = free_port()
     env = os.environ | {
         "MLFLOW_TRACKING_URI": f"sqlite:///{db}",

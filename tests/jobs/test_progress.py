@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -27,9 +27,8 @@ def test_percent_is_capped_and_absent_without_a_total() -> None:
     assert Progress(3, None, {}, "RUNNING").percent is None
 
 
-def test_reader_reads_a_real_run(tmp_path: Path, mlflow_template: Path) -> None:
-    db = tmp_path / "mlflow.db"
-    shutil.copy(mlflow_template, db)
+def test_reader_reads_a_real_run(tmp_path: Path, make_store: Callable[[Path], Path]) -> None:
+    db = make_store(tmp_path)
     uri = f"sqlite:///{db}"
     client = MlflowClient(uri)
     run_id = client.create_run("0").info.run_id

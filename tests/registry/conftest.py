@@ -2,16 +2,13 @@
 
     .venv/bin/python -m pytest tests/registry -q
 
-Creating an MLflow sqlite store runs every schema migration (about 3 s on 2 shared cores), and these tests
-need a fresh store each. So the store is created once per session as a template and each test gets its
-own copy of the file (milliseconds): the same real store `mlflow_uri` gives, without the migrations.
+Each test gets its own real sqlite store from the shared `mlflow_uri` fixture (a copy of one migrated
+template, so no per-test schema migrations).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -21,34 +18,11 @@ from mlflow import MlflowClient
 MakeVersion = Callable[..., int]
 
 
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("mlflow-template")
-    path = folder / "mlflow.db"
-    cwd = Path.cwd()
-    os.chdir(folder)  # experiment 0 takes its artifact root from the working directory at creation
-    try:
-        MlflowClient(f"sqlite:///{path}").search_experiments()
-    finally:
-        os.chdir(cwd)
-    return path
-
-
 @pytest.fixture
-def registry_uri(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """MLFLOW_TRACKING_URI pointing at this test's own copy of an empty sqlite store."""
-    path = tmp_path / "mlflow.db"
-    shutil.copyfile(template_db, path)
-    uri = f"sqlite:///{path}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+def registry_uri(mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The shared per-test store (a copy of the session's template), with a fixed promoting user."""
     monkeypatch.setenv("KILN_USER", "tester")
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    if mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
+    return mlflow_uri
 
 
 @pytest.fixture
