@@ -133,3 +133,15 @@ def metric_hints(
 def latest_version(model: RegisteredModel) -> int | None:
     versions = [int(v.version) for v in model.latest_versions or ()]
     return max(versions) if versions else None
+
+
+def all_registered_models(client: MlflowClient) -> list[RegisteredModel]:
+    """Every registered model, following the search's pages."""
+    models: list[RegisteredModel] = []
+    token: str | None = None
+    while True:
+        page = client.search_registered_models(max_results=200, page_token=token)
+        models.extend(page)
+        token = page.token
+        if not token:
+            return models

@@ -18,7 +18,7 @@ from mlflow.entities.model_registry import RegisteredModel
 
 from registry.gates import METRIC_HINT_TAG, choose_metric
 from registry.history import AliasEvent, parse_events
-from registry.lookup import get_version, latest_version, run_data, tags_of
+from registry.lookup import all_registered_models, get_version, latest_version, run_data, tags_of
 
 MAX_KEY_METRICS = 6  # per version, so that one line per alias stays readable
 KEY_PREFIXES = ("val_", "test_", "best_")
@@ -48,19 +48,8 @@ class ModelSummary:
 def list_models(*, metrics: Sequence[str] = (), client: MlflowClient | None = None) -> list[ModelSummary]:
     """Every registered model, sorted by name; `metrics` names the metrics to show instead of the key ones."""
     client = client or MlflowClient()
-    found = _all_models(client)
+    found = all_registered_models(client)
     return [_summarise(client, m, metrics) for m in sorted(found, key=lambda m: str(m.name))]
-
-
-def _all_models(client: MlflowClient) -> list[RegisteredModel]:
-    models: list[RegisteredModel] = []
-    token: str | None = None
-    while True:
-        page = client.search_registered_models(max_results=200, page_token=token)
-        models.extend(page)
-        token = page.token
-        if not token:
-            return models
 
 
 def _summarise(client: MlflowClient, model: RegisteredModel, wanted: Sequence[str]) -> ModelSummary:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from registry.lookup import all_registered_models
 from serving import tasks
 from serving.batching import BatchConfig, Batcher, Feeds
 from serving.contract import ContractError, ModelContract, TabularPost, parse_contract
@@ -150,7 +151,7 @@ class ModelStore:
         """The configured names, or every registered model that has the alias."""
         if self.settings.models:
             return self.settings.models
-        names = sorted(m.name for m in _all_registered_models(self.client) if self.settings.alias in (m.aliases or {}))
+        names = sorted(m.name for m in all_registered_models(self.client) if self.settings.alias in (m.aliases or {}))
         if not names:
             raise ValueError(
                 f"no registered model has the alias {self.settings.alias!r}; promote one "
@@ -509,17 +510,6 @@ def _input_example(local: Path) -> Any:
     from mlflow.models import Model
 
     return Model.load(str(local)).load_input_example(str(local))
-
-
-def _all_registered_models(client: Any) -> list[Any]:
-    models: list[Any] = []
-    token = None
-    while True:
-        page = client.search_registered_models(max_results=200, page_token=token)
-        models.extend(page)
-        token = page.token
-        if not token:
-            return models
 
 
 def _reason(err: BaseException) -> str:
