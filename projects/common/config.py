@@ -106,10 +106,6 @@ def _flatten_sections(loaded: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def as_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
 def config_options(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add one kebab-case click option per dataclass field, plus `--config`; all default to "not given".
 

@@ -12,14 +12,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import yaml
 
 # MLflow caps a param value at 6000 characters; longer values (lists of class names) are cut with a marker.
 _MAX_PARAM_CHARS = 6000
@@ -82,13 +80,19 @@ def log_config(config: Any, extra: Mapping[str, Any] | None = None) -> None:
     are added and the original values stand.
     """
     as_dict = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    log_new_params({**as_dict, **(extra or {})})
+    mlflow.log_dict(as_dict, "config.yaml")
+
+
+def log_new_params(params: Mapping[str, Any], prefix: str = "") -> None:
+    """Log (flattened) the params the active run does not hold yet; MLflow refuses to change a param, and
+    `mlflow run` or an earlier session of a resumed run may have logged some already."""
     run = mlflow.active_run()
-    assert run is not None, "log_config needs an active run"
+    assert run is not None, "log_new_params needs an active run"
     existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params
-    fresh = {k: v for k, v in flatten({**as_dict, **(extra or {})}).items() if k not in existing}
+    fresh = {k: v for k, v in flatten(params, prefix=prefix).items() if k not in existing}
     if fresh:
         mlflow.log_params(fresh)
-    mlflow.log_dict(as_dict, "config.yaml")
 
 
 def files_digest(paths: Iterable[Path], root: Path) -> str:
@@ -130,17 +134,3 @@ def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
 def set_note(text: str) -> None:
     """The run's description in the MLflow UI."""
     mlflow.set_tag("mlflow.note.content", text)
-
-
-def log_yaml_artifact(obj: Any, artifact_file: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(artifact_file).name
-        path.write_text(yaml.safe_dump(obj, sort_keys=False))
-        parent = str(Path(artifact_file).parent)
-        mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
-
-
-def last_logged_step(run_id: str, metric: str) -> int | None:
-    """The highest step logged for `metric` in `run_id`, or None when it was never logged."""
-    history = mlflow.MlflowClient().get_metric_history(run_id, metric)
-    return max((m.step for m in history), default=None)

@@ -82,12 +82,8 @@ class MlflowBridge:
     def on_pretrain_routine_end(self, trainer: Any) -> None:
         run = mlflow.active_run()
         assert run is not None, "the YOLO tracking bridge needs an active MLflow run"
-        existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params
-        args = tracking.flatten(vars(trainer.args), prefix=ARGS_PREFIX)
-        fresh = {k: v for k, v in args.items() if k not in existing}
-        if fresh:
-            mlflow.log_params(fresh)
-        tracking.log_yaml_artifact(vars(trainer.args) | {"save_dir": str(trainer.save_dir)}, "args.yaml")
+        tracking.log_new_params(vars(trainer.args), prefix=ARGS_PREFIX)
+        mlflow.log_dict(vars(trainer.args) | {"save_dir": str(trainer.save_dir)}, "args.yaml")
         if self.config is not None:
             tracking.log_config(self.config, extra=self.extra_params)
 
