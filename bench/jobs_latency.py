@@ -91,7 +91,7 @@ def main(trials: int) -> None:
         port = free_port()
         env = os.environ | {"KILN_PROJECT_DIR": tmp, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
         env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "KILN_JOBS_POLL_SECONDS": "0.1"}
-        cmd = [sys.executable, "-m", "projects.cli", "jobs", "serve", "--port", str(port)]
+        cmd = [sys.executable, "-m", "kiln", "jobs", "serve", "--port", str(port)]
         server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from projects.common.errors import KilnUserError
+from core.errors import UserError
 
 
 def _names(value: str | None) -> list[str] | None:
@@ -27,7 +27,7 @@ def _user_errors(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run `func`, turning the errors a user can fix into click's `Error: ...` and exit code 1."""
     try:
         return func(*args, **kwargs)
-    except (KilnUserError, ValueError, FileNotFoundError) as exc:
+    except (UserError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -22,13 +22,13 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from projects.common.errors import KilnUserError
+from core.errors import UserError
 
 Box = tuple[int, float, float, float, float]  # class id, x centre, y centre, width, height (normalised)
 CONVERTERS: dict[str, Callable[..., ConversionResult]] = {}
 
 
-class ConversionError(KilnUserError):
+class ConversionError(UserError):
     """An annotation file that cannot be converted; the message names the file and the bad value."""
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from projects.common.errors import DatasetError
+from core.errors import DatasetError
 
 # The image suffixes ultralytics trains on (ultralytics.data.utils.IMG_FORMATS minus the video-ish ones).
 IMG_SUFFIXES = frozenset({".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp"})

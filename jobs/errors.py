@@ -15,23 +15,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mlflow.exceptions import MlflowException
 
+from core.errors import KilnError
 from jobs.mlproject import MLprojectError, ParamError
 from jobs.runner import JobStateError
 from jobs.store import JobNotFoundError
 
 
-class ApiError(Exception):
-    status_code = 400
-    headers: dict[str, str] | None = None
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+class ApiError(KilnError):
+    """Base class of the job service's own refusals."""
 
 
 class Unauthorized(ApiError):
     status_code = 401
-    headers = {"WWW-Authenticate": "Bearer"}
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 class NotFound(ApiError):
@@ -46,8 +44,7 @@ class BadRequestField(ApiError):
     status_code = 422
 
     def __init__(self, detail: str, field: str) -> None:
-        super().__init__(detail)
-        self.field = field
+        super().__init__(detail, field=field)
 
 
 class Unavailable(ApiError):
@@ -65,9 +62,9 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     body: dict[str, Any] = {"detail": exc.detail}
-    if isinstance(exc, BadRequestField):
+    if exc.field is not None:
         body["field"] = exc.field
-    return _json(exc.status_code, body, exc.headers)
+    return _json(exc.status_code, body, exc.headers or None)
 
 
 def _param_error(request: Request, exc: Exception) -> JSONResponse:

@@ -8,21 +8,14 @@ response with `status_code` and `detail`. Nothing here imports MLflow.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from registry.gates import GateCheck
+from core.errors import KilnError
+from registry.checks import GateCheck
 
 
-class RegistryError(Exception):
+class RegistryError(KilnError):
     """Base class: a request the registry cannot carry out, with a message the user can act on."""
 
-    status_code = 400
     exit_code = 2  # CLI exit code: 2 for bad input (as click's usage errors), 1 for a refused promotion
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
 
 
 class InvalidRequestError(RegistryError):

@@ -13,6 +13,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from registry.checks import GateCheck as GateCheck
 from registry.errors import InvalidRequestError
 
 # mode -> "is the first value at least as good as the second". Ties pass: an equal model may replace another.
@@ -47,13 +48,6 @@ class GateInput:
     max_value: float | None  # --max: ... at most this
     current_version: int | None  # the version holding the alias now, if any
     current_value: float | None  # its metric; None when its run lacks it
-
-
-@dataclass(frozen=True)
-class GateCheck:
-    gate: str
-    passed: bool
-    detail: str  # a sentence naming the metric and both numbers
 
 
 GateFn = Callable[[GateInput], GateCheck | None]

@@ -8,19 +8,11 @@ Inference Protocol (KServe V2, Triton) puts its message in, so tritonclient show
 
 from __future__ import annotations
 
-from typing import ClassVar
+from core.errors import KilnError
 
 
-class ServingError(Exception):
+class ServingError(KilnError):
     """Base class: a request the server refuses, with a message the client can act on."""
-
-    status_code: ClassVar[int] = 400
-    code: ClassVar[str] = "bad_request"
-
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.headers = headers or {}
 
     def to_json(self) -> dict[str, str]:
         return {"error": self.detail, "code": self.code}

@@ -18,11 +18,10 @@ from typing import Any, TypeVar
 import click
 import yaml
 
+from core.errors import ConfigError as ConfigError
+from core.errors import run_cli
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file or flag that cannot be used; the message names the file, key or value."""
 
 
 def config_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
@@ -140,7 +139,6 @@ def entry_point(
     `load` replaces the default resolution (defaults -> YAML -> flags) where a family needs its own, such as
     a default YAML file. User errors from either step print one `Error:` line and exit 1.
     """
-    from projects.common.errors import run_cli
 
     def resolve(config_path: str | None, flags: Mapping[str, Any]) -> T:
         return load(config_path, flags) if load else resolve_config(cls, config_path, flags)

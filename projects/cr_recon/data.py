@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from projects.common.errors import DatasetError
+from core.errors import DatasetError
 
 CACHE_VERSION = 1  # bump when preprocessing changes, so stale caches are not reused
 

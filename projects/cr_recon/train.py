@@ -26,10 +26,10 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader
 
+from core.errors import UserError
 from data.spectra import ensure_sample
 from projects.common import tracking
 from projects.common.config import cfg_field, entry_point, resolve_config
-from projects.common.errors import KilnUserError
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
@@ -117,28 +117,28 @@ def _params_table(value: Any, name: str, known: Mapping[str, Any]) -> dict[str, 
         try:
             value = yaml.safe_load(value) if value.strip() else {}
         except yaml.YAMLError as exc:
-            raise KilnUserError(f"{name}: not valid YAML/JSON: {exc}") from None
+            raise UserError(f"{name}: not valid YAML/JSON: {exc}") from None
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise KilnUserError(f"{name} must map a registered name to a mapping of parameters, got {value!r}")
+        raise UserError(f"{name} must map a registered name to a mapping of parameters, got {value!r}")
     unknown = sorted(set(value) - set(known))
     if unknown:
-        raise KilnUserError(f"{name} has entries for unknown name(s) {unknown}; known: {sorted(known)}")
+        raise UserError(f"{name} has entries for unknown name(s) {unknown}; known: {sorted(known)}")
     return {str(k): dict(v) for k, v in value.items()}
 
 
 def check_config(cfg: CRConfig) -> None:
     if cfg.model not in MODELS:
-        raise KilnUserError(f"unknown model {cfg.model!r}; known: {sorted(MODELS)}")
+        raise UserError(f"unknown model {cfg.model!r}; known: {sorted(MODELS)}")
     if cfg.loss not in LOSSES:
-        raise KilnUserError(f"unknown loss {cfg.loss!r}; known: {sorted(LOSSES)}")
+        raise UserError(f"unknown loss {cfg.loss!r}; known: {sorted(LOSSES)}")
     positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "out_len": cfg.out_len}
     for name, value in positive.items():
         if value <= 0:
-            raise KilnUserError(f"{name} must be > 0, got {value}")
+            raise UserError(f"{name} must be > 0, got {value}")
     if not 0 <= cfg.warmup_ratio < 1:
-        raise KilnUserError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+        raise UserError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if not cfg.model_name.strip():
-        raise KilnUserError("model_name must not be empty")
+        raise UserError("model_name must not be empty")
 
 
 def resolve_data(cfg: CRConfig) -> tuple[Path, Path]:
@@ -152,18 +152,18 @@ def build_model(cfg: CRConfig, img_size: int) -> nn.Module:
     params = dict(cfg.model_params.get(cfg.model, {}))
     for key, value in {"out_len": cfg.out_len, "img_size": img_size}.items():
         if params.setdefault(key, value) != value:
-            raise KilnUserError(f"model_params.{cfg.model}.{key}={params[key]} contradicts the data ({value})")
+            raise UserError(f"model_params.{cfg.model}.{key}={params[key]} contradicts the data ({value})")
     try:
         return create_model(cfg.model, **params)
     except ValueError as exc:
-        raise KilnUserError(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 def build_loss(cfg: CRConfig) -> nn.Module:
     try:
         return create_loss(cfg.loss, **cfg.loss_params.get(cfg.loss, {}))
     except ValueError as exc:
-        raise KilnUserError(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 class MeanSquaredError:
@@ -336,7 +336,7 @@ def prepare(cfg: CRConfig) -> tuple[Path, crdata.Prepared, DataLoader, DataLoade
     try:
         prepared = crdata.preprocess(folder, cache, cfg.out_len, cfg.flip_sign)
     except PermissionError as exc:
-        raise KilnUserError(f"cannot write the preprocessing cache ({exc}); pass --cache-dir") from None
+        raise UserError(f"cannot write the preprocessing cache ({exc}); pass --cache-dir") from None
     pin = torch.cuda.is_available()
     train_loader, val_loader = crdata.make_loaders(
         prepared, cfg.batch_size, cfg.train_ratio, cfg.augment_180, cfg.seed, cfg.num_workers, pin

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from projects.common.errors import DatasetError
+from core.errors import DatasetError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 # Input normalisation: x = (pixel / 255 - MEAN) / STD. Written into the ONNX metadata for the server.

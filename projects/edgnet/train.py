@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from core.errors import DatasetError
 from data.drawings import ensure_sample
 from projects.common import tracking
 from projects.common.config import cfg_field, entry_point
-from projects.common.errors import DatasetError
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from projects.common.errors import DatasetError
+from core.errors import DatasetError
 
 TASKS = ("auto", "binary", "multiclass", "regression")
 # An integer-valued numeric target with at most this many distinct values is read as class labels.

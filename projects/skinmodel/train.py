@@ -20,11 +20,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
+from core.errors import UserError
 from data.tabular import TARGET as SAMPLE_TARGET
 from data.tabular import ensure_breast_cancer
 from projects.common import tracking
 from projects.common.config import cfg_field, entry_point
-from projects.common.errors import KilnUserError
 from projects.common.onnx_export import log_onnx_model
 from projects.skinmodel import model as xgbcore
 from projects.skinmodel.data import Split, Table, load_table, split_table
@@ -55,14 +55,14 @@ def check_config(cfg: SkinConfig) -> None:
     positive = {"n_estimators": cfg.n_estimators, "max_depth": cfg.max_depth, "learning_rate": cfg.learning_rate}
     for name, value in positive.items():
         if value <= 0:
-            raise KilnUserError(f"{name} must be > 0, got {value}")
+            raise UserError(f"{name} must be > 0, got {value}")
     if cfg.early_stopping_rounds < 0:
-        raise KilnUserError(f"early_stopping_rounds must be >= 0, got {cfg.early_stopping_rounds}")
+        raise UserError(f"early_stopping_rounds must be >= 0, got {cfg.early_stopping_rounds}")
     for name, share in {"subsample": cfg.subsample, "colsample_bytree": cfg.colsample_bytree}.items():
         if not 0 < share <= 1:
-            raise KilnUserError(f"{name} must be in (0, 1], got {share}")
+            raise UserError(f"{name} must be in (0, 1], got {share}")
     if not cfg.model_name.strip():
-        raise KilnUserError("model_name must not be empty")
+        raise UserError("model_name must not be empty")
 
 
 def resolve_data(cfg: SkinConfig) -> tuple[Path, str]:
@@ -70,7 +70,7 @@ def resolve_data(cfg: SkinConfig) -> tuple[Path, str]:
     if not cfg.data:
         return ensure_breast_cancer(), cfg.target or SAMPLE_TARGET
     if not cfg.target:
-        raise KilnUserError(f"--target is required with --data {cfg.data}: name the column to predict")
+        raise UserError(f"--target is required with --data {cfg.data}: name the column to predict")
     return Path(cfg.data).expanduser(), cfg.target
 
 
@@ -86,9 +86,9 @@ def xgb_device(pref: str) -> str:
         return pref
     if pref == "cuda" or pref.startswith("cuda:"):
         if not _gpu_visible():
-            raise KilnUserError(f"device {pref!r} requested but no CUDA GPU is visible to XGBoost; use cpu or auto")
+            raise UserError(f"device {pref!r} requested but no CUDA GPU is visible to XGBoost; use cpu or auto")
         return pref
-    raise KilnUserError(f"unknown device {pref!r}; use auto, cpu, cuda or cuda:N")
+    raise UserError(f"unknown device {pref!r}; use auto, cpu, cuda or cuda:N")
 
 
 def _gpu_visible() -> bool:

@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import yaml
 
+from core.errors import DatasetError
 from data.samples import SAMPLES_DIR, SampleRequest, ensure_sample
 from data.yolo_layout import YoloDataset, label_path, load_dataset, resolved_yaml
 from data.yolo_validate import Report, check_label_file
-from projects.common.errors import DatasetError
 from projects.common.tracking import files_digest
 
 PAD_VALUE = 114  # ultralytics' letterbox grey

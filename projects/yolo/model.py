@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from projects.common.errors import KilnUserError
+from core.errors import UserError
 from projects.yolo.offline import load_ultralytics
 
 load_ultralytics()
@@ -29,7 +29,7 @@ DETECT_HEADS = frozenset({"Detect", "v10Detect"})  # heads whose one-to-many out
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-class ModelError(KilnUserError):
+class ModelError(UserError):
     """A `--model` that cannot be trained; the message names it and says what would work."""
 
 

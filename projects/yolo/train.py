@@ -21,12 +21,12 @@ import mlflow
 import torch
 import yaml
 
+from core.errors import UserError
 from data.yolo_layout import YoloDataset
 from data.yolo_validate import Report
 from projects.common import tracking
 from projects.common.checkpoint import ResumeError
 from projects.common.config import cfg_field, entry_point
-from projects.common.errors import KilnUserError
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
 from projects.common.runtime import pick_device
 from projects.yolo import data as yolo_data
@@ -108,7 +108,7 @@ class Prepared:
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise KilnUserError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
     return PRESETS[name]
 
 
@@ -116,10 +116,10 @@ def check_numbers(cfg: YoloConfig) -> None:
     positive = {"epochs": cfg.epochs, "imgsz": cfg.imgsz, "batch": cfg.batch}
     for name, value in positive.items():
         if value <= 0:
-            raise KilnUserError(f"--{name} must be > 0, got {value}")
+            raise UserError(f"--{name} must be > 0, got {value}")
     for name, value in {"patience": cfg.patience, "lr0": cfg.lr0, "time": cfg.time, "workers": cfg.workers}.items():
         if value < 0:
-            raise KilnUserError(f"--{name} must be >= 0, got {value}")
+            raise UserError(f"--{name} must be >= 0, got {value}")
 
 
 def read_hyp(path: str) -> dict[str, Any]:
@@ -128,24 +128,24 @@ def read_hyp(path: str) -> dict[str, Any]:
         return {}
     hyp_path = Path(path).expanduser()
     if not hyp_path.is_file():
-        raise KilnUserError(f"--hyp file not found: {hyp_path}")
+        raise UserError(f"--hyp file not found: {hyp_path}")
     try:
         loaded = yaml.safe_load(hyp_path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise KilnUserError(f"{hyp_path}: not valid YAML: {exc}") from None
+        raise UserError(f"{hyp_path}: not valid YAML: {exc}") from None
     if not isinstance(loaded, dict):
-        raise KilnUserError(f"{hyp_path}: expected a mapping of ultralytics arg: value")
+        raise UserError(f"{hyp_path}: expected a mapping of ultralytics arg: value")
     unknown = sorted(set(loaded) - set(DEFAULT_CFG_KEYS))
     if unknown:
-        raise KilnUserError(f"{hyp_path}: unknown ultralytics args {unknown}")
+        raise UserError(f"{hyp_path}: unknown ultralytics args {unknown}")
     owned = sorted(set(loaded) & KILN_OWNED_ARGS)
     if owned:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in owned)
-        raise KilnUserError(f"{hyp_path}: {owned} are set by kiln; use {flags} instead")
+        raise UserError(f"{hyp_path}: {owned} are set by kiln; use {flags} instead")
     try:
         check_cfg(dict(loaded))
     except (TypeError, ValueError) as exc:
-        raise KilnUserError(f"{hyp_path}: {exc}") from None
+        raise UserError(f"{hyp_path}: {exc}") from None
     return loaded
 
 
@@ -156,7 +156,7 @@ def ultralytics_device(pref: str) -> str:
 
 
 def prepare(cfg: YoloConfig) -> Prepared:
-    """Check every input; raises a KilnUserError naming the bad file or value before anything trains."""
+    """Check every input; raises a UserError naming the bad file or value before anything trains."""
     preset = get_preset(cfg.preset)
     check_numbers(cfg)
     hyp = read_hyp(cfg.hyp)

@@ -24,7 +24,7 @@ def test_generate_writes_matching_images_and_masks(tmp_path):
 def test_kiln_data_sample_drawings(tmp_path):
     from click.testing import CliRunner
 
-    from projects.cli import main
+    from kiln.cli import main
 
     result = CliRunner().invoke(
         main, ["data", "sample", "drawings", str(tmp_path / "d"), "--count", "2", "--size", "64"]

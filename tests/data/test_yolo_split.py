@@ -13,10 +13,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from core.errors import DatasetError
 from data.cli import data as data_cli
 from data.yolo_split import split
 from data.yolo_validate import validate
-from projects.common.errors import DatasetError
 
 
 def flat_dataset(root: Path, n: int = 20) -> Path:

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from core.errors import DatasetError
 from data.cli import data as data_cli
 from data.yolo_validate import check_label_line, validate
-from projects.common.errors import DatasetError
 
 
 def write_image(path: Path, size: int = 32) -> None:

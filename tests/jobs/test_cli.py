@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from projects.cli import main
+from kiln.cli import main
 
 
 def test_jobs_is_mounted_on_the_kiln_command() -> None:

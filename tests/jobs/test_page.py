@@ -2,7 +2,7 @@
 
     .venv/bin/python -m pytest tests/jobs/test_page.py -q      # needs Debian's chromium: make browser-deps
 
-The service runs as `python -m projects.cli jobs serve`, the same code path as `kiln jobs serve`.
+The service runs as `python -m kiln jobs serve`, the same code path as `kiln jobs serve`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def served(tmp_path: Path, tiny_project: Path, make_store: Callable[[Path], Path
         "KILN_JOBS_DB": str(tmp_path / "jobs.db"),
         "KILN_JOBS_POLL_SECONDS": "0.2",
     }
-    cmd = [sys.executable, "-m", "projects.cli", "jobs", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "kiln", "jobs", "serve", "--port", str(port)]
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from click.testing import CliRunner, Result
 from mlflow import MlflowClient
 
-from projects.cli import main
+from kiln.cli import main
 
 MakeVersion = Callable[..., int]  # the `make_version` fixture of tests/registry/conftest.py
 

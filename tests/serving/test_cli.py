@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from serving_helpers import Registry, image_example, seg_model
 
-from projects.cli import main
+from kiln.cli import main
 from serving.cli import bind_tcp
 
 
@@ -96,7 +96,7 @@ def _serve(registry: Registry, workers: int, tmp_path: Path) -> tuple[subprocess
     port = _free_port()
     log = tmp_path / f"serve-{workers}.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": registry.uri, "KILN_POLL_SECONDS": "0.5"}
-    cmd = [sys.executable, "-m", "projects.cli", "serve", "--models", "seg", "--port", str(port)]
+    cmd = [sys.executable, "-m", "kiln", "serve", "--models", "seg", "--port", str(port)]
     proc = subprocess.Popen([*cmd, "--workers", str(workers)], env=env, stderr=log.open("wb"), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

@@ -10,9 +10,9 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from core.errors import UserError
 from data.spectra import generate
 from projects.common.config import ConfigError
-from projects.common.errors import KilnUserError
 from projects.cr_recon import data as crdata
 from projects.cr_recon.model import create_model
 from projects.cr_recon.train import DEFAULT_CONFIG, CRConfig, load_config, main
@@ -35,11 +35,11 @@ def test_flags_override_yaml_only_when_given(tmp_path):
 
 @pytest.mark.parametrize(
     ("flags", "error", "message"),
-    [({"model": "unet"}, KilnUserError, "unknown model 'unet'; known: ['cnn_gru', 'cnn_xattn']"),
-     ({"loss": "l1"}, KilnUserError, "unknown loss 'l1'"),
-     ({"epochs": "0"}, KilnUserError, "epochs must be > 0, got 0"),
+    [({"model": "unet"}, UserError, "unknown model 'unet'; known: ['cnn_gru', 'cnn_xattn']"),
+     ({"loss": "l1"}, UserError, "unknown loss 'l1'"),
+     ({"epochs": "0"}, UserError, "epochs must be > 0, got 0"),
      ({"batch_size": "big"}, ConfigError, "CRConfig.batch_size: expected int, got 'big'"),
-     ({"model_params": "{resnet: {}}"}, KilnUserError, "model_params has entries for unknown name(s) ['resnet']")],
+     ({"model_params": "{resnet: {}}"}, UserError, "model_params has entries for unknown name(s) ['resnet']")],
 )  # fmt: skip
 def test_bad_config_is_named(flags, error, message):
     with pytest.raises(error) as info:

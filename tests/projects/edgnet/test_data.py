@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from projects.common.errors import DatasetError
+from core.errors import DatasetError
 from projects.edgnet.data import augment, load_folder, split
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from projects.common.errors import DatasetError
+from core.errors import DatasetError
 from projects.yolo import data as yolo_data
 from projects.yolo.offline import load_ultralytics
 

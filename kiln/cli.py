@@ -1,4 +1,4 @@
-"""The one `kiln` command line: dataset tools, promotion, serving and the job service.
+"""The one `kiln` command line: training, dataset tools, promotion, serving and the job service.
 
     kiln --help
     kiln data validate data/samples/safety/data.yaml
