@@ -19,7 +19,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 # Modules whose import registers sample kinds (each uses @register_sample).
-SAMPLE_MODULES: tuple[str, ...] = ("data.yolo_samples", "data.drawings", "data.spectra", "data.tabular")
+SAMPLE_MODULES: tuple[str, ...] = (
+    "data.yolo_samples",
+    "data.drawings",
+    "data.spectra",
+    "data.tabular",
+    "data.segsets",
+)
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"  # where entry points keep their bundled sets
 STAMP = "sample.json"  # written last into every generated set: the request that made it
 
