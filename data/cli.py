@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from core.errors import UserError
+from core.errors import UserError, run_cli
 
 
 def _names(value: str | None) -> list[str] | None:
@@ -33,7 +33,7 @@ def _user_errors(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 @click.group()
 def data() -> None:
-    """Dataset tools: validate, convert, split, sample."""
+    """Dataset tools: validate, convert, split, sample; the data loop: collect, filter, autolabel, review, version."""
 
 
 @data.command()
@@ -121,3 +121,77 @@ def sample(kind: str, dst: Path, count: int | None, size: int | None, val: float
     request = SampleRequest(dst=dst, count=count, size=size, val=val, seed=seed)
     result = _user_errors(make_sample, kind, request)
     click.echo(f"wrote {kind} sample to {result}")
+
+
+# ------------------------------------------------------------------------------------------ the data loop
+
+
+@data.command()
+@click.argument("src")
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--endpoint-url", help="S3-compatible endpoint (MinIO: http://host:9000); default AWS_ENDPOINT_URL")
+@click.option("--workers", type=int, default=8, show_default=True, help="parallel downloads")
+@click.option("--quiet", is_flag=True, help="no progress bar and no list of skipped keys")
+def collect(src: str, dst: Path, endpoint_url: str | None, workers: int, quiet: bool) -> None:
+    """Copy the images of SRC (s3://bucket/prefix or a folder) into DST/images, fetching only what is new."""
+    from data.collect import MAX_LISTED
+    from data.collect import collect as run_collect
+
+    listed: list[str] = []
+
+    def skipped(key: str) -> None:
+        if not quiet and len(listed) < MAX_LISTED:
+            click.echo(f"skipped (not an image): {key}")
+        listed.append(key)
+
+    result = run_cli(
+        run_collect, src, dst, endpoint_url=endpoint_url, workers=workers, progress=not quiet, on_skipped=skipped
+    )
+    if not quiet and len(listed) > MAX_LISTED:
+        click.echo(f"... and {len(listed) - MAX_LISTED} more skipped")
+    click.echo(result.summary())
+
+
+@data.command(name="filter")
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--min-side", type=int, default=32, show_default=True, help="reject images whose shorter side is smaller")
+@click.option(
+    "--min-blur", type=float, default=30.0, show_default=True,
+    help="reject when the variance of the Laplacian (grey, long side 512 px) is lower: blurred",
+)  # fmt: skip
+@click.option("--min-brightness", type=float, default=25.0, show_default=True, help="reject a darker mean grey (0-255)")
+@click.option("--max-brightness", type=float, default=230.0, show_default=True, help="reject a brighter mean grey")
+@click.option(
+    "--max-clipped", type=float, default=0.35, show_default=True,
+    help="reject when a larger share of pixels is at 0-2 or 253-255",
+)  # fmt: skip
+@click.option(
+    "--max-distance", type=int, default=6, show_default=True,
+    help="reject as duplicate when a kept image's 64-bit perceptual hash is within this Hamming distance",
+)  # fmt: skip
+@click.option("--report", type=click.Path(path_type=Path), help="CSV report path (default DST/filter_report.csv)")
+@click.option("--workers", type=int, default=2, show_default=True, help="decoding threads")
+@click.option("--dry-run", is_flag=True, help="only write the report; move nothing")
+def filter_command(dst: Path, report: Path | None, **thresholds: Any) -> None:
+    """Reject undecodable, small, blurred, badly exposed and near-duplicate images of DST/images."""
+    from data.filter import FilterOptions, filter_images
+
+    result = run_cli(filter_images, dst, FilterOptions(**thresholds), report)
+    click.echo(result.summary())
+
+
+@data.command()
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--host", help="bind address (default 127.0.0.1, or KILN_REVIEW_HOST)")
+@click.option("--port", type=int, help="port (default 8765, or KILN_REVIEW_PORT)")
+def review(dst: Path, host: str | None, port: int | None) -> None:
+    """Serve the review page for DST: accept, fix or reject each queued image's boxes."""
+    import uvicorn
+
+    from core.settings import read_env
+    from data.review.app import ReviewSettings, create_app
+
+    settings = run_cli(read_env, ReviewSettings, prefix="KILN_REVIEW_", host=host, port=port)
+    app = run_cli(create_app, dst)
+    click.echo(f"reviewing {dst} on http://{settings.host}:{settings.port}")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log)
