@@ -12,6 +12,7 @@ Routes (all under /api need `Authorization: Bearer $KILN_API_TOKEN` when that va
     GET  /api/training/{id}/logs            the log so far as text (?tail=200)
     GET  /api/training/{id}/logs/stream     the log as server-sent events, following new lines
     GET  /api/training/{id}/metrics         metric curves of the job's run
+    GET  /api/training/{id}/preview         the run's newest prediction picture (PNG or JPEG)
     POST /api/training/{id}/cancel          stop the job's process group; its MLflow run becomes KILLED
     DELETE /api/training/{id}               forget a finished job and its log (the MLflow run stays)
     GET  /api/runs, /api/runs/{id}/metrics  recent MLflow runs and their curves, for the compare view
@@ -22,16 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs import errors, logs
@@ -39,7 +39,8 @@ from jobs.progress import SYSTEM_PREFIX
 from jobs.runner import JobRunner
 from jobs.runs import JOB_ID_TAG
 from jobs.settings import Settings
-from jobs.store import RUNNING, STATUSES, Job
+from jobs.store import RUNNING, STATUSES
+from jobs.views import JobViews, iso, latest_preview
 
 STATIC_DIR = Path(__file__).parent / "static"
 SSE_POLL_SECONDS = 0.25  # how often a log stream looks for new lines
@@ -52,70 +53,6 @@ class StartRequest(BaseModel):
     entry_point: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
     experiment_name: str | None = None  # None: KILN_JOBS_EXPERIMENT, else MLflow's default experiment
-
-
-def iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts is not None else None
-
-
-class JobViews:
-    """Turns job rows into API JSON, refreshing a running job's progress from MLflow on the way."""
-
-    def __init__(self, runner: JobRunner, settings: Settings) -> None:
-        self.runner = runner
-        self.settings = settings
-
-    def run_url(self, experiment_id: str | None, run_id: str | None) -> str | None:
-        if not run_id or experiment_id is None:
-            return None
-        return f"{self.settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
-
-    def refresh(self, job: Job) -> tuple[Job, str | None]:
-        """The job with live progress when it runs; the second value says why progress could not be read."""
-        if job.status != RUNNING or job.run_id is None:
-            return job, None
-        try:
-            run_id = self.runner.training_run(job) or job.run_id
-            p = self.runner.reader.progress(run_id, job.total_epochs)
-        except MlflowException as exc:
-            return job, f"could not read progress from MLflow: {exc.message}"
-        seen = (p.current_epoch, p.total_epochs, p.metrics, run_id)
-        if seen != (job.current_epoch, job.total_epochs, job.metrics, job.run_id):
-            job = self.runner.store.update(
-                job.id, RUNNING, current_epoch=p.current_epoch, total_epochs=p.total_epochs, metrics=p.metrics,
-                run_id=run_id,
-            )  # fmt: skip
-        return job, None
-
-    def as_json(self, job: Job) -> dict[str, Any]:
-        job, progress_error = self.refresh(job)
-        total, current, end = job.total_epochs, job.current_epoch, job.finished_at
-        percent = round(min(100.0, 100.0 * (current or 0) / total), 1) if total else None
-        return {
-            "job_id": job.id,
-            "entry_point": job.entry_point,
-            "params": job.params,
-            "status": job.status,
-            "run_id": job.run_id,
-            "experiment_id": job.experiment_id,
-            "experiment_name": job.experiment_name,
-            "mlflow_url": self.run_url(job.experiment_id, job.run_id),
-            "progress": {"current_epoch": current, "total_epochs": total, "percent": percent},
-            "progress_error": progress_error,
-            "metrics": job.metrics,
-            "queue_position": self.runner.queue_position(job),
-            "created_at": iso(job.created_at),
-            "started_at": iso(job.started_at),
-            "finished_at": iso(end),
-            "duration_seconds": round((end or _now()) - job.started_at, 1) if job.started_at else None,
-            "pid": job.pid,
-            "exit_code": job.exit_code,
-            "error": job.error,
-        }
-
-
-def _now() -> float:
-    return datetime.now(UTC).timestamp()
 
 
 def require_token(request: Request) -> None:
@@ -211,7 +148,23 @@ def training_router() -> APIRouter:
 
     @router.get("/training/{job_id}")
     def get_job(job_id: str, request: Request) -> dict[str, Any]:
-        return dict(request.app.state.views.as_json(request.app.state.runner.store.get(job_id)))
+        job = request.app.state.runner.store.get(job_id)
+        return dict(request.app.state.views.as_json(job, detail=True))
+
+    @router.get("/training/{job_id}/preview")
+    def preview(job_id: str, request: Request) -> Response:
+        """The run's newest prediction picture (overlay, predicted boxes, spectra plot); 404 until there is one."""
+        runner = request.app.state.runner
+        job = runner.store.get(job_id)
+        run_id = runner.training_run(job) if job.run_id else None
+        path = latest_preview(runner.reader.client, run_id, job.status != RUNNING) if run_id else None
+        if path is None:
+            raise errors.NotFound(f"job {job_id!r} has logged no prediction picture yet")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(runner.reader.client.download_artifacts(run_id, path, tmp))
+            content = local.read_bytes()
+        media = "image/png" if path.endswith(".png") else "image/jpeg"
+        return Response(content, media_type=media, headers={"X-Kiln-Artifact": path, "Cache-Control": "no-cache"})
 
     @router.post("/training/{job_id}/cancel")
     def cancel(job_id: str, request: Request) -> dict[str, Any]:

@@ -4,6 +4,7 @@
     KILN_API_TOKEN=secret KILN_MAX_CONCURRENT_JOBS=2 kiln jobs serve --host 0.0.0.0
 
 Settings come from the environment (see jobs.settings); flags override the few that are per-invocation.
+uvicorn's line per request is off unless KILN_JOBS_ACCESS_LOG=1 (the page polls every second).
 """
 
 from __future__ import annotations
@@ -50,4 +51,5 @@ def serve(host: str, port: int, project_dir: Path | None, max_concurrent: int | 
         app = create_app(settings)
     except ServiceLockedError as exc:
         raise click.ClickException(str(exc)) from None
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    click.echo(f"page: http://{host}:{port}/  (MLflow UI links go to {settings.mlflow_ui_url})")
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=settings.access_log)

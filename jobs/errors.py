@@ -96,9 +96,33 @@ def _mlflow_error(request: Request, exc: Exception) -> JSONResponse:
     return _json(502, {"detail": f"tracking store error: {exc.message}"})
 
 
+# The registry words its refusals for the CLI; the page has its own controls for the same things.
+CLI_TO_PAGE = (
+    (". Use --force to override (the override is recorded)", ""),
+    (" (or --force to promote without gates)", ""),
+    ("pass --metric NAME", "fill in the gate metric"),
+    ("--min/--max need", "a minimum or maximum needs"),
+    ("give exactly one of --version or --run", "give exactly one of version or run_id"),
+)
+
+
+def page_wording(detail: str) -> tuple[str, bool]:
+    """The registry's message without CLI flags, and whether forcing (the page's force action) would move it."""
+    can_force = "--force" in detail
+    for cli, page in CLI_TO_PAGE:
+        detail = detail.replace(cli, page)
+    return detail, can_force
+
+
 def _registry_error(request: Request, exc: Exception) -> JSONResponse:
-    """registry.errors.RegistryError and its subclasses carry their own status_code and detail."""
-    body: dict[str, Any] = {"detail": getattr(exc, "detail", str(exc))}
+    """registry.errors.RegistryError and its subclasses carry their own status_code and detail.
+
+    `can_force` says that the same request with `"force": true` would move the alias (recorded as forced).
+    """
+    detail, can_force = page_wording(str(getattr(exc, "detail", str(exc))))
+    body: dict[str, Any] = {"detail": detail}
+    if can_force:
+        body["can_force"] = True
     checks = getattr(exc, "checks", ())
     if checks:
         body["checks"] = [{"gate": c.gate, "passed": c.passed, "detail": c.detail} for c in checks]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+from urllib.parse import quote as quote_path
 
 from fastapi import APIRouter, Request
 from mlflow import MlflowClient
@@ -53,29 +54,44 @@ def _client(request: Request) -> MlflowClient:
     return MlflowClient(request.app.state.settings.tracking_uri)
 
 
-def _versions(client: MlflowClient, name: str, hint: str | None) -> list[dict[str, Any]]:
+def _ui(request: Request) -> str:
+    return str(request.app.state.settings.mlflow_ui_url)
+
+
+def _versions(client: MlflowClient, summary: Any, ui_url: str) -> list[dict[str, Any]]:
+    """The newest versions with their aliases and key metrics.
+
+    MLflow's `search_model_versions` leaves `aliases` empty on every version, so they come from the registered
+    model's own alias map (which `list_models` already read).
+    """
+    name = summary.name
     quote = '"' if "'" in name else "'"
     found = client.search_model_versions(f"name = {quote}{name}{quote}", max_results=200)
     newest = sorted(found, key=lambda v: int(v.version), reverse=True)[:MAX_VERSIONS]
+    held: dict[int, list[str]] = {}
+    for info in summary.aliases:
+        held.setdefault(info.version, []).append(info.alias)
     return [
         {
             "version": int(v.version),
             "run_id": v.run_id,
             "status": v.status,
-            "aliases": list(v.aliases or ()),
+            "aliases": held.get(int(v.version), []),
             "created_at": v.creation_timestamp,
-            "metrics": key_metrics(run_metrics(client, v.run_id), (), hint) if v.run_id else {},
+            "metrics": key_metrics(run_metrics(client, v.run_id), (), summary.metric_hint) if v.run_id else {},
+            "mlflow_url": f"{ui_url}/#/models/{quote_path(name)}/versions/{int(v.version)}",
         }
         for v in newest
     ]
 
 
-def _model_json(client: MlflowClient, summary: Any) -> dict[str, Any]:
+def _model_json(client: MlflowClient, summary: Any, ui_url: str) -> dict[str, Any]:
     data = dataclasses.asdict(summary)
     production = next((a for a in summary.aliases if a.alias == DEFAULT_ALIAS), None)
     data["production_version"] = production.version if production else None
-    data["versions"] = _versions(client, summary.name, summary.metric_hint)
+    data["versions"] = _versions(client, summary, ui_url)
     data["history"] = [e.to_json() for e in history(summary.name, client=client)[-MAX_EVENTS:]][::-1]
+    data["mlflow_url"] = f"{ui_url}/#/models/{quote_path(summary.name)}"
     return data
 
 
@@ -91,14 +107,14 @@ def models_router() -> APIRouter:
     @router.get("")
     def models(request: Request) -> dict[str, Any]:
         client = _client(request)
-        return {"models": [_model_json(client, m) for m in list_models(client=client)]}
+        return {"models": [_model_json(client, m, _ui(request)) for m in list_models(client=client)]}
 
     @router.get("/{name}")
     def model(name: str, request: Request) -> dict[str, Any]:
         client = _client(request)
         get_model(client, name)  # 404 naming the registered models when unknown
         summary = next(m for m in list_models(client=client) if m.name == name)
-        return _model_json(client, summary)
+        return _model_json(client, summary, _ui(request))
 
     @router.post("/{name}/promote")
     def promote_version(name: str, body: PromoteRequest, request: Request) -> dict[str, Any]:

@@ -5,6 +5,9 @@
 Every kiln entry point logs its per-epoch metrics with `step=epoch` (ultralytics counts epochs from 0, the
 kiln trainer from 1), so the epochs done are the number of distinct steps of the most-logged metric.
 MLflow's system metrics (`system/...`) have their own step counter and are left out.
+
+After the last epoch a run still exports and registers its model: training says so in the run tag `kiln.phase`
+(`exporting`, `registering`). The ETA comes from the metric timestamps: the mean time between logged epochs.
 """
 
 from __future__ import annotations
@@ -12,19 +15,22 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
 SYSTEM_PREFIX = "system/"
+PHASE_TAG = "kiln.phase"  # set by training after the epochs: "exporting", then "registering"
+METRIC_TAG = "kiln.metric"  # the metric a run is ranked and promoted by
 
 
 @dataclass(frozen=True)
 class Curve:
     steps: list[int]
     values: list[float]
+    times: list[int] = field(default_factory=list, compare=False)  # ms since the epoch at which each step was logged
 
     def as_json(self) -> dict[str, list[Any]]:
         return {"steps": self.steps, "values": self.values}
@@ -36,6 +42,9 @@ class Progress:
     total_epochs: int | None  # from the job's `epochs` param; None when the entry point has none
     metrics: dict[str, float]  # latest value of each training metric
     run_status: str | None  # MLflow's status of the run (RUNNING, FINISHED, FAILED, KILLED)
+    phase: str | None = None  # "training", then the run's kiln.phase tag ("exporting", "registering"); None at end
+    eta_seconds: float | None = None  # time left for the remaining epochs, from the pace so far
+    task_metric: str | None = None  # the run's kiln.metric tag, shown first
 
     @property
     def percent(self) -> float | None:
@@ -48,6 +57,26 @@ def epochs_done(curves: dict[str, Curve]) -> int | None:
     """Distinct steps of the most-logged training metric: one per finished epoch, whichever base it counts from."""
     counts = [len(set(c.steps)) for key, c in curves.items() if not key.startswith(SYSTEM_PREFIX)]
     return max(counts, default=0) or None
+
+
+def seconds_per_epoch(curves: dict[str, Curve]) -> float | None:
+    """Mean time between consecutive epochs of the most-logged training metric; None before the second epoch."""
+    timed = [c for key, c in curves.items() if not key.startswith(SYSTEM_PREFIX) and len(c.times) > 1]
+    if not timed:
+        return None
+    longest = max(timed, key=lambda c: len(c.times))
+    return (longest.times[-1] - longest.times[0]) / 1000.0 / (len(longest.times) - 1)
+
+
+def phase_of(status: str | None, tags: dict[str, str], done: int | None, total: int | None) -> str | None:
+    if status != "RUNNING":
+        return None
+    tagged = tags.get(PHASE_TAG)
+    if tagged:
+        return tagged
+    if done and total and done >= total:
+        return "finishing"  # the epochs are over; export and registration follow
+    return "training"
 
 
 def logged_epochs(params: dict[str, str]) -> int | None:
@@ -93,7 +122,7 @@ class RunReader:
             if m.step not in by_step or m.timestamp >= by_step[m.step][0]:
                 by_step[m.step] = (m.timestamp, m.value)
         steps = sorted(by_step)
-        return Curve(steps=steps, values=[by_step[s][1] for s in steps])
+        return Curve(steps=steps, values=[by_step[s][1] for s in steps], times=[by_step[s][0] for s in steps])
 
     def progress(self, run_id: str, total_epochs: int | None, max_age: float | None = None) -> Progress:
         """`total_epochs` None: the run's own `epochs` param (a config file may set it), when it logged one."""
@@ -104,7 +133,13 @@ class RunReader:
         done = epochs_done(curves)
         if done is not None and total_epochs:
             done = min(done, total_epochs)
-        return Progress(current_epoch=done, total_epochs=total_epochs, metrics=metrics, run_status=run.info.status)
+        status, tags = run.info.status, dict(run.data.tags)
+        phase = phase_of(status, tags, done, total_epochs)
+        pace = seconds_per_epoch(curves)
+        eta = None
+        if phase == "training" and pace is not None and done and total_epochs:
+            eta = round(pace * (total_epochs - done), 1)
+        return Progress(done, total_epochs, metrics, status, phase, eta, tags.get(METRIC_TAG))
 
 
 def main(argv: list[str]) -> None:
@@ -113,7 +148,8 @@ def main(argv: list[str]) -> None:
     reader = RunReader(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"), ttl=0)
     total = int(float(argv[1])) if len(argv) > 1 else None
     p = reader.progress(argv[0], total)
-    print(f"{p.run_status}: epoch {p.current_epoch}/{p.total_epochs} ({p.percent}%)")
+    eta = f", about {p.eta_seconds:.0f} s left" if p.eta_seconds is not None else ""
+    print(f"{p.run_status}: epoch {p.current_epoch}/{p.total_epochs} ({p.percent}%), {p.phase or 'ended'}{eta}")
     for key, value in sorted(p.metrics.items()):
         print(f"  {key} = {value:.6g}")
 

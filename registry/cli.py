@@ -98,6 +98,12 @@ def describe_result(result: PromotionResult) -> list[str]:
 @click.option("--max", "max_value", type=float, help="Refuse when the metric is above this.")
 @click.option("--force", is_flag=True, help="Move the alias even when a gate fails; the override is recorded.")
 @click.option("--reason", default="", help="Why; stored with the move.")
+@click.option(
+    "--significance",
+    type=float,
+    help="Refuse unless the improvement is significant at this level (e.g. 0.05): a one-sided Welch t-test over "
+    "the kiln cv folds or seeds, or the repeated runs, of both versions.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @reported
 def promote_command(
@@ -111,12 +117,13 @@ def promote_command(
     max_value: float | None,
     force: bool,
     reason: str,
+    significance: float | None,
     as_json: bool,
 ) -> None:
     """Point ALIAS of MODEL at a version, if it is not worse than the version holding ALIAS now."""
     result = promote(
         model, version=version, run_id=run_id, alias=alias, metric=metric, mode=mode,
-        min_value=min_value, max_value=max_value, force=force, reason=reason,
+        min_value=min_value, max_value=max_value, force=force, reason=reason, significance=significance,
     )  # fmt: skip
     click.echo(to_json(result) if as_json else "\n".join(describe_result(result)))
 
@@ -137,6 +144,9 @@ def rollback_command(model: str, alias: str, to_version: str | None, reason: str
 def describe_event(event: AliasEvent) -> list[str]:
     was = f"v{event.previous_version}" if event.previous_version is not None else "-"
     action = f"{event.action} (forced)" if event.forced else event.action
+    if event.significance is not None:
+        p_value = event.significance.get("p_value")
+        action += f" p={p_value:.3g}" if isinstance(p_value, float) else " (no stats)"
     judged = ""
     if event.metric is not None and event.value is not None:
         before = f" (was {fmt(event.previous_value)})" if event.previous_value is not None else ""
@@ -166,15 +176,19 @@ def history_command(model: str, alias: str | None, as_json: bool) -> None:
 
 
 def describe_model(summary: ModelSummary) -> list[list[str]]:
+    """One row per alias, and one for the latest version when no alias holds it (its metrics decide a promotion)."""
     latest = f"v{summary.latest_version}" if summary.latest_version is not None else "-"
-    if not summary.aliases:
-        return [[summary.name, latest, "-", "-", "-", ""]]
     rows = []
     for info in summary.aliases:
         promoted = f"{(info.promoted_at or '')[:16].replace('T', ' ')} {info.promoted_by or ''}".strip() or "-"
-        metrics = " ".join(f"{k}={fmt(v)}" for k, v in info.metrics.items())
-        rows.append([summary.name, latest, info.alias, f"v{info.version}", promoted, metrics])
-    return rows
+        rows.append([summary.name, latest, info.alias, f"v{info.version}", promoted, _metrics_text(info.metrics)])
+    if summary.latest_version is not None and all(i.version != summary.latest_version for i in summary.aliases):
+        rows.append([summary.name, latest, "-", latest, "-", _metrics_text(summary.latest_metrics)])
+    return rows or [[summary.name, latest, "-", "-", "-", ""]]
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={fmt(v)}" for k, v in metrics.items())
 
 
 @click.command("models")

@@ -30,6 +30,7 @@ def test_a_job_runs_with_live_progress_logs_and_metrics(client: TestClient, sett
 
     live = wait_for(client, job_id, lambda j: (j["progress"]["current_epoch"] or 0) >= 1)
     assert live["status"] == "running" and 0 < live["progress"]["percent"] < 100
+    assert live["progress"]["phase"] in ("training", "finishing")
     assert live["run_id"] and live["metrics"]["train_loss"] > 0
 
     with client.stream("GET", f"/api/training/{job_id}/logs/stream") as stream:
@@ -39,7 +40,12 @@ def test_a_job_runs_with_live_progress_logs_and_metrics(client: TestClient, sett
 
     job = client.get(f"/api/training/{job_id}").json()
     assert job["status"] == "completed" and job["exit_code"] == 0 and job["error"] is None
-    assert job["progress"] == {"current_epoch": 4, "total_epochs": 4, "percent": 100.0}
+    assert job["progress"] == {
+        "current_epoch": 4, "total_epochs": 4, "percent": 100.0, "phase": None, "eta_seconds": None,
+        "stopped_early": False,
+    }  # fmt: skip
+    assert job["registered"] == []  # the tiny project registers no model
+    assert client.get(f"/api/training/{job_id}/preview").status_code == 404  # nor logs a picture
     assert job["metrics"] == {"train_loss": 0.25, "val_acc": 1.0}
     assert job["mlflow_url"] == f"http://127.0.0.1:5000/#/experiments/0/runs/{job['run_id']}"
     assert job["finished_at"] >= job["started_at"] >= job["created_at"]

@@ -64,3 +64,48 @@ def test_registry_errors_keep_their_status(client: TestClient, two_versions: Mlf
     assert bad.status_code == 400 and "version 'two'" in bad.json()["detail"]
     assert client.post("/api/models/edgnet/promote", json={"version": 1, "colour": "red"}).status_code == 422
     assert client.post("/api/models/edgnet/rollback", json={}).status_code == 409  # nothing promoted yet
+
+
+def test_versions_carry_their_aliases_and_the_latest_metrics(client: TestClient, two_versions: MlflowClient) -> None:
+    (model,) = client.get("/api/models").json()["models"]
+    assert model["latest_metrics"] == {"val_iou": 0.7}  # shown before any alias exists
+    assert client.post("/api/models/edgnet/promote", json={"version": 2}).status_code == 200
+    client.post("/api/models/edgnet/promote", json={"version": 1, "alias": "staging"})
+    model = client.get("/api/models/edgnet").json()
+    assert [(v["version"], v["aliases"]) for v in model["versions"]] == [(2, ["production"]), (1, ["staging"])]
+    assert model["mlflow_url"] == "http://127.0.0.1:5000/#/models/edgnet"
+    assert model["versions"][0]["mlflow_url"].endswith("/#/models/edgnet/versions/2")
+
+
+def test_a_refusal_offers_the_page_force_not_a_cli_flag(client: TestClient, two_versions: MlflowClient) -> None:
+    client.post("/api/models/edgnet/promote", json={"version": 2})
+    refused = client.post("/api/models/edgnet/promote", json={"version": 1})
+    body = refused.json()
+    assert refused.status_code == 409 and body["can_force"] is True
+    assert "--force" not in body["detail"] and "val_iou 0.6 is worse than production v2's 0.7" in body["detail"]
+    forced = client.post("/api/models/edgnet/promote", json={"version": 1, "force": True, "reason": "hotfix"})
+    assert forced.status_code == 200 and forced.json()["forced"] is True
+    missing = client.post("/api/models/nope/promote", json={"version": 1}).json()
+    assert "can_force" not in missing
+
+
+def test_a_run_knows_its_registered_versions_and_newest_picture(settings: Settings, tmp_path: Path) -> None:
+    import numpy as np
+
+    from jobs.views import latest_preview, registered_versions
+
+    mlflow = MlflowClient(settings.tracking_uri)
+    run_id = mlflow.create_run("0").info.run_id
+    assert latest_preview(mlflow, run_id, finished=False) is None
+    mlflow.create_registered_model("seg")
+    (tmp_path / "model").mkdir()
+    mlflow.create_model_version("seg", source=str(tmp_path / "model"), run_id=run_id)
+    mlflow.set_registered_model_alias("seg", "production", "1")
+    assert registered_versions(mlflow, run_id) == [
+        {"name": "seg", "version": 1, "status": "READY", "aliases": ["production"]}
+    ]
+    for name in ("epoch_001.png", "epoch_010.png", "best.png"):
+        (tmp_path / name).write_bytes(np.zeros(8, np.uint8).tobytes())
+        mlflow.log_artifact(run_id, str(tmp_path / name), "overlays")
+    assert latest_preview(mlflow, run_id, finished=False) == "overlays/epoch_010.png"
+    assert latest_preview(mlflow, run_id, finished=True) == "overlays/best.png"  # the registered weights

@@ -44,6 +44,23 @@ def test_reader_reads_a_real_run(tmp_path: Path, make_store: Callable[[Path], Pa
     assert reader.progress(run_id, total_epochs=None).percent == 25.0
 
 
+def test_phase_and_eta_follow_the_run(tmp_path: Path, make_store: Callable[[Path], Path]) -> None:
+    client = MlflowClient(f"sqlite:///{make_store(tmp_path)}")
+    run_id = client.create_run("0").info.run_id
+    for epoch, ms in [(1, 10_000), (2, 12_000), (3, 14_000)]:  # 2 s an epoch
+        client.log_metric(run_id, "val_iou", 0.5, timestamp=ms, step=epoch)
+    client.set_tag(run_id, "kiln.metric", "best_val_iou")
+    reader = RunReader(client.tracking_uri, ttl=0)
+    p = reader.progress(run_id, total_epochs=5)
+    assert (p.phase, p.eta_seconds, p.task_metric) == ("training", 4.0, "best_val_iou")
+    assert reader.progress(run_id, total_epochs=3).phase == "finishing"  # epochs over, nothing tagged yet
+    client.set_tag(run_id, "kiln.phase", "registering")
+    p = reader.progress(run_id, total_epochs=3)
+    assert (p.phase, p.eta_seconds) == ("registering", None)
+    client.set_terminated(run_id, "FINISHED")
+    assert reader.progress(run_id, total_epochs=3).phase is None
+
+
 def test_a_config_file_epoch_count_comes_from_the_run_params() -> None:
     assert logged_epochs({"epochs": "30"}) == 30
     assert logged_epochs({"train.epochs": "12", "lr": "0.1"}) == 12

@@ -56,3 +56,10 @@ def test_bad_values_name_the_variable(tiny_project: Path, name: str, value: str,
 def test_a_folder_without_mlproject_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="has no MLproject file"):
         Settings.from_env({"KILN_PROJECT_DIR": str(tmp_path)})
+
+
+def test_access_log_is_off_unless_asked_for(tiny_project: Path) -> None:
+    assert Settings.from_env({}, project_dir=tiny_project).access_log is False
+    assert Settings.from_env({"KILN_JOBS_ACCESS_LOG": "1"}, project_dir=tiny_project).access_log is True
+    with pytest.raises(SettingsError, match="KILN_JOBS_ACCESS_LOG='loud' is not a boolean"):
+        Settings.from_env({"KILN_JOBS_ACCESS_LOG": "loud"}, project_dir=tiny_project)

@@ -85,6 +85,6 @@ def test_models_table_and_json(make_version: MakeVersion) -> None:
     lines = kiln("models").output.splitlines()
     assert lines[0].split() == ["MODEL", "LATEST", "ALIAS", "VERSION", "PROMOTED", "(UTC)", "METRICS"]
     assert lines[1].split()[:4] == ["seg", "v1", "production", "v1"] and lines[1].endswith("val_iou=0.75 val_loss=0.25")
-    assert lines[2].split() == ["tab", "v1", "-", "-", "-"]
+    assert lines[2].split() == ["tab", "v1", "-", "v1", "-", "auc=0.9"]  # no alias yet: the latest version's metrics
     data = json.loads(kiln("models", "--json").output)
     assert data[0]["aliases"][0]["metrics"] == {"val_iou": 0.75, "val_loss": 0.25}

@@ -33,6 +33,8 @@ def test_lists_every_model_with_aliases_in_a_fixed_order(make_version: MakeVersi
     assert [a.promoted_at for a in seg.aliases] == [moved_at["production"], moved_at["staging"], moved_at["a-test"]]
     assert seg.aliases[1].metrics == {"val_iou": 0.8}  # system metrics left out
     assert production.run_id is not None and len(production.run_id) == 32
+    assert (seg.latest_run_id, seg.latest_metrics) == (seg.aliases[1].run_id, {"val_iou": 0.8})
+    assert tab.latest_metrics == {"auc": 0.9} and tab.latest_run_id is not None  # shown before any promotion
 
 
 def test_named_metrics_replace_the_key_ones(make_version: MakeVersion) -> None:
@@ -42,7 +44,7 @@ def test_named_metrics_replace_the_key_ones(make_version: MakeVersion) -> None:
 
 
 def test_key_metrics_fall_back_to_plain_metrics_without_val_ones() -> None:
-    metrics = {"auc": 0.9, "lr": 0.1, "epoch": 3.0, "system/gpu": 1.0, **{f"m{i}": float(i) for i in range(9)}}
+    metrics = {"auc": 0.9, "lr": 0.1, "epoch": 3.0, "best_epoch": 4.0, "registered_version": 2.0, "system/gpu": 1.0, **{f"m{i}": float(i) for i in range(9)}}
     shown = key_metrics(metrics, (), hint=None)
     assert list(shown) == ["auc", "m0", "m1", "m2", "m3", "m4"]  # sorted, capped at 6, no bookkeeping
 
