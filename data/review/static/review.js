@@ -203,6 +203,7 @@ function render() {
     label.setAttribute("x", box.x1 + 2 / screenScale());
     label.setAttribute("y", Math.max(box.y1 - 4 / screenScale(), 12 / screenScale()));
     label.setAttribute("font-size", 13 / screenScale());
+    label.setAttribute("stroke-width", 3 / screenScale());
     const name = state.names[box.class_id] ?? `class ${box.class_id}`;
     label.textContent = box.confidence != null ? `${name} ${box.confidence.toFixed(2)}` : name;
     g.append(frame, label);
