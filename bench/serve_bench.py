@@ -119,9 +119,9 @@ def measure_raw(
 
     options = None
     if kiln_options:
-        from serving.store import _session_options, physical_cores
+        from serving.runtime import physical_cores, session_options
 
-        options = _session_options(physical_cores(), spinning=False)
+        options = session_options(physical_cores(), spinning=False)
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     for _ in range(2):
         session.run(None, feeds)

@@ -3,7 +3,7 @@
     MLFLOW_TRACKING_URI=sqlite:///mlflow.db uvicorn --factory serving.app:app_from_env --port 8080
 
 Routes: Open Inference Protocol under /v2 (serving/protocol_v2.py), MLflow's /invocations and /ping
-(serving/invocations.py), task endpoints /v1/models/{name}/predict (serving/tasks.py), the webhook receiver
+(serving/invocations.py), task endpoints /v1/models/{name}/predict (serving/task_routes.py), the webhook receiver
 (serving/watcher.py), and here the status routes /v1/models, a reload trigger, and /metrics. Interactive
 OpenAPI docs are at /docs.
 """
@@ -23,7 +23,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving import invocations, protocol_v2, tasks, watcher
+from core.errors import KilnError
+from core.http import error_response, install_error_handler
+from serving import invocations, protocol_v2, task_routes, watcher
 from serving.errors import BadRequest, MethodNotAllowed, RouteNotFound, ServingError
 from serving.http import json_response, request_store
 from serving.metrics import Metrics
@@ -70,10 +72,10 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
     )
     app.state.settings, app.state.store, app.state.metrics = settings, store, metrics
     app.state.watcher = watcher.Watcher(store, settings.poll_seconds)
-    for router in (protocol_v2.router, invocations.router, tasks.router, status_router, watcher.router):
+    for router in (protocol_v2.router, invocations.router, task_routes.router, status_router, watcher.router):
         app.include_router(router)
     _add_error_handlers(app)
-    app.add_middleware(FastPath, routes=_fast_routes(protocol_v2.router, invocations.router, tasks.router))
+    app.add_middleware(FastPath, routes=_fast_routes(protocol_v2.router, invocations.router, task_routes.router))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_token:
         app.add_middleware(AuthMiddleware, token=settings.api_token)
@@ -111,9 +113,8 @@ class FastPath:
         handler: Handler = route.endpoint
         try:
             response = await handler(request=Request(scope, receive), **params)
-        except ServingError as err:
-            response = json_response(err.to_json(), status_code=err.status_code)
-            response.headers.update(err.headers)
+        except KilnError as err:
+            response = error_response(err, render_error)
         await response(scope, receive, send)
 
     def _match(self, scope: Scope) -> tuple[APIRoute, dict[str, str]] | None:
@@ -220,12 +221,13 @@ def slot_status(slot: ModelSlot, store: ModelStore) -> dict[str, Any]:
 # --- errors -----------------------------------------------------------------------------------------------
 
 
+def render_error(err: KilnError) -> dict[str, Any]:
+    """The server's JSON error body: `error` is where KServe V2 and Triton clients look for the message."""
+    return {"error": err.message, "code": err.code}
+
+
 def _add_error_handlers(app: FastAPI) -> None:
-    async def serving_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ServingError)
-        response = json_response(exc.to_json(), status_code=exc.status_code)
-        response.headers.update(exc.headers)
-        return response
+    install_error_handler(app, render_error)  # every KilnError, ServingError included
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -235,12 +237,14 @@ def _add_error_handlers(app: FastAPI) -> None:
             error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
         else:
             return json_response({"error": str(exc.detail), "code": "http_error"}, status_code=exc.status_code)
-        return await serving_error(request, error)
+        response: Response = error_response(error, render_error)
+        return response
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return await serving_error(request, BadRequest(problems or "invalid request"))
+        response: Response = error_response(BadRequest(problems or "invalid request"), render_error)
+        return response
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         request_id = getattr(request.state, "request_id", "?")
@@ -248,7 +252,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         body = {"error": f"internal error; the server log has it under request id {request_id}", "code": "internal"}
         return json_response(body, status_code=500)
 
-    app.add_exception_handler(ServingError, serving_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, internal_error)

@@ -2,6 +2,7 @@
 
     MLFLOW_TRACKING_URI=sqlite:///mlflow.db kiln serve --models edgnet,skinmodel --port 8080
     kiln serve --alias staging --host 0.0.0.0 --workers 2
+    python -m serving.cli edgnet production    # load once the way the server would, print what it would serve
 
 Models, alias and their versions are checked before the port opens, so a typo in `--models` is one clear line,
 not a traceback. With one worker the models are loaded before uvicorn starts. With `--workers N` each worker
@@ -17,6 +18,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from typing import Any
 
@@ -145,3 +147,42 @@ def bind_tcp(host: str, port: int) -> socket.socket:
         raise click.ClickException(f"cannot bind {host}:{port}: {err.strerror}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def check_load(argv: list[str]) -> None:
+    """Load `MODEL [ALIAS]` once the way the server would (every step of serving/loading.py), print its status."""
+    import json
+
+    from serving.errors import ModelNotFound, SwapRefused
+    from serving.loading import batch_config
+    from serving.metrics import Metrics
+    from serving.store import ModelStore
+
+    if not argv:
+        sys.exit("usage: python -m serving.cli MODEL [ALIAS]")
+    name, alias = argv[0], argv[1] if len(argv) > 1 else "production"
+    settings = ServeSettings.from_env(models=(name,), alias=alias)
+    store = ModelStore(settings, Metrics())
+    try:
+        version = store.resolve_version(name)
+        model = store.load(name, version)
+    except ModelNotFound as err:
+        sys.exit(f"Error: {err.message}")
+    except SwapRefused as err:
+        sys.exit(f"Error: {err}")
+    config = batch_config(model, settings)
+    summary = {
+        "name": name,
+        "version": version,
+        "task": model.contract.task,
+        "inputs": [s.to_json() for s in model.inputs],
+        "outputs": [s.to_json() for s in model.outputs],
+        "load_seconds": model.load_seconds,
+        "ms_per_row": round(model.ms_per_row, 4),
+        "max_batch_size": config.max_batch_size,
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    check_load(sys.argv[1:])

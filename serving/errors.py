@@ -60,6 +60,14 @@ class UnsupportedMediaType(ServingError):
     code = "unsupported_media_type"
 
 
+class ModelSourceError(ServingError):
+    """A model that cannot be loaded from where it was asked for: a bad `models:/` URI, an unknown name, alias or
+    version, a missing file, or one without a usable ONNX model and contract. The message names the source."""
+
+    status_code = 404
+    code = "bad_model_source"
+
+
 class ModelNotReady(ServingError):
     status_code = 503
     code = "model_not_ready"

@@ -19,7 +19,8 @@ from starlette.responses import Response
 from serving.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 if TYPE_CHECKING:
-    from serving.store import LoadedModel, ModelStore
+    from serving.loading import LoadedModel
+    from serving.store import ModelStore
 
 
 def request_store(request: Request) -> ModelStore:

@@ -21,11 +21,12 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
-from serving.contract import TabularPost
+from core.contract import TabularPost
 from serving.errors import BadRequest, UnsupportedMediaType
 from serving.http import json_response, media_type, parse_json, read_body, request_store
-from serving.store import LoadedModel, infer
-from serving.tasks import records_to_matrix
+from serving.loading import LoadedModel
+from serving.postprocess import records_to_matrix
+from serving.store import infer
 from serving.tensors import as_array, cast_to_spec, check_shape
 
 router = APIRouter(tags=["MLflow scoring protocol"])

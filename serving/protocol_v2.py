@@ -22,7 +22,8 @@ from starlette.responses import Response
 
 from serving.errors import BadRequest, ModelNotFound, ModelNotReady
 from serving.http import json_response, parse_json, read_body, request_store
-from serving.store import Deployed, LoadedModel, infer
+from serving.loading import LoadedModel
+from serving.store import Deployed, infer
 from serving.tensors import V2_TO_NUMPY, TensorSpec, cast_to_spec, check_shape
 
 router = APIRouter(tags=["Open Inference Protocol (KServe V2)"])

@@ -3,17 +3,19 @@
     KILN_API_TOKEN=secret KILN_POLL_SECONDS=5 kiln serve --models edgnet
 
 `kiln serve` flags override the environment (`--models`, `--alias`); everything else comes from `KILN_*`
-variables. A bad value fails at start-up naming the variable and the value.
+variables, read through `core.settings.read_env` as every kiln service reads its own. A bad value fails at
+start-up with a `SettingsError` naming the variable and the value.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-T = TypeVar("T")
+from core.errors import SettingsError
+from core.settings import env_name as core_env_name
+from core.settings import read_env, to_env
 
 MiB = 1024 * 1024
 
@@ -42,16 +44,7 @@ class ServeSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:
         """Read `KILN_<FIELD>` for every field, then apply `overrides` (from CLI flags) where not None."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            var = env_name(f.name)
-            raw = env.get(var)
-            if raw is not None and raw != "":
-                values[f.name] = _PARSERS[f.name](var, raw)
-        settings = replace(cls(), **values)
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return replace(settings, **given).validated()
+        return read_env(cls, environ, names=ENV_NAMES, parsers={"models": _names}, **overrides).validated()
 
     def validated(self) -> ServeSettings:
         checks = {
@@ -68,52 +61,22 @@ class ServeSettings:
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"{env_name(name)}={getattr(self, name)!r} is out of range")
+                raise SettingsError(f"{env_name(name)}={getattr(self, name)!r} is out of range")
         if not self.alias:
-            raise ValueError("the alias to serve must not be empty")
+            raise SettingsError("the alias to serve must not be empty")
         return self
 
     def env(self) -> dict[str, str]:
         """These settings as `KILN_*` variables, so that uvicorn worker processes rebuild the same object."""
-        out: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            if isinstance(value, tuple):
-                value = ",".join(value)
-            elif isinstance(value, bool):
-                value = "1" if value else "0"
-            out[env_name(f.name)] = str(value)
-        return out
+        return to_env(self, names=ENV_NAMES)
+
+
+ENV_NAMES = {"tracking_uri": "MLFLOW_TRACKING_URI"}  # every other field is KILN_<FIELD>
 
 
 def env_name(field_name: str) -> str:
     """The environment variable of a settings field: KILN_<FIELD>, except MLflow's own tracking URI."""
-    return "MLFLOW_TRACKING_URI" if field_name == "tracking_uri" else f"KILN_{field_name.upper()}"
-
-
-def _number(kind: Callable[[str], T]) -> Callable[[str, str], T]:
-    def parse(var: str, raw: str) -> T:
-        try:
-            return kind(raw)
-        except ValueError:
-            raise ValueError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
-
-    return parse
-
-
-def _bool(var: str, raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"{var}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
-
-
-def _str(var: str, raw: str) -> str:
-    return raw
+    return core_env_name(field_name, ENV_NAMES)
 
 
 def _names(var: str, raw: str) -> tuple[str, ...]:
@@ -125,27 +88,5 @@ def parse_model_list(raw: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in raw.split(",") if n.strip())
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"model names given twice: {duplicates}")
+        raise SettingsError(f"model names given twice: {duplicates}")
     return names
-
-
-_PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "models": _names,
-    "alias": _str,
-    "poll_seconds": _number(float),
-    "api_token": _str,
-    "webhook_secret": _str,
-    "webhook_tolerance_seconds": _number(float),
-    "swap_retry_seconds": _number(float),
-    "max_body_bytes": _number(int),
-    "max_batch_size": _number(int),
-    "max_batch_ms": _number(float),
-    "max_queue_delay_ms": _number(float),
-    "instances": _number(int),
-    "inline_run_ms": _number(float),
-    "intra_op_threads": _number(int),
-    "ort_spinning": _bool,
-    "access_log": _bool,
-    "cache_dir": _str,
-    "tracking_uri": _str,
-}

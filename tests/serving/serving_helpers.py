@@ -12,12 +12,11 @@ tests share one registry per module (conftest.py); swap tests build their own on
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +26,21 @@ import onnx
 from mlflow import MlflowClient
 from onnx import TensorProto, helper, numpy_helper
 
+from core.contract import (
+    DetectionPost,
+    ModelContract,
+    Postprocess,
+    Preprocess,
+    RegressionPost,
+    SegmentationPost,
+    TabularPost,
+)
 from serving.settings import ServeSettings
 
 OPSET = 17
 
-SEG_PRE = {"color": "gray", "size": [32, 32], "resize": "stretch", "scale": 1 / 255, "mean": [0.0], "std": [1.0]}
-DET_PRE = {
-    "color": "rgb",
-    "size": [64, 64],
-    "resize": "letterbox",
-    "scale": 1 / 255,
-    "mean": [0.0, 0.0, 0.0],
-    "std": [1.0, 1.0, 1.0],
-    "pad_value": 114,
-}
+SEG_PRE = Preprocess(color="gray", size=(32, 32), resize="stretch", scale=1 / 255, mean=(0.0,), std=(1.0,))
+DET_PRE = Preprocess(color="rgb", size=(64, 64), resize="letterbox", scale=1 / 255, pad_value=114)
 DET_NAMES = ["smoke", "fire"]
 # xywh in letterboxed 64x64 pixels, then one score per class. B overlaps A (same class) and is suppressed.
 DET_BOXES = [
@@ -52,11 +52,9 @@ DET_BOXES = [
 FEATURES = ["f0", "f1", "f2", "f3"]
 
 
-def _meta(task: str, family: str, pre: dict[str, Any] | None, post: dict[str, Any]) -> dict[str, str]:
-    meta = {"kiln.task": task, "kiln.family": family, "kiln.postprocess": json.dumps(post)}
-    if pre is not None:
-        meta["kiln.preprocess"] = json.dumps(pre)
-    return meta
+def _meta(task: str, family: str, pre: Preprocess | None, post: Postprocess) -> dict[str, str]:
+    """The kiln.* metadata as training writes it: built by the typed contract, never by hand."""
+    return ModelContract(task=task, family=family, preprocess=pre, postprocess=post).to_metadata()
 
 
 def with_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> onnx.ModelProto:
@@ -80,8 +78,9 @@ def seg_model(bias: float = 0.5, size: int = 32, threshold: float = 0.5) -> onnx
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1, size, size])
     b = numpy_helper.from_array(np.array(bias, dtype=np.float32), "bias")
     model = _graph([helper.make_node("Sub", ["input", "bias"], ["output"])], [x], [y], [b])
-    pre = {**SEG_PRE, "size": [size, size]}
-    return with_metadata(model, _meta("segmentation", "edgnet", pre, {"activation": "sigmoid", "threshold": threshold}))
+    pre = replace(SEG_PRE, size=(size, size))
+    post = SegmentationPost(activation="sigmoid", threshold=threshold)
+    return with_metadata(model, _meta("segmentation", "edgnet", pre, post))
 
 
 def nan_model() -> onnx.ModelProto:
@@ -111,15 +110,15 @@ def _constant_head(input_shape: list[Any], const: np.ndarray, out_shape: list[An
 def det_model() -> onnx.ModelProto:
     const = np.array(DET_BOXES, dtype=np.float32).T  # [4+nc, N]
     model = _constant_head(["batch", 3, 64, 64], const, ["batch", 4 + len(DET_NAMES), len(DET_BOXES)])
-    post = {"layout": "[B,4+nc,N]", "box_format": "xywh", "nms": False, "names": DET_NAMES, "conf": 0.25, "iou": 0.45}
+    post = DetectionPost(names=tuple(DET_NAMES), conf=0.25, iou=0.45, box_format="xywh", nms=False)
     return with_metadata(model, _meta("detection", "yolo", DET_PRE, post))
 
 
 def reg_model() -> onnx.ModelProto:
     const = np.arange(2 * 2 * 30, dtype=np.float32).reshape(2, 2, 30) / 100
     model = _constant_head(["batch", 1, 16, 16], const, ["batch", 2, 2, 30])
-    pre = {**SEG_PRE, "size": [16, 16]}
-    return with_metadata(model, _meta("regression", "cr_recon", pre, {"output_shape": [2, 2, 30], "layout": "BGGR"}))
+    post = RegressionPost(output_shape=(2, 2, 30), layout="BGGR")
+    return with_metadata(model, _meta("regression", "cr_recon", replace(SEG_PRE, size=(16, 16)), post))
 
 
 def tabular_model(seed: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
@@ -133,7 +132,7 @@ def tabular_model(seed: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
     y = (x[:, 0] + x[:, 1] > 0).astype(int)
     clf = XGBClassifier(n_estimators=8, max_depth=3, n_jobs=1, random_state=seed).fit(x, y)
     model = onnxmltools.convert_xgboost(clf, initial_types=[("input", FloatTensorType([None, len(FEATURES)]))])
-    post = {"task": "binary", "feature_names": FEATURES, "classes": ["no", "yes"]}
+    post = TabularPost(task="binary", feature_names=tuple(FEATURES), classes=("no", "yes"))
     return with_metadata(model, _meta("tabular", "skinmodel", None, post)), x[:2]
 
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from serving.contract import ContractError, DetectionPost, SegmentationPost, TabularPost, parse_contract
+from core.contract import DetectionPost, SegmentationPost, TabularPost, parse_contract
+from core.errors import ContractError
 
 
 def _meta(task: str, pre: dict | None, post: dict) -> dict[str, str]:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from serving_helpers import png_bytes
 
-from serving.contract import Preprocess
+from core.contract import Preprocess
+from core.preprocess import prepare, resize, to_color, to_tensor, unletterbox_boxes, unletterbox_map
 from serving.errors import BadRequest
-from serving.imaging import decode_image, preprocess, resize, to_color, to_tensor, unletterbox_map
+from serving.imaging import decode_image
 
 
 def _pre(**kw: object) -> Preprocess:
@@ -21,12 +22,10 @@ def _pre(**kw: object) -> Preprocess:
         "size": (64, 64),
         "resize": "letterbox",
         "scale": 1 / 255,
-        "mean": (0.0, 0.0, 0.0),
-        "std": (1.0, 1.0, 1.0),
         "layout": "NCHW",
         "pad_value": 114,
     }
-    return Preprocess(**{**base, **kw})  # type: ignore[arg-type]
+    return Preprocess(**{**base, **kw})  # type: ignore[arg-type]  # mean and std default to 0 and 1 per channel
 
 
 @pytest.mark.parametrize("data", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 20])
@@ -87,9 +86,7 @@ def test_letterbox_matches_ultralytics_pixel_for_pixel(shape: tuple[int, int]) -
     assert np.array_equal(ours, theirs)
     box = np.array([[10.0, 20.0, 40.0, 50.0]])
     expected = scale_boxes((64, 64), box.copy(), shape)
-    from serving.tasks import _to_original
-
-    assert np.allclose(_to_original(box, geometry), expected, atol=1e-4)
+    assert np.allclose(unletterbox_boxes(box, geometry), expected, atol=1e-4)
 
 
 def test_to_tensor_scales_then_normalises_per_channel() -> None:
@@ -102,7 +99,8 @@ def test_to_tensor_scales_then_normalises_per_channel() -> None:
 def test_preprocess_end_to_end_and_mask_back_to_original() -> None:
     image = np.zeros((32, 64), np.uint8)
     image[:, 32:] = 255
-    tensor, geometry = preprocess(png_bytes(image), _pre(color="gray", mean=(0.0,), std=(1.0,)), np.dtype(np.float16))
+    pre = _pre(color="gray", mean=(0.0,), std=(1.0,))
+    tensor, geometry = prepare(decode_image(png_bytes(image)), pre, np.dtype(np.float16))
     assert tensor.shape == (1, 1, 64, 64) and tensor.dtype == np.float16
     assert geometry.pad_top == 16 and geometry.inner_h == 32
     restored = unletterbox_map(tensor[0, 0].astype(np.float32), geometry)

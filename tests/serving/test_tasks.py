@@ -11,11 +11,11 @@ import pytest
 from serving_helpers import png_bytes
 
 from serving.errors import BadRequest
-from serving.tasks import TASKS, nms, records_to_matrix
+from serving.postprocess import TASKS, nms, records_to_matrix
 
 
 def test_every_contract_task_has_a_handler() -> None:
-    from serving.contract import TASKS as CONTRACT_TASKS
+    from core.contract import TASKS as CONTRACT_TASKS
 
     assert sorted(TASKS) == sorted(CONTRACT_TASKS)
 

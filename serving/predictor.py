@@ -1,0 +1,313 @@
+"""Run a registered model with its family's pre- and post-processing, without HTTP: the model object the
+server, the shadow, the auto-labeller and distillation share.
+
+    python -m serving.predictor models:/edgnet@production part.png [more.png ...]
+    python -c "from serving.predictor import Predictor; p = Predictor.load('models:/skin/3'); \
+print(p.predict_records([{'age': 41, 'bmi': 27.1}]).to_json())"
+
+`Predictor.load` takes `models:/NAME@ALIAS`, `models:/NAME/VERSION`, a local `.onnx` file (the contract is read
+from its metadata_props) or a local MLflow model folder, and opens an onnxruntime session with the server's
+options (serving/runtime.py). Predictions come back typed (serving/postprocess.py): masks and boxes in the
+original image's pixels, class names from the contract, and `.to_json()` giving the task endpoint's body.
+The server's task endpoint calls the same `prepare_*` / `finish_*` steps, with its batcher in between.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from core.contract import ModelContract
+from core.errors import KilnError
+from core.preprocess import Geometry
+from serving import runtime
+from serving.artifacts import (
+    ModelsUri,
+    download,
+    onnx_file,
+    onnx_metadata,
+    parse_models_uri,
+    reason,
+    registry_client,
+)
+from serving.errors import BadRequest, ModelSourceError
+from serving.imaging import decode_image
+from serving.postprocess import (
+    Feeds,
+    ImageResult,
+    ImageTask,
+    Params,
+    Tabular,
+    TabularResults,
+    Task,
+    get_task,
+)
+from serving.tensors import TensorSpec
+
+DEFAULT_BATCH = 8  # images per session run in predict_images
+
+
+class Predictor:
+    """One ONNX model version with an open session, its contract and its task's pre- and post-processing."""
+
+    def __init__(
+        self,
+        session: Any,
+        contract: ModelContract,
+        *,
+        name: str,
+        version: str | None = None,
+        run_id: str | None = None,
+        source: str = "",
+        threads: int = 0,
+    ) -> None:
+        """Wrap an open `ort.InferenceSession`; raises ValueError when its tensors do not fit the contract."""
+        self.session = session
+        self.contract = contract
+        self.name = name
+        self.version = version
+        self.run_id = run_id
+        self.source = source or name
+        self.threads = threads
+        self.inputs = tuple(TensorSpec.from_ort(n) for n in session.get_inputs())
+        self.outputs = tuple(TensorSpec.from_ort(n) for n in session.get_outputs())
+        self.task: Task | None = get_task(contract.task) if contract.task is not None else None
+        if self.task is not None:
+            self.task.check_io(contract, self.inputs, self.outputs)
+
+    # --- loading ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls, source: str | Path, *, tracking_uri: str | None = None, session_options: Any | None = None
+    ) -> Predictor:
+        """Load from `models:/NAME@ALIAS`, `models:/NAME/VERSION`, an `.onnx` file or an MLflow model folder.
+
+        Args:
+            tracking_uri: the registry for `models:/` sources; MLflow's default (MLFLOW_TRACKING_URI) when None.
+            session_options: an `ort.SessionOptions`; the server's options (runtime.session_options) when None.
+
+        Raises:
+            ModelSourceError: naming the source and what is wrong with it.
+        """
+        text = str(source)
+        try:
+            uri = parse_models_uri(text)
+            if uri is not None:
+                return cls._from_registry(uri, text, tracking_uri, session_options)
+            path = Path(text).expanduser()
+            if path.is_file() and path.suffix == ".onnx":
+                return cls.from_onnx(path, session_options=session_options, source=text)
+            if path.is_dir() and (path / "MLmodel").is_file():
+                return cls.from_onnx(onnx_file(path), session_options=session_options, source=text)
+        except ModelSourceError:
+            raise
+        except Exception as err:
+            raise ModelSourceError(f"cannot load {text}: {reason(err)}") from err
+        if not path.exists():
+            raise ModelSourceError(f"cannot load {text}: no such file or folder, and not a models:/ URI")
+        raise ModelSourceError(
+            f"cannot load {text}: expected models:/NAME@ALIAS, models:/NAME/VERSION, an .onnx file "
+            "or an MLflow model folder (with an MLmodel file)"
+        )
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: Path,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        run_id: str | None = None,
+        session_options: Any | None = None,
+        contract: ModelContract | None = None,
+        source: str = "",
+    ) -> Predictor:
+        """Open `path`; the contract is read from its metadata_props unless given."""
+        contract = contract if contract is not None else ModelContract.parse(onnx_metadata(path))
+        options = session_options or runtime.session_options(runtime.default_threads(contract))
+        session = runtime.open_session(path, options)
+        return cls(
+            session,
+            contract,
+            name=name or contract.model_name or path.stem,
+            version=version,
+            run_id=run_id or contract.run_id,
+            source=source or str(path),
+            threads=runtime.session_threads(options),
+        )
+
+    @classmethod
+    def _from_registry(
+        cls, uri: ModelsUri, source: str, tracking_uri: str | None, session_options: Any | None
+    ) -> Predictor:
+        from mlflow.exceptions import MlflowException
+
+        client = registry_client(tracking_uri)
+        try:
+            if uri.alias is not None:
+                found = client.get_model_version_by_alias(uri.name, uri.alias)
+            else:
+                found = client.get_model_version(uri.name, uri.version)
+        except MlflowException as err:
+            raise ModelSourceError(f"cannot load {source}: {err.message}") from None
+        version = str(found.version)
+        with tempfile.TemporaryDirectory(prefix=f"kiln-{uri.name}-v{version}-") as directory:
+            local = download(client, uri.name, version, Path(directory), tracking_uri)
+            # the session holds the weights once open, so the downloaded files can go
+            return cls.from_onnx(
+                onnx_file(local),
+                name=uri.name,
+                version=version,
+                run_id=found.run_id,
+                session_options=session_options,
+                source=source,
+            )
+
+    # --- raw runs -----------------------------------------------------------------------------------------
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    def run(self, feeds: Feeds) -> Feeds:
+        """One session run: input name -> array in, output name -> array out."""
+        results = self.session.run(None, feeds)
+        return {spec.name: np.asarray(value) for spec, value in zip(self.outputs, results, strict=True)}
+
+    def predict_array(self, x: np.ndarray) -> np.ndarray:
+        """A batch for the model's one input -> its first output for the batch, with no pre- or post-processing."""
+        if len(self.inputs) != 1:
+            raise BadRequest(f"{self.source} has inputs {self.input_names}; use run() with one array per input")
+        spec = self.inputs[0]
+        array = np.asarray(x).astype(spec.dtype, copy=False)
+        if array.ndim != len(spec.shape):
+            raise BadRequest(f"{self.source}: input {spec.name!r} expects shape {spec.wire_shape}, got {array.shape}")
+        chunks = [array[i : i + 1] for i in range(len(array))] if spec.shape[0] == 1 else [array]
+        first = self.outputs[0].name
+        return np.concatenate([self.run({spec.name: chunk})[first] for chunk in chunks], axis=0)
+
+    # --- images -------------------------------------------------------------------------------------------
+
+    def predict_images(
+        self, images: Sequence[np.ndarray], *, batch_size: int = DEFAULT_BATCH, **options: float
+    ) -> list[ImageResult]:
+        """Decoded images (uint8 HxW gray or HxWx3 BGR, as cv2.imread gives them) -> one result each.
+
+        Options are the task endpoint's query parameters: `threshold` (segmentation), `conf`, `iou`, `max_det`
+        (detection); each defaults to the contract's value.
+        """
+        task = self._image_task()
+        params = task.check_params(options)
+        if self.inputs[0].shape[0] is not None:  # a graph exported with a fixed batch size
+            batch_size = self.inputs[0].shape[0] or 1
+        results: list[ImageResult] = []
+        for start in range(0, len(images), max(1, batch_size)):
+            chunk = [_as_image(start + i, im) for i, im in enumerate(images[start : start + batch_size])]
+            prepared = [self.prepare_image(im) for im in chunk]
+            feeds = {self.inputs[0].name: np.concatenate([f[self.inputs[0].name] for f, _ in prepared], axis=0)}
+            outputs = self.run(feeds)
+            results += [self.finish_image(outputs, g, params, row=i) for i, (_, g) in enumerate(prepared)]
+        return results
+
+    def predict_bytes(self, blobs: Sequence[bytes], **options: Any) -> list[ImageResult]:
+        """Encoded image files (PNG, JPEG, ...) -> one result each; undecodable bytes raise BadRequest."""
+        return self.predict_images([decode_image(b) for b in blobs], **options)
+
+    def prepare_image(self, image: np.ndarray) -> tuple[Feeds, Geometry]:
+        """One decoded image -> the feeds of a one-row run, and the geometry to map results back."""
+        task = self._image_task()
+        spec = self.inputs[0]
+        tensor, geometry = task.prepare(self.contract, spec, image)
+        return {spec.name: tensor}, geometry
+
+    def prepare_bytes(self, data: bytes) -> tuple[Feeds, Geometry]:
+        return self.prepare_image(decode_image(data))
+
+    def finish_image(self, outputs: Feeds, geometry: Geometry, params: Params, row: int = 0) -> ImageResult:
+        """Row `row` of a run's outputs -> that image's result (params already checked by check_params)."""
+        return self._image_task().finish(self.contract, outputs[self.outputs[0].name][row], geometry, params)
+
+    # --- records ------------------------------------------------------------------------------------------
+
+    def predict_records(self, records: list[dict[str, Any]]) -> TabularResults:
+        """Records ({feature: number | bool | None}) -> a label and probabilities each (or a value each)."""
+        feeds, rows = self.prepare_records(records)
+        return self.finish_records(self.run(feeds), rows)
+
+    def prepare_records(self, payload: Any) -> tuple[Feeds, int]:
+        """A list of records, or `{"records": [...]}` -> the feeds of one run and its row count."""
+        task = self._tabular_task()
+        spec = self.inputs[0]
+        matrix = task.prepare(self.contract, spec, payload)
+        return {spec.name: matrix}, len(matrix)
+
+    def finish_records(self, outputs: Feeds, rows: int) -> TabularResults:
+        return self._tabular_task().finish(self.contract, self.outputs, outputs, rows)
+
+    # --- helpers ------------------------------------------------------------------------------------------
+
+    def _image_task(self) -> ImageTask:
+        if not isinstance(self.task, ImageTask):
+            raise BadRequest(
+                f"{self.source} is a {self._kind()} model; images need a segmentation, detection or regression model"
+            )
+        return self.task
+
+    def _tabular_task(self) -> Tabular:
+        if not isinstance(self.task, Tabular):
+            raise BadRequest(f"{self.source} is a {self._kind()} model; records need a tabular model")
+        return self.task
+
+    def _kind(self) -> str:
+        return self.contract.task or "generic (no kiln.task)"
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.name!r}, version={self.version!r}, task={self.contract.task!r})"
+
+
+def _as_image(i: int, image: Any) -> np.ndarray:
+    """Image `i` as uint8 HxW or HxWx3 BGR; anything else is a BadRequest naming it."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise BadRequest(f"image {i} has dtype {array.dtype}; uint8 pixels expected (as cv2.imread gives them)")
+    if array.ndim == 3 and array.shape[2] == 1:
+        return array[:, :, 0]
+    if array.ndim == 3 and array.shape[2] == 4:
+        return np.asarray(cv2.cvtColor(array, cv2.COLOR_BGRA2BGR))
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3):
+        if array.shape[0] == 0 or array.shape[1] == 0:
+            raise BadRequest(f"image {i} is empty: shape {array.shape}")
+        return array
+    raise BadRequest(f"image {i} has shape {array.shape}; HxW gray or HxWx3 BGR expected")
+
+
+def main(argv: list[str]) -> None:
+    """Load a model and print the task endpoint's JSON for each image file given."""
+    import json
+
+    if len(argv) < 2:
+        sys.exit("usage: python -m serving.predictor SOURCE IMAGE [IMAGE ...]")
+    try:
+        predictor = Predictor.load(argv[0])
+        results = predictor.predict_bytes([Path(p).read_bytes() for p in argv[1:]])
+    except (KilnError, OSError) as err:
+        sys.exit(f"Error: {getattr(err, 'message', err)}")
+    for path, result in zip(argv[1:], results, strict=True):
+        body = result.to_json()
+        body.pop("mask_png", None)  # base64 PNG: not for a terminal
+        print(path, json.dumps(body))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,147 @@
+"""Task endpoints over HTTP: `POST /v1/models/{name}/predict` reads an image or JSON records, hands them to the
+model's predictor (serving/predictor.py) through its batcher, and answers the result's JSON.
+
+    curl -F image=@part.png 127.0.0.1:8080/v1/models/edgnet/predict
+    curl -H 'content-type: image/jpeg' --data-binary @site.jpg '127.0.0.1:8080/v1/models/yolo/predict?conf=0.4'
+    curl -d '[{"age": 41, "bmi": 27.1}]' -H 'content-type: application/json' 127.0.0.1:8080/v1/models/skin/predict
+
+What each task does (segmentation masks, detection boxes, tabular labels, regression outputs) is in
+serving/postprocess.py; this module only reads bodies and query parameters and writes the response.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from serving.errors import BadRequest, ServingError, UnsupportedMediaType
+from serving.http import json_response, media_type, read_body, read_json, request_store
+from serving.loading import LoadedModel
+from serving.postprocess import Task
+from serving.store import infer
+
+router = APIRouter(tags=["task endpoints"])
+
+
+_IMAGE_BODY = {
+    "requestBody": {
+        "description": "An image (multipart field `image`, raw image bytes, or base64 JSON), or for tabular "
+        "models a JSON list of records.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}}
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "properties": {"image": {"type": "string", "description": "base64"}}},
+                        {"type": "array", "items": {"type": "object"}, "description": "tabular records"},
+                        {"type": "object", "properties": {"records": {"type": "array", "items": {"type": "object"}}}},
+                    ]
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("/v1/models/{name}/predict", openapi_extra=_IMAGE_BODY, summary="Predict with the model's own pre/post")
+async def predict(name: str, request: Request) -> Any:
+    """Read the request, hand it to the model object (the predictor), run it through the batcher, answer."""
+    deployed = request_store(request).get(name)
+    model = deployed.model
+    request.state.model, request.state.version = model.name, model.version
+    predictor = model.predictor
+    task = _task_of(model)
+    params = task.check_params(_query_options(task, request.query_params))
+    if task.takes_image:
+        data = await read_image(request)
+        feeds, geometry = await run_in_threadpool(predictor.prepare_bytes, data)
+        outputs = await infer(deployed, feeds)
+        result: Any = await run_in_threadpool(predictor.finish_image, outputs, geometry, params)
+    else:
+        feeds, rows = predictor.prepare_records(await read_json(request))
+        result = predictor.finish_records(await infer(deployed, feeds), rows)
+    return json_response({"model": model.name, "version": model.version, "task": task.name, **result.to_json()}, model)
+
+
+def _task_of(model: LoadedModel) -> Task:
+    task = model.predictor.task
+    if task is None:
+        raise BadRequest(
+            f"model {model.name!r} v{model.version} has no kiln.task metadata, so it has no task endpoint; "
+            f"use POST /v2/models/{model.name}/infer or /invocations"
+        )
+    return task
+
+
+def _query_options(task: Task, query: Mapping[str, str]) -> dict[str, float]:
+    """Query parameters as numbers; unknown names are refused first, naming what the task accepts."""
+    options: dict[str, float] = {}
+    for key, raw in query.items():
+        if key == "model":
+            continue
+        if key not in task.params:
+            raise BadRequest(f"unknown query parameter {key!r} for a {task.name} model; accepted: {list(task.params)}")
+        try:
+            options[key] = float(raw)
+        except ValueError:
+            raise BadRequest(f"query parameter {key}={raw!r} is not a number") from None
+    return options
+
+
+async def read_image(request: Request) -> bytes:
+    """The image bytes of a multipart upload, a raw image body, or base64 JSON."""
+    media = media_type(request)
+    reader = _IMAGE_READERS.get(media) or (_raw_body if media.startswith("image/") else None)
+    if reader is None:
+        raise UnsupportedMediaType(
+            f"content-type {media!r} is not accepted; send multipart/form-data with an `image` file, "
+            "image/png or image/jpeg bytes, or application/json with base64 `image`"
+        )
+    return await reader(request)
+
+
+async def _multipart(request: Request) -> bytes:
+    from starlette.datastructures import UploadFile
+
+    try:
+        form = await request.form(max_files=1, max_fields=8)
+    except ServingError:
+        raise
+    except Exception as err:  # python-multipart raises several types for broken bodies
+        raise BadRequest(f"the multipart body could not be parsed: {err}") from None
+    field = form.get("image") or form.get("file")
+    if not isinstance(field, UploadFile):
+        raise BadRequest(f"the multipart body has no `image` file field (fields: {sorted(form.keys())})")
+    return await field.read()
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await read_body(request)
+
+
+async def _base64_json(request: Request) -> bytes:
+    payload = await read_json(request)
+    image = payload.get("image") if isinstance(payload, dict) else None
+    if not isinstance(image, str):
+        raise BadRequest('expected {"image": "<base64>"} for an image model')
+    if image.startswith("data:") and "," in image:
+        image = image.split(",", 1)[1]
+    try:
+        return base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("field `image` is not valid base64") from None
+
+
+_IMAGE_READERS: dict[str, Callable[[Request], Any]] = {
+    "multipart/form-data": _multipart,
+    "application/json": _base64_json,
+    "application/octet-stream": _raw_body,
+}
