@@ -8,8 +8,8 @@
   skinmodel trainer converts it;
 - mlp: a wide MLP regressor on the same 30 features (30-2048-2048-2048-1, 8.5M parameters), whose runs are
   memory-bound matrix-vector products at one row: the case where dynamic batching pays on a CPU.
-Both are logged with `log_onnx_model`, so they carry the same kiln.* metadata and input example as trained
-models, and get the alias `production`.
+Each is logged with `log_onnx_model` and a typed `core.contract.ModelContract`, so it carries the same kiln.*
+metadata and input example as trained models, and gets the alias `production`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from core.contract import (  # noqa: E402  (the repo root goes on sys.path first)
+    ModelContract,
+    Preprocess,
+    SegmentationPost,
+    TabularInput,
+    TabularPost,
+)
 
 IMAGE_MODEL = "bench_unet"
 TABULAR_MODEL = "bench_xgb"
@@ -53,8 +61,8 @@ def create_registry(folder: Path) -> BenchRegistry:
     return BenchRegistry(uri, folder)
 
 
-def unet(seed: int = 0) -> tuple[Path, np.ndarray, dict[str, object]]:
-    """Export the 7.8M-parameter UNet; returns the ONNX path, an input example and its metadata."""
+def unet(seed: int = 0) -> tuple[Path, np.ndarray, ModelContract]:
+    """Export the 7.8M-parameter UNet; returns the ONNX path, an input example and its contract."""
     import tempfile
 
     import torch
@@ -67,24 +75,23 @@ def unet(seed: int = 0) -> tuple[Path, np.ndarray, dict[str, object]]:
     model = create_model("edgnet_large", base_channels=32).eval()
     example = torch.rand(1, 1, IMAGE_SIZE, IMAGE_SIZE)
     path = export_onnx(model, example, Path(tempfile.mkdtemp()) / "unet.onnx", dynamic_hw=True)
-    metadata = {
-        "kiln.task": "segmentation",
-        "kiln.family": "edgnet",
-        "kiln.preprocess": {
-            "color": "gray",
-            "size": [IMAGE_SIZE, IMAGE_SIZE],
-            "resize": "stretch",
-            "scale": 1 / 255,
-            "mean": [edgdata.MEAN],
-            "std": [edgdata.STD],
-            "layout": "NCHW",
-        },
-        "kiln.postprocess": {"activation": "sigmoid", "threshold": 0.5},
-    }
-    return path, example.numpy(), metadata
+    contract = ModelContract(
+        task="segmentation",
+        family="edgnet",
+        preprocess=Preprocess(
+            color="gray",
+            size=(IMAGE_SIZE, IMAGE_SIZE),
+            resize="stretch",
+            scale=1 / 255,
+            mean=(edgdata.MEAN,),
+            std=(edgdata.STD,),
+        ),
+        postprocess=SegmentationPost(activation="sigmoid", threshold=0.5),
+    )
+    return path, example.numpy(), contract
 
 
-def xgboost_model(seed: int = 0) -> tuple[object, np.ndarray, dict[str, object]]:
+def xgboost_model(seed: int = 0) -> tuple[object, np.ndarray, ModelContract]:
     from onnxmltools import convert_xgboost
     from onnxmltools.convert.common.data_types import FloatTensorType
     from xgboost import XGBClassifier
@@ -94,16 +101,17 @@ def xgboost_model(seed: int = 0) -> tuple[object, np.ndarray, dict[str, object]]
     y = ((x[:, :5].sum(axis=1) + 0.5 * rng.normal(size=len(x))) > 0).astype(int)
     clf = XGBClassifier(n_estimators=100, max_depth=6, n_jobs=2, random_state=seed).fit(x, y)
     proto = convert_xgboost(clf, initial_types=[("input", FloatTensorType([None, N_FEATURES]))])
-    names = feature_names()
-    metadata = {
-        "kiln.task": "tabular",
-        "kiln.family": "skinmodel",
-        "kiln.postprocess": {"task": "binary", "feature_names": names, "classes": [0, 1]},
-    }
-    return proto, x[:5], metadata
+    names = tuple(feature_names())
+    contract = ModelContract(
+        task="tabular",
+        family="skinmodel",
+        postprocess=TabularPost(task="binary", feature_names=names, classes=(0, 1)),
+        tabular_input=TabularInput(feature_names=names),
+    )
+    return proto, x[:5], contract
 
 
-def mlp_model(seed: int = 0, width: int = 2048) -> tuple[Path, np.ndarray, dict[str, object]]:
+def mlp_model(seed: int = 0, width: int = 2048) -> tuple[Path, np.ndarray, ModelContract]:
     import tempfile
 
     import torch
@@ -118,26 +126,28 @@ def mlp_model(seed: int = 0, width: int = 2048) -> tuple[Path, np.ndarray, dict[
     example = torch.randn(5, N_FEATURES)
     path = Path(tempfile.mkdtemp()) / "mlp.onnx"
     export_onnx(model, example, path, dynamic_hw=False, input_name="input", output_name="variable")
-    metadata = {
-        "kiln.task": "tabular",
-        "kiln.family": "mlp",
-        "kiln.postprocess": {"task": "regression", "feature_names": feature_names(), "classes": []},
-    }
-    return path, example.numpy(), metadata
+    names = tuple(feature_names())
+    contract = ModelContract(
+        task="tabular",
+        family="mlp",
+        postprocess=TabularPost(task="regression", feature_names=names),
+        tabular_input=TabularInput(feature_names=names),
+    )
+    return path, example.numpy(), contract
 
 
 def feature_names() -> list[str]:
     return [f"feature_{i:02d}" for i in range(N_FEATURES)]
 
 
-def register(name: str, model: object, example: np.ndarray, metadata: dict[str, object], alias: str | None) -> str:
+def register(name: str, model: object, example: np.ndarray, contract: ModelContract, alias: str | None) -> str:
     """log_onnx_model as the trainers call it; then point `alias` at the new version."""
     import mlflow
 
     from projects.common.onnx_export import log_onnx_model
 
     with mlflow.start_run(run_name=f"bench-{name}"):
-        version = str(log_onnx_model(model, input_example=example, model_name=name, metadata=metadata).version)
+        version = str(log_onnx_model(model, input_example=example, model_name=name, contract=contract).version)
     if alias:
         mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
     return version
@@ -146,12 +156,12 @@ def register(name: str, model: object, example: np.ndarray, metadata: dict[str, 
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/kiln-bench")
     registry = create_registry(folder)
-    path, example, meta = unet()
-    register(IMAGE_MODEL, path, example, meta, "production")
-    proto, rows, meta = xgboost_model()
-    register(TABULAR_MODEL, proto, rows, meta, "production")
-    path, rows, meta = mlp_model()
-    register(MLP_MODEL, path, rows, meta, "production")
+    path, example, contract = unet()
+    register(IMAGE_MODEL, path, example, contract, "production")
+    proto, rows, contract = xgboost_model()
+    register(TABULAR_MODEL, proto, rows, contract, "production")
+    path, rows, contract = mlp_model()
+    register(MLP_MODEL, path, rows, contract, "production")
     print(registry.uri)
 
 

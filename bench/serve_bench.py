@@ -320,12 +320,12 @@ def main() -> None:
     started = time.time()
     registry = bm.create_registry(args.workdir or Path(tempfile.mkdtemp(prefix="kiln-serve-bench-")))
     print(f"building models in {registry.folder} ...", flush=True)
-    onnx_path, example, meta = bm.unet()
-    bm.register(bm.IMAGE_MODEL, onnx_path, example, meta, "production")
-    proto, rows_example, meta = bm.xgboost_model()
-    bm.register(bm.TABULAR_MODEL, proto, rows_example, meta, "production")
-    mlp_path, rows_example, meta = bm.mlp_model()
-    bm.register(bm.MLP_MODEL, mlp_path, rows_example, meta, "production")
+    onnx_path, example, contract = bm.unet()
+    bm.register(bm.IMAGE_MODEL, onnx_path, example, contract, "production")
+    proto, rows_example, contract = bm.xgboost_model()
+    bm.register(bm.TABULAR_MODEL, proto, rows_example, contract, "production")
+    mlp_path, rows_example, contract = bm.mlp_model()
+    bm.register(bm.MLP_MODEL, mlp_path, rows_example, contract, "production")
     tab_path = registry.folder / "xgb.onnx"
     tab_path.write_bytes(proto.SerializeToString())  # type: ignore[attr-defined]
 

@@ -61,8 +61,8 @@ def build_versions(model: str) -> tuple[str, bytes, list[str]]:
 
         versions = []
         for seed in (0, 1):
-            path, example, meta = bm.unet(seed)
-            versions.append(bm.register(bm.IMAGE_MODEL, path, example, meta, None))
+            path, example, contract = bm.unet(seed)
+            versions.append(bm.register(bm.IMAGE_MODEL, path, example, contract, None))
         image = np.full((bm.IMAGE_SIZE, bm.IMAGE_SIZE), 255, np.uint8)
         cv2.circle(image, (128, 128), 60, 0, 3)
         body = bytes(cv2.imencode(".png", image)[1].tobytes())
@@ -71,8 +71,8 @@ def build_versions(model: str) -> tuple[str, bytes, list[str]]:
 
     versions = []
     for seed in (0, 1):
-        proto, rows, meta = bm.xgboost_model(seed)
-        versions.append(bm.register(bm.TABULAR_MODEL, proto, rows, meta, None))
+        proto, rows, contract = bm.xgboost_model(seed)
+        versions.append(bm.register(bm.TABULAR_MODEL, proto, rows, contract, None))
     record = dict(zip(bm.feature_names(), [0.1] * bm.N_FEATURES, strict=True))
     request = http_request(f"/v1/models/{bm.TABULAR_MODEL}/predict", json.dumps([record]).encode(), "application/json")
     return bm.TABULAR_MODEL, request, versions
