@@ -236,6 +236,8 @@ function renderJobList() {
 function selectJob(jobId) {
   if (state.selectedJob !== jobId) {
     state.selectedJob = jobId;
+    state.previewKey = null;
+    $("#job-preview-box").hidden = true;
     destroyCharts();
     $("#job-log").textContent = "";
     followLog(jobId);
@@ -255,6 +257,7 @@ async function pollJob(jobId) {
     job = await api(`/api/training/${encodeURIComponent(jobId)}`);
     renderJob(job);
     if (job.run_id) await renderCharts(jobId);
+    if (job.run_id) await renderPreview(job);
   } catch (e) {
     if (e.status === 404) { $("#job-view").hidden = true; $("#job-empty").hidden = false; return; }
     banner(`Cannot read job ${jobId}: ${e.message}`);
@@ -278,8 +281,9 @@ function renderJob(job) {
   $("#remove-button").hidden = !FINISHED.has(job.status);
 
   const p = job.progress, bar = $("#job-progress");
-  const pct = p.percent ?? (job.status === "completed" ? 100 : 0);
-  bar.className = `progress ${job.status}${job.status === "running" && p.percent === null ? " indeterminate" : ""}`;
+  const pct = job.status === "completed" ? 100 : p.percent ?? 0;
+  const busy = job.status === "running" && (p.percent === null || (p.phase && p.phase !== "training"));
+  bar.className = `progress ${job.status}${busy ? " indeterminate" : ""}`;
   bar.querySelector(".bar").style.width = `${pct}%`;
   bar.setAttribute("aria-valuenow", String(pct));
   $("#progress-label").textContent = progressText(job);
@@ -296,21 +300,83 @@ function renderJob(job) {
     ["Params", Object.entries(job.params).map(([k, v]) => `${k}=${v}`).join("  ") || "(defaults)"],
   ];
   $("#job-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]));
-  const metrics = Object.entries(job.metrics).sort(([a], [b]) => a.localeCompare(b));
-  $("#job-metrics").replaceChildren(...(metrics.length ? metrics.map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, fmtNum(v))))
+  const main = taskMetrics(job.task_metric, Object.keys(job.metrics));
+  const metrics = Object.entries(job.metrics).sort(([a], [b]) => rankMetric(main, a) - rankMetric(main, b) || a.localeCompare(b));
+  $("#job-metrics").replaceChildren(...(metrics.length ? metrics.map(([k, v]) => h("tr", { class: main.includes(k) ? "metric-main" : null }, h("td", {}, k), h("td", {}, fmtNum(v))))
     : [h("tr", {}, h("td", { class: "muted", colspan: 2, style: "text-align:left" }, "none yet"))]));
+  renderRegistered(job);
   state.currentJob = job;
   const listed = state.jobs.find((j) => j.job_id === job.job_id);
   if (listed && listed.status !== job.status) refreshJobs(); // keep the list in step with the view
 }
 
+const PHASES = { finishing: "epochs done, exporting the model…", exporting: "exporting to ONNX and checking it…",
+  registering: "registering the model…" };
+
 function progressText(job) {
   const p = job.progress;
   if (job.status === "queued") return `Waiting in the queue (position ${job.queue_position}).`;
-  const epochs = p.total_epochs ? `Epoch ${p.current_epoch ?? 0} / ${p.total_epochs} · ${p.percent ?? 0}%` : "No epoch count";
-  if (job.status === "running") return p.current_epoch ? epochs : `Starting… ${p.total_epochs ? `(${p.total_epochs} epochs)` : ""}`;
-  if (job.status === "completed" && p.total_epochs && p.current_epoch < p.total_epochs) return `${epochs} · stopped early`;
+  const epochs = p.total_epochs ? `Epoch ${p.current_epoch ?? 0} / ${p.total_epochs}` : "No epoch count";
+  if (job.status === "running") {
+    if (PHASES[p.phase]) return `${epochs} · ${PHASES[p.phase]}`;
+    if (!p.current_epoch) return `Starting… ${p.total_epochs ? `(${p.total_epochs} epochs)` : ""}`;
+    const eta = p.eta_seconds !== null && p.eta_seconds !== undefined ? ` · about ${duration(p.eta_seconds)} left` : "";
+    return `${epochs} · ${p.percent ?? 0}%${eta}`;
+  }
+  if (job.status === "completed") return p.stopped_early ? `${epochs} · stopped early (no better metric for patience epochs) · done` : `${epochs} · done`;
   return epochs;
+}
+
+// The run's ranking metric (kiln.metric, e.g. best_val_iou or best/mAP50-95) and its per-epoch curve (val_iou,
+// metrics/mAP50-95): the names the page shows first.
+function taskMetrics(metric, names) {
+  if (!metric) return [];
+  const base = metric.replace(/^best[_/]/, "");
+  const tail = base.split("/").pop();
+  return names.filter((n) => n === metric || n === base || n.split("/").pop() === tail)
+    .sort((a, b) => (a === metric ? 1 : 0) - (b === metric ? 1 : 0));
+}
+
+function rankMetric(main, name) { return main.includes(name) ? main.indexOf(name) : main.length; }
+
+// A finished job: the versions its run registered, each with a promote button that goes through the same gates.
+function renderRegistered(job) {
+  const box = $("#job-registered");
+  const versions = job.registered || [];
+  box.hidden = !versions.length;
+  if (!versions.length) { box.replaceChildren(); return; }
+  const key = versions.map((v) => `${v.name}:${v.version}:${v.aliases.join()}`).join(" ");
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  const result = h("div", { class: "result", hidden: true });
+  const items = versions.flatMap((v) => [
+    h("span", {}, "Registered ", h("b", {}, `${v.name} v${v.version}`),
+      v.aliases.length ? ` · ${v.aliases.join(", ")}` : ""),
+    v.aliases.includes("production") ? null : h("button", { class: "primary", type: "button", "data-promote-job": `${v.name}:${v.version}`,
+      onclick: () => promoteVersion(v.name, v.version, {}, result, () => { box.dataset.key = ""; pollJob(state.selectedJob); }) },
+    "Promote this version"),
+    h("a", { class: "button ghost", href: v.mlflow_url, target: "_blank", rel: "noopener" }, "Model in MLflow ↗"),
+  ]);
+  box.replaceChildren(...items, result);
+}
+
+// POST a promotion; a refused gate shows every gate's verdict and, when forcing would move it, a force button.
+async function promoteVersion(name, version, body, result, done) {
+  try {
+    const r = await api(`/api/models/${encodeURIComponent(name)}/promote`, { json: { version, ...body } });
+    const moved = r.moved ? `v${r.version} is now ${r.alias}${r.previous_version ? ` (was v${r.previous_version})` : ""}${r.forced ? ", forced" : ""}.`
+      : `v${r.version} already held ${r.alias}.`;
+    showResult(result, true, moved + (r.warnings && r.warnings.length ? `\n${r.warnings.join("\n")}` : ""));
+    if (done) setTimeout(done, 1200);
+  } catch (e) {
+    const checks = (e.body.checks || []).map((c) => `${c.passed ? "✓" : "✗"} ${c.detail}`).join("\n");
+    showResult(result, false, e.message + (checks ? `\n${checks}` : ""));
+    if (e.body.can_force && !body.force) {
+      result.append(h("div", { class: "form-actions" }, h("button", { class: "danger", type: "button", "data-force": `${name}:${version}`,
+        onclick: () => promoteVersion(name, version, { ...body, force: true, reason: body.reason || "forced from the jobs page" }, result, done) },
+      "Promote anyway (forced, recorded)")));
+    }
+  }
 }
 
 function fmtTime(iso) { return iso ? `${new Date(iso).toLocaleString()} (${ago(iso)})` : "–"; }
@@ -435,13 +501,15 @@ function align(curves) {
 
 // Per-epoch curves get charts; one-off values (best_*, registered_version, logged once at the end) stay in the
 // metrics table, unless nothing has a second point yet (the first epoch).
-function chartGroups(metrics) {
+function chartGroups(metrics, taskMetric) {
   const all = Object.keys(metrics).sort();
   const curves = all.filter((n) => metrics[n].steps.length > 1);
   const names = curves.length ? curves : all;
+  const main = taskMetrics(taskMetric, names).filter((n) => !/loss/i.test(n));
   const losses = names.filter((n) => /loss/i.test(n));
-  const groups = losses.length ? [["loss", losses]] : [];
-  for (const n of names) if (!losses.includes(n)) groups.push([n, [n]]);
+  const groups = main.map((n) => [n, [n]]);
+  if (losses.length) groups.push(["loss", losses]);
+  for (const n of names) if (!losses.includes(n) && !main.includes(n)) groups.push([n, [n]]);
   return groups;
 }
 
@@ -462,13 +530,19 @@ async function renderCharts(jobId) {
   let data;
   try { data = await api(`/api/training/${encodeURIComponent(jobId)}/metrics`); } catch { return; }
   if (state.selectedJob !== jobId) return;
-  const groups = chartGroups(data.metrics);
+  const groups = chartGroups(data.metrics, state.currentJob ? state.currentJob.task_metric : null);
   const box = $("#job-charts");
   if (!groups.length) return;
   if (!state.charts.size) box.replaceChildren();
   const titles = new Set(groups.map(([title]) => title));
   for (const [title, chart] of state.charts) {
     if (!titles.has(title)) { chart.plot.destroy(); chart.el.remove(); state.charts.delete(title); }
+  }
+  const order = groups.map(([title]) => title).join("|");
+  if (state.chartOrder !== order) {
+    for (const chart of state.charts.values()) { chart.plot.destroy(); chart.el.remove(); }
+    state.charts.clear();
+    state.chartOrder = order;
   }
   for (const [title, names] of groups) {
     const aligned = align(names.map((n) => data.metrics[n]));
@@ -479,6 +553,23 @@ async function renderCharts(jobId) {
     box.append(el);
     state.charts.set(title, { el, names, plot: makePlot(el, title, names, aligned) });
   }
+}
+
+// The newest prediction picture, fetched with the token (an <img src> could not send it) when the epoch moves.
+async function renderPreview(job) {
+  const key = `${job.job_id}:${job.progress.current_epoch}:${job.status}`;
+  if (state.previewKey === key) return;
+  let res;
+  try { res = await fetch(`/api/training/${encodeURIComponent(job.job_id)}/preview`, { headers: authHeaders() }); } catch { return; }
+  if (state.selectedJob !== job.job_id) return;
+  const box = $("#job-preview-box");
+  if (!res.ok) { box.hidden = true; state.previewKey = res.status === 404 ? key : null; return; }
+  state.previewKey = key;
+  const img = $("#job-preview");
+  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  img.src = URL.createObjectURL(await res.blob());
+  $("#job-preview-name").textContent = res.headers.get("X-Kiln-Artifact") || "";
+  box.hidden = false;
 }
 
 // ---- compare ------------------------------------------------------------------------------------------
@@ -576,17 +667,20 @@ function modelCard(m) {
     ? h("div", { class: "prod" }, h("span", {}, "production"), h("span", { class: "v", "data-production": m.name }, `v${prod.version}`),
       h("span", { class: "mono" }, Object.entries(prod.metrics).map(([k, v]) => `${k} ${fmtNum(v)}`).join("   ")),
       prod.promoted_at ? h("span", { class: "muted" }, `by ${prod.promoted_by} ${ago(prod.promoted_at)}`) : null)
-    : h("div", { class: "prod none", "data-production": m.name }, "No production version yet.");
+    : h("div", { class: "prod none", "data-production": m.name }, "No production version yet.",
+      m.latest_version ? h("span", { class: "mono" }, ` Latest v${m.latest_version}: `,
+        Object.entries(m.latest_metrics || {}).map(([k, v]) => `${k} ${fmtNum(v)}`).join("   ") || "no metrics") : null);
   const result = h("div", { class: "result", hidden: true });
   const rows = m.versions.map((v) => h("tr", {},
-    h("td", {}, `v${v.version}`),
+    h("td", {}, h("a", { href: v.mlflow_url, target: "_blank", rel: "noopener" }, `v${v.version}`)),
     h("td", {}, v.aliases.join(", ")),
     h("td", { class: "mono" }, Object.entries(v.metrics).slice(0, 3).map(([k, x]) => `${k} ${fmtNum(x)}`).join("  ")),
     h("td", {}, v.aliases.includes("production") ? "" :
       h("button", { class: "ghost", type: "button", "data-promote": `${m.name}:${v.version}`,
         onclick: (ev) => openPromote(ev.target.closest(".model-card"), m, v.version, result) }, "Promote…"))));
   const card = h("div", { class: "card model-card", "data-model": m.name },
-    h("h2", {}, m.name, h("span", { class: "muted" }, m.latest_version ? `latest v${m.latest_version}` : "")),
+    h("h2", {}, h("a", { href: m.mlflow_url, target: "_blank", rel: "noopener" }, m.name),
+      h("span", { class: "muted" }, m.latest_version ? `latest v${m.latest_version}` : "")),
     prodBox,
     others.length ? h("p", { class: "muted" }, others.map((a) => `${a.alias}: v${a.version}`).join(" · ")) : null,
     h("div", { class: "promote-slot" }),
@@ -616,18 +710,11 @@ function openPromote(card, model, version, result) {
       h("button", { class: "ghost", type: "button", onclick: () => slot.replaceChildren() }, "Close")));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const body = { version, reason: reason.value, force: force.checked };
+    const body = { reason: reason.value, force: force.checked };
     if (metric.value.trim()) body.metric = metric.value.trim();
     if (mode.value) body.mode = mode.value;
     if (minValue.value !== "") body.min_value = Number(minValue.value);
-    try {
-      const r = await api(`/api/models/${encodeURIComponent(model.name)}/promote`, { json: body });
-      showResult(result, true, r.moved ? `v${r.version} is now ${r.alias}${r.previous_version ? ` (was v${r.previous_version})` : ""}.` : `v${r.version} already held ${r.alias}.`);
-      setTimeout(loadModels, 1200);
-    } catch (e) {
-      const checks = (e.body.checks || []).map((c) => `${c.passed ? "✓" : "✗"} ${c.detail}`).join("\n");
-      showResult(result, false, e.message + (checks ? `\n${checks}` : ""));
-    }
+    await promoteVersion(model.name, version, body, result, loadModels);
   });
   slot.replaceChildren(form);
 }

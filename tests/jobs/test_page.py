@@ -41,8 +41,13 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served(tmp_path: Path, tiny_project: Path, make_store: Callable[[Path], Path]) -> Iterator[str]:
-    db = make_store(tmp_path)
+def store_db(tmp_path: Path, make_store: Callable[[Path], Path]) -> Path:
+    return make_store(tmp_path)
+
+
+@pytest.fixture
+def served(tmp_path: Path, tiny_project: Path, store_db: Path) -> Iterator[str]:
+    db = store_db
     port = free_port()
     env = os.environ | {
         "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
@@ -115,4 +120,40 @@ def test_start_watch_and_cancel_from_the_page(served: str, tmp_path: Path) -> No
         browser.close()
     job = httpx.get(f"{served}/api/training/{job_id}").json()
     assert job["status"] == "cancelled" and not alive(job["pid"])
+    assert errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_models_tab_promotes_and_offers_its_own_force(store_db: Path, served: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+    from playwright.sync_api import expect, sync_playwright
+
+    mlflow = MlflowClient(f"sqlite:///{store_db}")
+    mlflow.create_registered_model("seg", tags={"kiln.metric": "val_iou"})
+    (tmp_path / "model").mkdir()
+    for iou in (0.8, 0.6):
+        run_id = mlflow.create_run("0").info.run_id
+        mlflow.log_metric(run_id, "val_iou", iou, step=1)
+        mlflow.create_model_version("seg", source=str(tmp_path / "model"), run_id=run_id)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{served}/#models")
+        expect(page.locator("[data-production='seg']")).to_contain_text("Latest v2: val_iou 0.6")
+        page.click("[data-promote='seg:1']")
+        page.click(".promote-form button[type=submit]")
+        expect(page.locator("[data-production='seg']")).to_have_text("v1", timeout=10_000)
+        expect(page.locator("[data-promote='seg:1']")).to_have_count(0)  # v1 holds production: nothing to offer
+        page.click("[data-promote='seg:2']")
+        page.click(".promote-form button[type=submit]")
+        result = page.locator(".model-card[data-model='seg'] .result")
+        expect(result).to_contain_text("val_iou 0.6 is worse than production v1's 0.8")
+        expect(result).not_to_contain_text("--force")
+        page.click("[data-force='seg:2']")
+        expect(result).to_contain_text("v2 is now production (was v1), forced.")
+        browser.close()
+    assert int(mlflow.get_model_version_by_alias("seg", "production").version) == 2
     assert errors == []
