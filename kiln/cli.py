@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serving.cli", "serve"),
     "data": ("data.cli", "data"),
     "train": ("projects.train_cli", "train_command"),
+    "train": ("projects.train_cli", "train_command"),
     "advise": ("experiments.cli", "advise_command"),
 }
 

@@ -17,10 +17,12 @@ from typing import Any
 import mlflow
 import torch
 
+from core.errors import UserError
+
 ARTIFACT_DIR = "checkpoints"
 
 
-class ResumeError(RuntimeError):
+class ResumeError(UserError, RuntimeError):
     """The run to resume has no usable checkpoint; the message names the run and artifact."""
 
 

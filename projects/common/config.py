@@ -61,21 +61,34 @@ def _coerce(cls_name: str, name: str, kind: Any, value: Any) -> Any:
     return value
 
 
-def resolve_config(cls: type[T], yaml_path: str | Path | None = None, flags: Mapping[str, Any] | None = None) -> T:
-    """Build `cls` from its defaults, then `yaml_path`, then the flags that were actually given."""
+def resolve_config(
+    cls: type[T],
+    yaml_path: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> T:
+    """Build `cls` from its defaults, then `base` (a preset's overrides), then `yaml_path`, then the flags that
+    were actually given."""
     fields = config_fields(cls)
     hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(_given(cls, base or {}, fields))
     if yaml_path:
         values.update(_read_yaml(Path(yaml_path), fields))
-    for key, value in (flags or {}).items():
+    values.update(_given(cls, flags or {}, fields))
+    coerced = {k: _coerce(cls.__name__, k, hints[k], v) for k, v in values.items()}
+    return cls(**coerced)
+
+
+def _given(cls: type, flags: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The flags that were given (None and "" mean "not given"); an unknown name is an error naming it."""
+    given: dict[str, Any] = {}
+    for key, value in flags.items():
         if value is None or value == "":
             continue
         if key not in fields:
             raise ConfigError(f"unknown option {key!r} for {cls.__name__}; known: {sorted(fields)}")
-        values[key] = value
-    coerced = {k: _coerce(cls.__name__, k, hints[k], v) for k, v in values.items()}
-    return cls(**coerced)
+        given[key] = value
+    return given
 
 
 def _read_yaml(path: Path, fields: Mapping[str, Any]) -> dict[str, Any]:

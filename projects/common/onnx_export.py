@@ -2,13 +2,16 @@
 
     python -m projects.edgnet.train --epochs 1   # ends with export_onnx -> check_onnx -> log_onnx_model
 
-The metadata dict (keys `kiln.*`) is written into the ONNX file's metadata_props, which the server reads
-with onnxruntime, and passed to MLflow as model metadata so the MLmodel file shows it too.
+The model contract (`core.contract.ModelContract`, the `kiln.*` metadata) is written into the ONNX file's
+metadata_props, which the server and the predictor read with onnxruntime, and passed to MLflow as model metadata
+so the MLmodel file shows it too. The registered version is tagged with the contract's task and its ranking
+metric and mode (`kiln.task`, `kiln.metric`, `kiln.mode`), which `kiln promote` reads.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +23,9 @@ import onnxruntime as ort
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
+
+from core.contract import ModelContract
+from projects.common.tracking import kiln_tags
 
 if TYPE_CHECKING:  # torch is imported where it is used, so XGBoost-only runs never load it
     import torch
@@ -84,11 +90,11 @@ def check_onnx(path: Path, model: nn.Module, batch: torch.Tensor, *, rtol: float
     return diff
 
 
-def _metadata_strings(metadata: dict[str, Any]) -> dict[str, str]:
+def _metadata_strings(metadata: Mapping[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
 
 
-def embed_metadata(model_proto: onnx.ModelProto, metadata: dict[str, Any]) -> onnx.ModelProto:
+def embed_metadata(model_proto: onnx.ModelProto, metadata: Mapping[str, Any]) -> onnx.ModelProto:
     """Set `metadata` as the model's metadata_props, replacing keys that are already there."""
     strings = _metadata_strings(metadata)
     kept = [p for p in model_proto.metadata_props if p.key not in strings]
@@ -104,14 +110,15 @@ def log_onnx_model(
     *,
     input_example: np.ndarray | dict[str, Any] | Any,
     model_name: str,
-    metadata: dict[str, Any],
+    contract: ModelContract,
 ) -> ModelVersion:
-    """Log the ONNX model to the active run under `model/` with signature and example, and register it."""
+    """Log the ONNX model to the active run under `model/` with signature, example and `contract` (its model_name
+    and run_id filled in), register it as `model_name` and tag the version with the contract's task and ranking."""
     proto = onnx.load(str(onnx_path)) if isinstance(onnx_path, Path | str) else onnx_path
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_onnx_model needs an active MLflow run")
-    full_meta = {"kiln.model_name": model_name, "kiln.run_id": run.info.run_id, **metadata}
+    full_meta = contract.with_ids(model_name=model_name, run_id=run.info.run_id).to_metadata()
     proto = embed_metadata(proto, full_meta)
     info = mlflow.onnx.log_model(
         proto,
@@ -125,8 +132,17 @@ def log_onnx_model(
     )
     version = mlflow.register_model(info.model_uri, model_name, await_registration_for=60)
     client = mlflow.MlflowClient()
-    client.set_model_version_tag(model_name, version.version, "kiln.task", str(metadata.get("kiln.task", "")))
+    for key, value in version_tags(contract).items():
+        client.set_model_version_tag(model_name, version.version, key, value)
     return client.get_model_version(model_name, version.version)
+
+
+def version_tags(contract: ModelContract) -> dict[str, str]:
+    """The registered version's tags: what `kiln promote` and `kiln models` read without opening the model."""
+    ranking = contract.ranking
+    return kiln_tags(
+        task=contract.task or "", metric=ranking.metric if ranking else None, mode=ranking.mode if ranking else None
+    )
 
 
 def _tensor_specs(values: Any) -> list[TensorSpec]:

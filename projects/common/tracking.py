@@ -19,6 +19,7 @@ from typing import Any
 
 import mlflow
 
+TAG_PREFIX = "kiln."  # kiln's own run and version tags: kiln.family, kiln.metric, kiln.stopped_by, ...
 # MLflow caps a param value at 6000 characters; longer values (lists of class names) are cut with a marker.
 _MAX_PARAM_CHARS = 6000
 
@@ -52,13 +53,14 @@ def _enable_system_metrics() -> None:
         import psutil  # noqa: F401
     except ImportError:
         return
-    mlflow.enable_system_metrics_logging()
+    mlflow.enable_system_metrics_logging()  # type: ignore[no-untyped-call]
 
 
 def _point_launcher_run(launcher_run_id: str, resumed_run_id: str) -> None:
     client = mlflow.MlflowClient()
     client.set_tag(launcher_run_id, "mlflow.note.content", f"Resumed training in run {resumed_run_id}.")
-    client.set_tag(launcher_run_id, "kiln.resumed_into", resumed_run_id)
+    for key, value in kiln_tags(resumed_into=resumed_run_id).items():
+        client.set_tag(launcher_run_id, key, value)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -79,9 +81,13 @@ def log_config(config: Any, extra: Mapping[str, Any] | None = None) -> None:
     On resume the run already holds these params; MLflow refuses to change a param, so only new keys
     are added and the original values stand.
     """
-    as_dict = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    as_dict = dataclasses.asdict(config) if _is_dataclass_instance(config) else dict(config)
     log_new_params({**as_dict, **(extra or {})})
     mlflow.log_dict(as_dict, "config.yaml")
+
+
+def _is_dataclass_instance(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
 def log_new_params(params: Mapping[str, Any], prefix: str = "") -> None:
@@ -119,7 +125,7 @@ def log_dataset(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "can be interpreted in multiple ways" for local paths
         dataset_source = resolve_dataset_source(source)
-    dataset = MetaDataset(source=dataset_source, name=name, digest=digest)
+    dataset = MetaDataset(source=dataset_source, name=name, digest=digest)  # type: ignore[abstract]
     tags = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in (profile or {}).items()}
     mlflow.log_input(dataset, context=context, tags=tags or None)
     if profile:
@@ -129,6 +135,21 @@ def log_dataset(
 def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
     """Per-epoch metrics, `step=epoch`, written asynchronously."""
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=epoch, synchronous=False)
+
+
+def kiln_tags(**values: str | None) -> dict[str, str]:
+    """`kiln_tags(family="yolo", metric="best/mAP50-95")` -> {"kiln.family": "yolo", ...}; None values are left out."""
+    return {f"{TAG_PREFIX}{key}": str(value) for key, value in values.items() if value is not None}
+
+
+def set_kiln_tags(**values: str | None) -> None:
+    """Tag the active run with kiln's own tags (see `kiln_tags`)."""
+    mlflow.set_tags(kiln_tags(**values))
+
+
+def tag_family(family: str, ranking: Any, **extra: str | None) -> None:
+    """The run's family and the ranking hint (`core.contract.Ranking`) promotion reads, plus family-specific tags."""
+    set_kiln_tags(family=family, metric=ranking.metric, mode=ranking.mode, **extra)
 
 
 def set_note(text: str) -> None:

@@ -5,6 +5,8 @@
 A family supplies the model, loss, metrics and loaders in a `Task`; `fit` runs the epochs inside the active
 MLflow run, logs `train_loss`, `val_loss`, the task metrics, `lr`, `epoch_seconds` and `samples_per_second`
 with `step=epoch`, keeps `checkpoints/last.pt` and `checkpoints/best.pt`, and stops early on `patience`.
+After each epoch the metrics go to the registered epoch listeners (`projects.common.callbacks`); one may stop
+training after that epoch (`FitState.stopped_by`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from projects.common import tracking
+from projects.common import callbacks, tracking
 from projects.common.checkpoint import CheckpointWriter, load_checkpoint
 from projects.common.runtime import autocast, to_device, uses_amp
 from projects.common.schedule import warmup_cosine
@@ -71,6 +73,7 @@ class FitState:
     bad_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
+    stopped_by: str = ""  # the reason a listener gave for stopping training; "" when none did
 
 
 @dataclass
@@ -181,6 +184,7 @@ class Trainer:
         self.opt = make_optimization(task.model, cfg, steps, device)
         self.state = FitState()
         self.writer = CheckpointWriter()
+        self.stop_request: callbacks.StopRequest | None = None  # set when a listener stopped training
 
     def resume_from(self, run_id: str) -> None:
         """Restore model, optimizer, scheduler, scaler and loop state from `run_id`'s last checkpoint."""
@@ -195,6 +199,10 @@ class Trainer:
         for epoch in range(self.state.epoch + 1, self.cfg.epochs + 1):
             metrics = self._run_epoch(epoch)
             self._track(epoch, metrics)
+            self.stop_request = callbacks.report(epoch, metrics)
+            if self.stop_request is not None:
+                self.state.stopped_by = self.stop_request.reason
+                break
             if self._should_stop():
                 self.state.stopped_early = True
                 print(

@@ -26,10 +26,13 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader
 
+from core.contract import ModelContract, Preprocess, Ranking, RegressionPost
 from core.errors import UserError
 from data.spectra import ensure_sample
 from projects.common import tracking
+from projects.common.callbacks import wants_export
 from projects.common.config import cfg_field, entry_point, resolve_config
+from projects.common.families import Family, register_family
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
@@ -39,6 +42,9 @@ from projects.cr_recon.losses import LOSSES, create_loss, pearson
 from projects.cr_recon.model import MODELS, count_parameters, create_model, onnx_exportable
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
+# Val Pearson of best.pt (the epoch with the lowest val_loss, the weights exported), logged once at the end;
+# the per-epoch `val_pearson` series would rank by the last epoch instead.
+RANKING = Ranking("best_val_pearson", "max")
 
 
 def _params_field(default: dict[str, dict[str, Any]], help: str) -> Any:
@@ -102,9 +108,9 @@ class CRConfig:
     plot_every: int = cfg_field(10, "log GT-vs-predicted spectra plots every N epochs (and for the best model)")
 
 
-def load_config(config_path: str | None, flags: Mapping[str, Any]) -> CRConfig:
-    """Defaults -> YAML (`configs/default.yaml` when none is named) -> given flags, then checked."""
-    cfg = resolve_config(CRConfig, config_path or DEFAULT_CONFIG, flags)
+def load_config(config_path: str | None, flags: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> CRConfig:
+    """Defaults -> `base` -> YAML (`configs/default.yaml` when none is named) -> given flags, then checked."""
+    cfg = resolve_config(CRConfig, config_path or DEFAULT_CONFIG, flags, base=base)
     cfg.model_params = _params_table(cfg.model_params, "model_params", MODELS)
     cfg.loss_params = _params_table(cfg.loss_params, "loss_params", LOSSES)
     check_config(cfg)
@@ -251,16 +257,12 @@ def fit_config(cfg: CRConfig) -> FitConfig:
     )  # fmt: skip
 
 
-def onnx_metadata(cfg: CRConfig, img_size: int) -> dict[str, Any]:
-    return {
-        "kiln.task": "regression",
-        "kiln.family": "cr_recon",
-        # (x / 255 - 0.5) / 0.5 is the dataset's x / 127.5 - 1
-        "kiln.preprocess": {"color": "gray", "size": [img_size, img_size], "resize": "stretch", "scale": 1 / 255,
-                            "mean": [0.5], "std": [0.5], "layout": "NCHW"},
-        "kiln.postprocess": {"output_shape": [2, 2, cfg.out_len], "layout": "BGGR",
-                             "cells": [["R", "G"], ["G", "B"]]},
-    }  # fmt: skip
+def contract(cfg: CRConfig, img_size: int) -> ModelContract:
+    """Gray structure image in, 2x2 Bayer cells x out_len spectral bins out."""
+    # (x / 255 - 0.5) / 0.5 is the dataset's x / 127.5 - 1
+    pre = Preprocess(color="gray", size=(img_size, img_size), resize="stretch", mean=(0.5,), std=(0.5,))
+    post = RegressionPost(output_shape=(2, 2, cfg.out_len), layout="BGGR", cells=[["R", "G"], ["G", "B"]])
+    return ModelContract(task="regression", family="cr_recon", preprocess=pre, postprocess=post, ranking=RANKING)
 
 
 def export_and_register(cfg: CRConfig, model: nn.Module, val_batch: torch.Tensor) -> int:
@@ -273,7 +275,7 @@ def export_and_register(cfg: CRConfig, model: nn.Module, val_batch: torch.Tensor
             path,
             input_example=val_batch[:1].numpy(),
             model_name=cfg.model_name,
-            metadata=onnx_metadata(cfg, int(val_batch.shape[-1])),
+            contract=contract(cfg, int(val_batch.shape[-1])),
         )
     return int(version.version)
 
@@ -284,8 +286,7 @@ def _log_context(cfg: CRConfig, folder: Path, prepared: crdata.Prepared, n_param
     files = [p for pair in crdata.find_pairs(folder) for p in pair]
     digest = tracking.files_digest(files, folder)
     tracking.log_dataset(str(folder.resolve()), digest, folder.name, profile=prepared.info)
-    mlflow.set_tags({"kiln.family": "cr_recon", "kiln.model": cfg.model, "kiln.loss": cfg.loss,
-                     "kiln.metric": "val_pearson", "kiln.mode": "max"})  # fmt: skip
+    tracking.tag_family("cr_recon", RANKING, model=cfg.model, loss=cfg.loss)
 
 
 def _log_resolved_blanks(cfg: CRConfig) -> None:
@@ -312,13 +313,16 @@ def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLo
     if state.history:
         mlflow.log_figure(save_loss_curve(state.history, extra=("val_pearson",)), "loss_curve.png")
     mlflow.log_figure(spectra_figure(model, _plot_samples(val_loader), "best model"), "plots/spectra_best.png")
-    val_batch = next(iter(val_loader))[0][:8]
-    version = export_and_register(cfg, model, val_batch)
-    final = {**best, "best_epoch": float(state.best_epoch), "registered_version": float(version)}
+    final = {**best, "best_epoch": float(state.best_epoch)}
+    registered = "not registered"
+    if wants_export(trainer.stop_request):
+        version = export_and_register(cfg, model, next(iter(val_loader))[0][:8])
+        final["registered_version"] = float(version)
+        registered = f"registered {cfg.model_name} v{version}"
     mlflow.log_metrics(final)
     tracking.set_note(
         f"{cfg.model} + {cfg.loss}: best val Pearson {best['best_val_pearson']:.4f}, val MSE "
-        f"{best['best_val_mse']:.3g} at epoch {state.best_epoch}/{cfg.epochs}; registered {cfg.model_name} v{version}"
+        f"{best['best_val_mse']:.3g} at epoch {state.best_epoch}/{cfg.epochs}; {registered}"
     )
     return final
 
@@ -363,9 +367,9 @@ def train(cfg: CRConfig) -> dict[str, float]:
         state = trainer.fit()
         final = _finish(cfg, trainer, state, val_loader)
     baseline = mean_baseline_pearson(prepared, val_loader)
-    version = int(final["registered_version"])
+    version = f"v{int(final['registered_version'])}" if "registered_version" in final else "(not registered)"
     print(f"best val Pearson {final['best_val_pearson']:.4f} (predict-the-mean baseline {baseline:.4f}), "
-          f"val MSE {final['best_val_mse']:.4g} -> registered {cfg.model_name} v{version}")  # fmt: skip
+          f"val MSE {final['best_val_mse']:.4g} -> registered {cfg.model_name} {version}")  # fmt: skip
     return final
 
 
@@ -378,6 +382,18 @@ def mean_baseline_pearson(prepared: crdata.Prepared, val_loader: DataLoader) -> 
 
 
 main = entry_point(CRConfig, train, "Train a CR_recon model and register it as ONNX.", load=load_config)
+
+FAMILY = register_family(
+    Family(
+        name="cr_recon",
+        config_cls=CRConfig,
+        train=train,
+        task="regression",
+        ranking=RANKING,
+        load_config=load_config,
+        summary="structure image -> 2x2x30 Bayer spectra (settings from configs/default.yaml)",
+    )
+)
 
 if __name__ == "__main__":
     main()

@@ -18,10 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from core.contract import ModelContract, Preprocess, Ranking, SegmentationPost
 from core.errors import DatasetError
 from data.drawings import ensure_sample
 from projects.common import tracking
+from projects.common.callbacks import wants_export
 from projects.common.config import cfg_field, entry_point
+from projects.common.families import Family, Preset, register_family
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
@@ -107,24 +110,28 @@ def log_overlays(model: torch.nn.Module, samples: list[edgdata.Sample], name: st
     mlflow.log_image(np.vstack(rows)[:, :, ::-1], f"overlays/{name}.png")
 
 
+RANKING = Ranking("best_val_iou", "max")  # val IoU of best.pt, the exported weights, logged once
+
+
+def contract(cfg: EDGNetConfig, size_multiple: int = 1) -> ModelContract:
+    """Gray, stretched to img_size, (x / 255 - MEAN) / STD; sigmoid logits thresholded at 0.5."""
+    pre = Preprocess(color="gray", size=(cfg.img_size, cfg.img_size), resize="stretch", mean=(edgdata.MEAN,),
+                     std=(edgdata.STD,), size_multiple=size_multiple)  # fmt: skip
+    return ModelContract(task="segmentation", family="edgnet", preprocess=pre, postprocess=SegmentationPost(),
+                         ranking=RANKING)  # fmt: skip
+
+
 def export_and_register(cfg: EDGNetConfig, model: torch.nn.Module, val_batch: torch.Tensor) -> int:
     """Export best weights to ONNX, check them on a real val batch, log and register. Returns the version."""
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, val_batch[:1], Path(tmp) / "model.onnx", dynamic_hw=True)
         diff = check_onnx(path, model, val_batch)
         mlflow.log_metric("onnx_max_abs_diff", diff)
-        metadata = {
-            "kiln.task": "segmentation",
-            "kiln.family": "edgnet",
-            "kiln.preprocess": {"color": "gray", "size": [cfg.img_size, cfg.img_size], "resize": "stretch",
-                                "scale": 1 / 255, "mean": [edgdata.MEAN], "std": [edgdata.STD], "layout": "NCHW"},
-            "kiln.postprocess": {"activation": "sigmoid", "threshold": 0.5},
-        }  # fmt: skip
         version = log_onnx_model(
             path,
             input_example=val_batch[:1].numpy(),
             model_name=cfg.model_name or cfg.variant,
-            metadata=metadata,
+            contract=contract(cfg, 2 ** int(getattr(model, "depth", 0))),
         )
     return int(version.version)
 
@@ -142,8 +149,7 @@ def _log_run_context(cfg: EDGNetConfig, folder: Path, n_train: int, n_val: int, 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     profile = {"images": n_train + n_val, "train": n_train, "val": n_val, "masks": (folder / "masks").is_dir()}
     tracking.log_dataset(str(folder.resolve()), tracking.files_digest(files, folder), folder.name, profile=profile)
-    mlflow.set_tags({"kiln.family": "edgnet", "kiln.variant": cfg.variant, "kiln.metric": "best_val_iou",
-                     "kiln.mode": "max"})  # fmt: skip
+    tracking.tag_family("edgnet", RANKING, variant=cfg.variant)
 
 
 def _finish(
@@ -154,14 +160,16 @@ def _finish(
     if state.history:
         mlflow.log_figure(save_loss_curve(state.history, extra=("val_iou",)), "loss_curve.png")
     log_overlays(model, val_s, name="best")
-    val_batch = next(iter(val_loader))[0]
-    version = export_and_register(cfg, model, val_batch)
     best = float(state.best_score or 0.0)
-    final = {"best_val_iou": best, "best_epoch": float(state.best_epoch), "registered_version": float(version)}
-    mlflow.log_metrics(final)
+    final = {"best_val_iou": best, "best_epoch": float(state.best_epoch)}
     name = cfg.model_name or cfg.variant
-    tracking.set_note(f"{cfg.variant}: best val IoU {best:.3f} at epoch {state.best_epoch}/{cfg.epochs}; "
-                      f"registered {name} v{version}")  # fmt: skip
+    registered = "not registered"
+    if wants_export(trainer.stop_request):
+        version = export_and_register(cfg, model, next(iter(val_loader))[0])
+        final["registered_version"] = float(version)
+        registered = f"registered {name} v{version}"
+    mlflow.log_metrics(final)
+    tracking.set_note(f"{cfg.variant}: best val IoU {best:.3f} at epoch {state.best_epoch}/{cfg.epochs}; {registered}")
     return final
 
 
@@ -184,8 +192,9 @@ def train(cfg: EDGNetConfig) -> dict[str, float]:
         state = trainer.fit()
         final = _finish(cfg, trainer, state, val_loader, val_s)
     # An all-background prediction scores IoU 0 on any image with line work: the baseline to beat.
+    version = f"v{int(final['registered_version'])}" if "registered_version" in final else "(not registered)"
     print(f"best val IoU {final['best_val_iou']:.4f} (all-background baseline 0.0000) "
-          f"-> registered {cfg.model_name or cfg.variant} v{int(final['registered_version'])}")  # fmt: skip
+          f"-> registered {cfg.model_name or cfg.variant} {version}")  # fmt: skip
     return final
 
 
@@ -198,6 +207,21 @@ def _overlay_hook(cfg: EDGNetConfig, val_s: list[edgdata.Sample]):  # type: igno
 
 
 main = entry_point(EDGNetConfig, train, "Train an EDGNet variant and register it as ONNX.")
+
+FAMILY = register_family(
+    Family(
+        name="edgnet",
+        config_cls=EDGNetConfig,
+        train=train,
+        task="segmentation",
+        ranking=RANKING,
+        presets=(
+            Preset("edgnet", {"variant": "edgnet", "model_name": "edgnet"}, "UNet line-work segmentation, ~0.5M"),
+            Preset("edgnet_large", {"variant": "edgnet_large", "model_name": "edgnet_large"}, "the seed's ~31M"),
+        ),
+        summary="UNet line-work segmentation of engineering drawings",
+    )
+)
 
 if __name__ == "__main__":
     main()

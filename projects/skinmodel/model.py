@@ -5,8 +5,9 @@
 XGBoost is trained on a plain float32 matrix, so the booster's features are `f0..f{n-1}`, the names
 onnxmltools' converter requires; the real column names travel separately (importance JSON, ONNX metadata).
 Per-round metrics come from a `TrainingCallback` that logs `train_<metric>` and `val_<metric>` with
-`step=round` (0-based, as XGBoost counts `best_iteration`). Early stopping watches the val loss and keeps
-the best round's trees (`save_best`), so `predict_proba` and the ONNX model agree on which trees count.
+`step=round` (0-based, as XGBoost counts `best_iteration`) and reports them to the epoch listeners
+(`projects.common.callbacks`), which may stop boosting after that round. Early stopping watches the val loss and
+keeps the best round's trees (`save_best`), so `predict_proba` and the ONNX model agree on which trees count.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import xgboost as xgb
+
+from projects.common import callbacks
 
 # task -> XGBoost objective, eval metrics (the last is the one early stopping watches)
 OBJECTIVES: dict[str, tuple[str, list[str]]] = {
@@ -46,11 +49,13 @@ class BoostParams:
 
 
 class RoundLogger(xgb.callback.TrainingCallback):
-    """Hands each round's train/val metrics to `log(metrics, step)` as `train_<m>` / `val_<m>`."""
+    """Hands each round's train/val metrics to `log(metrics, step)` as `train_<m>` / `val_<m>`, then to the
+    epoch listeners; a listener's stop request ends boosting after this round (`stop_request`)."""
 
     def __init__(self, log: Callable[[Mapping[str, float], int], None]) -> None:
         super().__init__()
         self.log = log
+        self.stop_request: callbacks.StopRequest | None = None
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Mapping[str, Mapping[str, Any]]) -> bool:
         metrics = {
@@ -59,7 +64,8 @@ class RoundLogger(xgb.callback.TrainingCallback):
             for name, values in by_metric.items()
         }
         self.log(metrics, epoch)
-        return False  # never stops training itself
+        self.stop_request = callbacks.report(epoch, metrics)
+        return self.stop_request is not None  # True ends boosting; EarlyStopping still keeps the best round
 
 
 def build_estimator(task: str, params: BoostParams, callbacks: list[xgb.callback.TrainingCallback]) -> xgb.XGBModel:
@@ -97,9 +103,37 @@ def fit(
     log: Callable[[Mapping[str, float], int], None],
 ) -> xgb.XGBModel:
     """Train with per-round logging and (optional) early stopping on the val set."""
-    model = build_estimator(task, params, [RoundLogger(log)])
+    return fit_listened(task, params, x_train, y_train, x_val, y_val, log)[0]
+
+
+def fit_listened(
+    task: str,
+    params: BoostParams,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    log: Callable[[Mapping[str, float], int], None],
+) -> tuple[xgb.XGBModel, callbacks.StopRequest | None]:
+    """Train with per-round logging and (optional) early stopping on the val set; returns the model and the
+    listener's stop request, if one stopped boosting."""
+    logger = RoundLogger(log)
+    model = build_estimator(task, params, [logger])
     model.fit(x_train, y_train, eval_set=[(x_train, y_train), (x_val, y_val)], verbose=False)
-    return model
+    return model, logger.stop_request
+
+
+def best_round(model: xgb.XGBModel) -> int:
+    """The 0-based round whose trees the model keeps: early stopping's best, else the last round trained."""
+    best = getattr(model, "best_iteration", None)
+    return int(best) if best is not None else int(model.get_booster().num_boosted_rounds()) - 1
+
+
+def best_round_metrics(model: xgb.XGBModel) -> dict[str, float]:
+    """`best_val_<m>` for every metric XGBoost tracked: the per-round `val_<m>` of the kept round, exactly."""
+    at = best_round(model)
+    history = model.evals_result()["validation_1"]
+    return {f"best_val_{name}": float(values[at]) for name, values in history.items()}
 
 
 def predict(model: xgb.XGBModel, x: np.ndarray) -> np.ndarray:

@@ -20,17 +20,25 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
+from core.contract import ModelContract, Ranking, TabularInput, TabularPost
 from core.errors import UserError
 from data.tabular import TARGET as SAMPLE_TARGET
 from data.tabular import ensure_breast_cancer
 from projects.common import tracking
+from projects.common.callbacks import wants_export
 from projects.common.config import cfg_field, entry_point
+from projects.common.families import Family, register_family
 from projects.common.onnx_export import log_onnx_model
 from projects.skinmodel import model as xgbcore
 from projects.skinmodel.data import Split, Table, load_table, split_table
 
-# task -> (metric that ranks runs, "max" or "min"); the per-round name, as the jobs page compares runs by it
-RANKING = {"binary": ("val_auc", "max"), "multiclass": ("val_mlogloss", "min"), "regression": ("val_rmse", "min")}
+# task -> the metric that ranks versions: the best (kept) round's value, logged once. The per-round `val_auc`
+# series would rank by the last round trained, whose trees early stopping threw away.
+RANKING = {
+    "binary": Ranking("best_val_auc", "max"),
+    "multiclass": Ranking("best_val_mlogloss", "min"),
+    "regression": Ranking("best_val_rmse", "min"),
+}
 
 
 @dataclass
@@ -110,7 +118,8 @@ def boost_params(cfg: SkinConfig) -> xgbcore.BoostParams:
 
 
 def final_metrics(table: Table, split: Split, proba: np.ndarray) -> dict[str, float]:
-    """Val metrics of the final (best-round) model."""
+    """Val metrics of the final (best-round) model, from its predictions. `train` replaces the `best_val_*`
+    ones XGBoost tracks with XGBoost's own value of the kept round (`xgbcore.best_round_metrics`)."""
     y = split.y_val
     if table.task == "regression":
         rmse = float(np.sqrt(skm.mean_squared_error(y, proba)))
@@ -161,14 +170,12 @@ def log_artifacts(model: object, table: Table, split: Split, proba: np.ndarray) 
         mlflow.log_artifact(str(xgbcore.save_native(model, Path(tmp) / "model.json")), "xgboost")  # type: ignore[arg-type]
 
 
-def onnx_metadata(table: Table) -> dict[str, object]:
-    return {
-        "kiln.task": "tabular",
-        "kiln.family": "skinmodel",
-        "kiln.preprocess": {"layout": "[B, F]", "dtype": "float32", "missing": "NaN",
-                            "feature_names": table.feature_names},
-        "kiln.postprocess": {"task": table.task, "feature_names": table.feature_names, "classes": table.classes},
-    }  # fmt: skip
+def contract(table: Table) -> ModelContract:
+    """Records in the CSV's column order, float32 with NaN for a missing cell; classes or a value out."""
+    names = tuple(table.feature_names)
+    post = TabularPost(task=table.task, feature_names=names, classes=tuple(table.classes))
+    return ModelContract(task="tabular", family="skinmodel", postprocess=post, ranking=RANKING[table.task],
+                         tabular_input=TabularInput(feature_names=names))  # fmt: skip
 
 
 def export_and_register(cfg: SkinConfig, model: object, table: Table, split: Split) -> int:
@@ -177,7 +184,7 @@ def export_and_register(cfg: SkinConfig, model: object, table: Table, split: Spl
     diff = xgbcore.check_onnx(onnx_model, model, split.x_val)  # type: ignore[arg-type]
     mlflow.log_metric("onnx_max_abs_diff", diff)
     version = log_onnx_model(
-        onnx_model, input_example=split.x_val[:5], model_name=cfg.model_name, metadata=onnx_metadata(table)
+        onnx_model, input_example=split.x_val[:5], model_name=cfg.model_name, contract=contract(table)
     )
     return int(version.version)
 
@@ -187,8 +194,7 @@ def _log_context(cfg: SkinConfig, path: Path, table: Table, split: Split) -> Non
                                     "val_rows": len(split.y_val)})  # fmt: skip
     digest = tracking.files_digest([path], path.parent)
     tracking.log_dataset(str(path.resolve()), digest, path.stem, profile=table.profile())
-    metric, mode = RANKING[table.task]
-    mlflow.set_tags({"kiln.family": "skinmodel", "kiln.task": table.task, "kiln.metric": metric, "kiln.mode": mode})
+    tracking.tag_family("skinmodel", RANKING[table.task], task=table.task)
 
 
 def train(cfg: SkinConfig) -> dict[str, float]:
@@ -201,16 +207,17 @@ def train(cfg: SkinConfig) -> dict[str, float]:
     params = boost_params(cfg)
     with tracking.start_run(run_name=cfg.model_name):
         _log_context(cfg, path, table, split)
-        model = xgbcore.fit(table.task, params, split.x_train, split.y_train, split.x_val, split.y_val,
-                            tracking.log_epoch)  # fmt: skip
+        model, stop = xgbcore.fit_listened(table.task, params, split.x_train, split.y_train, split.x_val,
+                                           split.y_val, tracking.log_epoch)  # fmt: skip
         proba = xgbcore.predict(model, split.x_val)
-        final = final_metrics(table, split, proba)
-        final["best_iteration"] = float(getattr(model, "best_iteration", None) or model.n_estimators - 1)
+        final = {**final_metrics(table, split, proba), **xgbcore.best_round_metrics(model)}
+        final["best_iteration"] = float(xgbcore.best_round(model))
         final["n_trees"] = float(model.get_booster().num_boosted_rounds())
         mlflow.log_metrics(final)
         log_artifacts(model, table, split, proba)
-        final["registered_version"] = float(export_and_register(cfg, model, table, split))
-        mlflow.log_metric("registered_version", final["registered_version"])
+        if wants_export(stop):
+            final["registered_version"] = float(export_and_register(cfg, model, table, split))
+            mlflow.log_metric("registered_version", final["registered_version"])
         tracking.set_note(_summary(cfg, table, final))
     print(_summary(cfg, table, final))
     return final
@@ -219,12 +226,25 @@ def train(cfg: SkinConfig) -> dict[str, float]:
 def _summary(cfg: SkinConfig, table: Table, final: dict[str, float]) -> str:
     headline = {k: v for k, v in final.items() if k.startswith("best_val_") or k == "val_accuracy"}
     scores = ", ".join(f"{k}={v:.4f}" for k, v in headline.items())
-    version = int(final.get("registered_version", 0))
+    registered = "not registered"
+    if "registered_version" in final:
+        registered = f"registered {cfg.model_name} v{int(final['registered_version'])}"
     return (f"skinmodel {table.task} on {len(table.feature_names)} features: {scores}; "
-            f"{int(final['n_trees'])} trees; registered {cfg.model_name} v{version}")  # fmt: skip
+            f"{int(final['n_trees'])} trees; {registered}")  # fmt: skip
 
 
 main = entry_point(SkinConfig, train, "Train an XGBoost model on a CSV and register it as ONNX.")
+
+FAMILY = register_family(
+    Family(
+        name="skinmodel",
+        config_cls=SkinConfig,
+        train=train,
+        task="tabular",
+        ranking=RANKING["binary"],  # the bundled sample's task; multiclass and regression runs rank as RANKING says
+        summary="XGBoost on a CSV (binary, multiclass or regression), exported to ONNX",
+    )
+)
 
 if __name__ == "__main__":
     main()

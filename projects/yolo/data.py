@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import yaml
 
+from core import preprocess
+from core.contract import Preprocess
 from core.errors import DatasetError
 from data.samples import SAMPLES_DIR, SampleRequest, ensure_sample
 from data.yolo_layout import YoloDataset, label_path, load_dataset, resolved_yaml
@@ -98,23 +100,21 @@ def dataset_profile(dataset: YoloDataset, report: Report) -> dict[str, Any]:
     }
 
 
+def model_input(size: int) -> Preprocess:
+    """The contract's pre-processing of a YOLO model: RGB, letterboxed to size x size with grey 114, / 255."""
+    return Preprocess(color="rgb", size=(size, size), resize="letterbox", mean=(0.0,), std=(1.0,), pad_value=PAD_VALUE)
+
+
 def letterbox(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize keeping the aspect ratio and pad to size x size, centred, with grey 114: ultralytics' LetterBox."""
-    h, w = image.shape[:2]
-    scale = min(size / h, size / w)
-    new_w, new_h = int(round(w * scale)), int(round(h * scale))
-    if (new_w, new_h) != (w, h):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    dw, dh = (size - new_w) / 2, (size - new_h) / 2
-    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
-    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
-    return cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+    """Resize keeping the aspect ratio and pad to size x size, centred, with grey 114: ultralytics' LetterBox
+    (the house's one letterbox, `core.preprocess.letterbox`)."""
+    return preprocess.letterbox(image, model_input(size))[0]
 
 
 def to_input(images_bgr: list[np.ndarray], size: int) -> np.ndarray:
-    """BGR images -> the model input the metadata describes: letterboxed, RGB, NCHW float32 in [0, 1]."""
-    batch = [letterbox(im, size)[:, :, ::-1].transpose(2, 0, 1) for im in images_bgr]
-    return np.ascontiguousarray(np.stack(batch)).astype(np.float32) / 255.0
+    """BGR images -> the model input the contract describes: letterboxed, RGB, NCHW float32 in [0, 1]; the same
+    function the server and the predictor run (`core.preprocess.prepare_batch`)."""
+    return preprocess.prepare_batch(images_bgr, model_input(size))[0]
 
 
 def read_images(paths: list[Path]) -> list[np.ndarray]:

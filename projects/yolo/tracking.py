@@ -9,7 +9,10 @@ in an experiment of its own and end it. This bridge writes into the run kiln's e
 - per epoch, `step=epoch` (1-based, as in results.csv): train/val box, cls and dfl losses, precision,
   recall, mAP50, mAP50-95, fitness, lr per param group and epoch_seconds;
 - each saved epoch: `weights/last.pt` and `results.csv`, so `--resume RUN_ID` can continue after a crash;
-- at the end: the best model's metrics (`best/...`), per-class AP, the plots ultralytics drew (confusion
+- after each epoch, the same metrics go to the epoch listeners (`projects.common.callbacks`); a stop request
+  ends training after that epoch (ultralytics' own `trainer.stop`), and the final validation of best.pt still runs;
+- at the end: the best model's metrics (`best/...`, from ultralytics' final validation of best.pt, the weights
+  kiln exports: `best/mAP50-95` is the ranking metric), per-class AP, the plots ultralytics drew (confusion
   matrix, PR/F1 curves, validation batches with predicted boxes), `results.csv`, `args.yaml`, `weights/best.pt`.
 """
 
@@ -23,7 +26,7 @@ from typing import Any
 
 import mlflow
 
-from projects.common import tracking
+from projects.common import callbacks, tracking
 
 PLOT_SUFFIXES = (".png", ".jpg")
 # ultralytics' resolved args are params under this prefix. Unprefixed names belong to the entry point:
@@ -65,6 +68,7 @@ class MlflowBridge:
         self.final: dict[str, float] = {}  # the best model's metrics from ultralytics' final evaluation
         self.epochs_logged = 0  # epochs whose metrics reached the run
         self._epoch_open = False  # set between on_train_epoch_end and on_fit_epoch_end of a real epoch
+        self.stop_request: callbacks.StopRequest | None = None  # set when a listener stopped training
 
     def callbacks(self) -> dict[str, Callable[[Any], None]]:
         return {
@@ -112,6 +116,10 @@ class MlflowBridge:
         }
         tracking.log_epoch(clean(metrics), epoch=trainer.epoch + 1)
         self.epochs_logged += 1
+        request = callbacks.report(trainer.epoch + 1, clean(metrics))
+        if request is not None:
+            self.stop_request = request
+            trainer.stop = True  # ultralytics breaks out of its epoch loop after this callback
 
     def on_train_end(self, trainer: Any) -> None:
         if self.final:
@@ -151,4 +159,4 @@ class MlflowBridge:
             metrics[f"class/{safe_name(row['class'])}/AP50-95"] = row["AP50-95"]
         mlflow.log_metrics(clean(metrics))
         mlflow.log_dict({"classes": rows}, "per_class_ap.json")
-        mlflow.set_tag("kiln.per_class_ap50", json.dumps({r["class"]: round(r["AP50"], 4) for r in rows}))
+        tracking.set_kiln_tags(per_class_ap50=json.dumps({r["class"]: round(r["AP50"], 4) for r in rows}))

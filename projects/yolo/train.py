@@ -21,12 +21,16 @@ import mlflow
 import torch
 import yaml
 
+from core.contract import DetectionPost, ModelContract, Ranking
 from core.errors import UserError
 from data.yolo_layout import YoloDataset
 from data.yolo_validate import Report
 from projects.common import tracking
+from projects.common.callbacks import wants_export
 from projects.common.checkpoint import ResumeError
 from projects.common.config import cfg_field, entry_point
+from projects.common.families import Family, register_family
+from projects.common.families import Preset as FamilyPreset
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
 from projects.common.runtime import pick_device
 from projects.yolo import data as yolo_data
@@ -42,6 +46,8 @@ from ultralytics.utils import DEFAULT_CFG_KEYS  # noqa: E402
 
 ONNX_RTOL, ONNX_ATOL = 1e-3, 1e-3  # boxes are in input pixels (0..imgsz), so 1e-3 relative is sub-pixel
 CHECK_IMAGES = 2  # real validation images run through both PyTorch and ONNX Runtime
+# mAP50-95 of ultralytics' final validation of best.pt (the weights exported), logged once as `best/mAP50-95`
+RANKING = Ranking("best/mAP50-95", "max")
 
 
 @dataclass(frozen=True)
@@ -234,25 +240,15 @@ def log_run_context(prep: Prepared) -> None:
     name = prep.dataset.root.name if prep.dataset.yaml_path is None else prep.dataset.yaml_path.parent.name
     tracking.log_dataset(source, yolo_data.dataset_digest(prep.dataset), name, profile=profile)
     mlflow.log_artifact(str(prep.data_yaml), artifact_path="dataset")
-    mlflow.set_tags({
-        "kiln.family": "yolo", "kiln.preset": prep.preset.name, "kiln.metric": "best/mAP50-95",
-        "kiln.mode": "max", "kiln.model_yaml": prep.model.source if prep.model.kind == "yaml" else "",
-    })  # fmt: skip
+    model_yaml = prep.model.source if prep.model.kind == "yaml" else ""
+    tracking.tag_family("yolo", RANKING, preset=prep.preset.name, model_yaml=model_yaml)
 
 
-def onnx_metadata(names: list[str], imgsz: int) -> dict[str, Any]:
-    """The serving contract for detection models (see the README's metadata section)."""
-    return {
-        "kiln.task": "detection",
-        "kiln.family": "yolo",
-        "kiln.preprocess": {
-            "color": "rgb", "size": [imgsz, imgsz], "resize": "letterbox", "scale": 1 / 255,
-            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "layout": "NCHW", "pad_value": yolo_data.PAD_VALUE,
-        },
-        "kiln.postprocess": {
-            "layout": "[B,4+nc,N]", "box_format": "xywh", "nms": False, "names": names, "conf": 0.25, "iou": 0.45,
-        },
-    }  # fmt: skip
+def contract(names: list[str], imgsz: int) -> ModelContract:
+    """The detection contract: letterboxed RGB in, ultralytics' raw [B, 4+nc, N] head out (the server runs NMS)."""
+    post = DetectionPost(names=tuple(names), conf=0.25, iou=0.45, box_format="xywh", nms=False, layout="[B,4+nc,N]")
+    pre = yolo_data.model_input(imgsz)
+    return ModelContract(task="detection", family="yolo", preprocess=pre, postprocess=post, ranking=RANKING)
 
 
 def export_and_register(prep: Prepared, best: Path, imgsz: int) -> tuple[int, float]:
@@ -268,20 +264,25 @@ def export_and_register(prep: Prepared, best: Path, imgsz: int) -> tuple[int, fl
     # The fused export module must also agree with the model exactly as trained (unfused, tuple output).
     unfused_diff = float((raw_predictions(trained, batch) - raw_predictions(module, batch)).abs().max())
     mlflow.log_metrics({"onnx_max_abs_diff": diff, "fuse_max_abs_diff": unfused_diff})
-    metadata = onnx_metadata(prep.dataset.names, imgsz)
-    version = log_onnx_model(path, input_example=batch[:1].numpy(), model_name=prep.model_name, metadata=metadata)
+    version = log_onnx_model(
+        path, input_example=batch[:1].numpy(), model_name=prep.model_name, contract=contract(prep.dataset.names, imgsz)
+    )
     return int(version.version), diff
 
 
 def finish(prep: Prepared, trainer: DetectionTrainer, bridge: MlflowBridge) -> dict[str, float]:
-    best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
-    version, diff = export_and_register(prep, best, int(trainer.args.imgsz))
     final = {k.replace("metrics/", "best/"): v for k, v in bridge.final.items() if k.startswith("metrics/")}
-    final.update({"epochs_run": bridge.epochs_logged, "registered_version": version, "onnx_max_abs_diff": diff})
+    final["epochs_run"] = bridge.epochs_logged
+    registered = "not registered"
+    if wants_export(bridge.stop_request):
+        best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
+        version, diff = export_and_register(prep, best, int(trainer.args.imgsz))
+        final.update({"registered_version": version, "onnx_max_abs_diff": diff})
+        registered = f"registered {prep.model_name} v{version}"
     ap50, ap = final.get("best/mAP50", float("nan")), final.get("best/mAP50-95", float("nan"))
     tracking.set_note(
         f"{prep.preset.name} ({prep.model.source}): best mAP50 {ap50:.3f}, mAP50-95 {ap:.3f} "
-        f"after {bridge.epochs_logged} epochs; registered {prep.model_name} v{version}"
+        f"after {bridge.epochs_logged} epochs; {registered}"
     )
     return final
 
@@ -294,8 +295,8 @@ def train(cfg: YoloConfig) -> dict[str, float]:
     finally:
         shutil.rmtree(prep.work, ignore_errors=True)  # everything worth keeping is in the run by now
     ap50, ap = final.get("best/mAP50", float("nan")), final.get("best/mAP50-95", float("nan"))
-    version = int(final["registered_version"])
-    print(f"best mAP50 {ap50:.4f}, mAP50-95 {ap:.4f} -> registered {prep.model_name} v{version}")
+    version = f"v{int(final['registered_version'])}" if "registered_version" in final else "(not registered)"
+    print(f"best mAP50 {ap50:.4f}, mAP50-95 {ap:.4f} -> registered {prep.model_name} {version}")
     return final
 
 
@@ -303,7 +304,9 @@ def _train_in_run(cfg: YoloConfig, prep: Prepared) -> dict[str, float]:
     run_name = f"{prep.preset.name}-{Path(prep.model.source).stem}"
     trainer = build_trainer(cfg, prep)  # a bad --resume fails here, before the old run is reopened
     with tracking.start_run(run_name=run_name, resume_run_id=cfg.resume or None):
-        bridge = MlflowBridge(prep.dataset.names, config=cfg, extra_params={"kiln.model_source": prep.model.source})
+        bridge = MlflowBridge(
+            prep.dataset.names, config=cfg, extra_params=tracking.kiln_tags(model_source=prep.model.source)
+        )
         bridge.attach(trainer)
         log_run_context(prep)
         trainer.train()
@@ -311,6 +314,25 @@ def _train_in_run(cfg: YoloConfig, prep: Prepared) -> dict[str, float]:
 
 
 main = entry_point(YoloConfig, train, "Train a YOLO detector on ultralytics, tracked in MLflow; register it as ONNX.")
+
+
+def family_preset(preset: Preset) -> FamilyPreset:
+    """A YOLO preset as registry overrides: the preset, its default model and its model name."""
+    return FamilyPreset(preset.name, {"preset": preset.name, "model": preset.model, "model_name": preset.name},
+                        preset.summary)  # fmt: skip
+
+
+FAMILY = register_family(
+    Family(
+        name="yolo",
+        config_cls=YoloConfig,
+        train=train,
+        task="detection",
+        ranking=RANKING,
+        presets=tuple(family_preset(p) for p in PRESETS.values()),
+        summary="ultralytics YOLO detectors (yolov8/yolo11 YAMLs or local weights), exported to ONNX",
+    )
+)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ def test_mlflow_run_tracks_rounds_and_registers_matching_onnx(mlflow_run, three_
     assert run.data.metrics["n_trees"] == 15 and 0 <= run.data.metrics["val_accuracy"] <= 1
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"feature_importance.json", "feature_importance.png", "confusion_matrix.json", "xgboost"} <= artifacts
-    assert run.data.tags["kiln.metric"] == "val_mlogloss" and run.inputs.dataset_inputs[0].dataset.name == "flowers"
+    assert (
+        run.data.tags["kiln.metric"] == "best_val_mlogloss" and run.inputs.dataset_inputs[0].dataset.name == "flowers"
+    )
 
     version = client.get_model_version("skin_test", "1")
     assert version.run_id == run.info.run_id and version.tags["kiln.task"] == "tabular"

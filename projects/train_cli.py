@@ -1,0 +1,56 @@
+"""`kiln train FAMILY_OR_PRESET`: train any registered family in this process, with the config resolution every
+entry point uses (dataclass defaults -> preset -> `--config` YAML -> `--set key=value`).
+
+    kiln train edgnet --set epochs=2 --set img_size=64 --set num_samples=12
+    kiln train cr_recon --config projects/cr_recon/configs/cpu_small.yaml --set epochs=1
+    kiln train safety_detection --set epochs=3 --set imgsz=128
+
+`mlflow run . -e <entry>` stays the way to start a tracked project run; this command is for scripts and for the
+search and cross-validation commands, which call `projects.common.families.train_family` the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import click
+
+from core.errors import ConfigError, run_cli
+
+
+def parse_sets(pairs: Iterable[str]) -> dict[str, str]:
+    """`["epochs=3", "model-params={cnn_gru: {hidden: 8}}"]` -> {"epochs": "3", "model_params": "..."}.
+
+    Values stay strings: the family's config dataclass types them and names the field when one does not fit.
+    """
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        values[key] = value
+    return values
+
+
+def run_training(name: str, config_path: str | None, sets: Iterable[str]) -> dict[str, float]:
+    from projects.common.families import train_family
+
+    return train_family(name, parse_sets(sets), config_path=config_path)
+
+
+@click.command("train")
+@click.argument("name", metavar="FAMILY_OR_PRESET")
+@click.option("--config", "config_path", default=None, help="YAML file of option: value pairs (after the preset).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one option; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object.")
+def train_command(name: str, config_path: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+    """Train FAMILY_OR_PRESET (edgnet, edgnet_large, cr_recon, skinmodel, safety_detection, visitor_detection,
+    yolo_custom, ...) and register its ONNX model; prints the final metrics."""
+    final = run_cli(run_training, name, config_path, sets)
+    if as_json:
+        click.echo(json.dumps(final, sort_keys=True))
+        return
+    for key, value in sorted(final.items()):
+        click.echo(f"{key}: {value:.6g}")
