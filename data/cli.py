@@ -195,3 +195,64 @@ def review(dst: Path, host: str | None, port: int | None) -> None:
     app = run_cli(create_app, dst)
     click.echo(f"reviewing {dst} on http://{settings.host}:{settings.port}")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log)
+
+
+@data.command()
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="dataset name; versions are NAME@v1, NAME@v2, ...")
+@click.option("--val", type=float, default=0.2, show_default=True,
+              help="share of images for val, split by image hash (images/train|val|test folders win)")  # fmt: skip
+@click.option("-m", "--message", default="", help="a note stored with the version")
+@click.option("--tracking-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI)")
+def version(dst: Path, name: str, val: float, message: str, tracking_uri: str | None) -> None:
+    """Freeze DST's labelled images into an immutable, content-addressed version of NAME in MLflow."""
+    from data.versions import create_version
+
+    info = run_cli(create_version, dst, name, val=val, message=message, tracking_uri=tracking_uri)
+    manifest = info.manifest
+    if not info.created:
+        click.echo(f"no change since {info.ref} (digest {info.digest[:12]}); nothing created")
+        return
+    splits = ", ".join(f"{k} {v}" for k, v in manifest["splits"].items())
+    counts = ", ".join(f"{k} {v}" for k, v in manifest["class_counts"].items())
+    click.echo(f"created {info.ref} (run {info.run_id}, digest {info.digest[:12]}, parent {manifest['parent']})")
+    click.echo(f"{len(manifest['images'])} images ({splits}); boxes: {counts}")
+    click.echo(f"train with: -P data=dataset:{info.ref}")
+
+
+@data.command()
+@click.argument("name")
+@click.option("--tracking-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI)")
+def versions(name: str, tracking_uri: str | None) -> None:
+    """List the versions of dataset NAME."""
+    import datetime
+
+    from data.versions import list_versions
+
+    found = run_cli(list_versions, name, tracking_uri)
+    if not found:
+        raise click.ClickException(f"dataset {name!r} has no versions")
+    click.echo(f"{'version':<12} {'created (UTC)':<20} {'digest':<14} run")
+    for info in found:
+        when = datetime.datetime.fromtimestamp(info.created_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{info.ref:<12} {when:<20} {info.digest[:12]:<14} {info.run_id}")
+
+
+@data.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--tracking-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI)")
+@click.option("--json", "as_json", is_flag=True, help="the full lists as JSON")
+@click.option("--max-lines", type=int, default=20, show_default=True, help="paths listed per kind")
+def diff(a: str, b: str, tracking_uri: str | None, as_json: bool, max_lines: int) -> None:
+    """What changed from dataset version A to B (e.g. door@v2 door@v3): added, removed, relabelled."""
+    import json
+
+    from data.versions import diff as run_diff
+
+    result = run_cli(run_diff, a, b, tracking_uri)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=1))
+        return
+    for line in result.lines(max_lines):
+        click.echo(line)
