@@ -28,7 +28,8 @@ from mlflow import MlflowClient
 from registry.errors import RegistryError
 
 HISTORY_TAG_PREFIX = "kiln.history."
-ACTIONS = ("promote", "rollback")
+ACTIONS = ("promote", "rollback", "refused")
+MOVES = ("promote", "rollback")  # the actions that moved the alias; "refused" records a gate's decision only
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class AliasEvent:
 
     model: str
     alias: str
-    action: str  # "promote" or "rollback"
-    version: int  # the version the alias points to after the move
+    action: str  # "promote" or "rollback"; "refused" when a significance gate kept the alias where it was
+    version: int  # the version the alias points to after the move (for "refused": the refused candidate)
     previous_version: int | None  # the version it pointed to before; None when the alias was new
     at: str  # ISO-8601 UTC time of the move
     by: str  # who moved it (KILN_USER, else the login name)
@@ -49,6 +50,7 @@ class AliasEvent:
     mode: str | None = None  # "max" or "min"
     value: float | None = None  # the new version's metric
     previous_value: float | None = None  # the previous version's metric
+    significance: dict[str, Any] | None = None  # the significance gate's numbers and sentence, when it ran
     key: str = field(default="", compare=False)  # the registered-model tag holding this event
 
     def to_json(self) -> dict[str, Any]:
@@ -99,7 +101,7 @@ def alias_stack(events: Sequence[AliasEvent], alias: str) -> list[int]:
     """
     stack: list[int] = []
     for event in events:
-        if event.alias != alias:
+        if event.alias != alias or event.action not in MOVES:
             continue
         if event.action == "rollback" and event.version in stack:
             del stack[_last_index(stack, event.version) + 1 :]

@@ -1,6 +1,7 @@
 """The `promote` MLproject entry point: a gated alias move that leaves a run behind as its audit record.
 
     mlflow run . -e promote --env-manager local -P model=edgnet -P version=3 -P metric=val_iou -P min=0.7
+    mlflow run . -e promote --env-manager local -P model=edgnet -P version=5 -P significance=0.05
     python -m registry.promote --model edgnet --version 3 --metric val_iou --min 0.7
 
 MLproject parameters cannot be absent, so an empty string means "not given" for every optional flag, and
@@ -61,6 +62,7 @@ def record_result(run_id: str, result: PromotionResult) -> None:
 @click.option("--max", "max_text", default="", help="Refuse above this ('' = no bound).")
 @click.option("--force", type=bool, default=False, show_default=True, help="Override failed gates (recorded).")
 @click.option("--reason", default="", help="Why; stored with the move.")
+@click.option("--significance", "significance_text", default="", help="Level for the significance gate ('' = off).")
 @reported
 def main(
     model: str,
@@ -73,6 +75,7 @@ def main(
     max_text: str,
     force: bool,
     reason: str,
+    significance_text: str,
 ) -> None:
     """Promote a version of MODEL to ALIAS behind the metric gates (see `kiln promote --help`)."""
     audit_run = os.environ.get("MLFLOW_RUN_ID")
@@ -81,6 +84,7 @@ def main(
             model, version=optional(version), run_id=optional(run_id), alias=alias, metric=optional(metric),
             mode=optional(mode), min_value=optional_float(min_text, "--min"),
             max_value=optional_float(max_text, "--max"), force=force, reason=reason,
+            significance=optional_float(significance_text, "--significance"),
         )  # fmt: skip
     except RegistryError as err:
         if audit_run:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
@@ -49,6 +51,7 @@ from registry.lookup import (
     tags_of,
     version_for_run,
 )
+from registry.significance import SignificanceOutcome, check_alpha, significance_gate
 
 DEFAULT_ALIAS = "production"
 
@@ -69,6 +72,7 @@ class PromotionResult:
     previous_value: float | None = None  # the previous version's metric
     checks: tuple[GateCheck, ...] = ()  # every gate that applied, passed or not
     event: AliasEvent | None = None  # the history entry written; None when nothing moved
+    significance: dict[str, Any] | None = None  # the significance gate's numbers, when --significance was given
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class _Move:
     metric: MetricChoice | None = None
     value: float | None = None
     previous_value: float | None = None
+    significance: dict[str, Any] | None = None
 
 
 def default_user() -> str:
@@ -113,6 +118,7 @@ def promote(
     force: bool = False,
     reason: str = "",
     by: str | None = None,
+    significance: float | None = None,
     client: MlflowClient | None = None,
 ) -> PromotionResult:
     """Point `alias` of `model` at a version (given by number or by the run that registered it).
@@ -122,8 +128,13 @@ def promote(
     naming both numbers; `force=True` moves the alias anyway and records which gates it overrode.
     The metric is `metric`, else the version's or model's `kiln.metric` tag; with none, a promotion that
     needs a gate raises `MetricRequiredError`.
+
+    `significance` (a level such as 0.05) adds the significance gate (`registry.significance`): with several
+    draws of the metric on both sides it replaces the single-value "current" gate by a one-sided Welch t-test;
+    without them it fails, saying why. Its decision, refused or not, goes into the timeline.
     """
     client = client or MlflowClient()
+    alpha = check_alpha(significance) if significance is not None else None
     check_alias(alias)
     registered = get_model(client, model)
     candidate = _candidate(client, model, version, run_id)
@@ -134,17 +145,67 @@ def promote(
     choice = choose_metric(metric, mode, metric_hints(client, candidate, registered))
     _require_metric(choice, model, alias, cand_version, current, min_value, max_value, force)
     value, current_value, checks = _judge(client, registered, candidate, alias, current, choice, min_value, max_value)
+    outcome = _significance(client, model, candidate, current, choice, alpha)
+    checks = _with_significance(checks, outcome)
+    stats = _significance_json(outcome)
     failed = tuple(c.detail for c in checks if not c.passed)
     if choice is not None and value is None and not force:
         missing = run_metrics(client, candidate.run_id)
         raise MetricMissingError(choice.metric, model, cand_version, str(candidate.run_id), list(missing))
     if failed and not force:
         detail = f"refused to promote {model} v{cand_version} to {alias}: {'; '.join(failed)}"
+        if outcome is not None:  # the significance decision goes into the timeline, refused or not
+            refused = _Move(model, alias, "refused", cand_version, current, by or default_user(), reason,
+                            significance=stats)  # fmt: skip
+            _record_refusal(client, _with_metric(refused, choice, value, current_value))
         raise PromotionRefusedError(f"{detail}. Use --force to override (the override is recorded)", checks)
-    move = _Move(model, alias, "promote", cand_version, current, by or default_user(), reason, force, failed)
+    move = _Move(model, alias, "promote", cand_version, current, by or default_user(), reason, force, failed,
+                 significance=stats)  # fmt: skip
     move = _with_metric(move, choice, value, current_value)
     event = _move_alias(client, move)
     return _result(move, event, checks)
+
+
+def _significance(
+    client: MlflowClient,
+    model: str,
+    candidate: ModelVersion,
+    current: int | None,
+    choice: MetricChoice | None,
+    alpha: float | None,
+) -> SignificanceOutcome | None:
+    """The significance gate's outcome, or None when it was not asked for or there is nothing to compare with."""
+    if alpha is None or choice is None or current is None:
+        return None
+    try:
+        holder_run = get_version(client, model, current).run_id
+    except VersionNotFoundError:
+        holder_run = None
+    return significance_gate(
+        client, metric=choice.metric, mode=choice.mode, alpha=alpha,
+        candidate=(f"v{candidate.version}", candidate.run_id), holder=(f"v{current}", holder_run),
+    )  # fmt: skip
+
+
+def _with_significance(checks: tuple[GateCheck, ...], outcome: SignificanceOutcome | None) -> tuple[GateCheck, ...]:
+    """Add the significance check; when it could judge, it supersedes the single-value "current" comparison."""
+    if outcome is None:
+        return checks
+    kept = checks if outcome.verdict is None else tuple(c for c in checks if c.gate != "current")
+    return (*kept, outcome.check)
+
+
+def _significance_json(outcome: SignificanceOutcome | None) -> dict[str, Any] | None:
+    if outcome is None:
+        return None
+    data: dict[str, Any] = outcome.verdict.to_json() if outcome.verdict is not None else {"judged": False}
+    data.update(passed=outcome.check.passed, detail=outcome.check.detail)
+    return data
+
+
+def _record_refusal(client: MlflowClient, move: _Move) -> AliasEvent:
+    at = now_utc()
+    return record_event(client, _event(move, at), at)
 
 
 def rollback(
@@ -298,16 +359,21 @@ def _with_metric(move: _Move, choice: MetricChoice | None, value: float | None, 
 def _move_alias(client: MlflowClient, move: _Move) -> AliasEvent:
     """Set the alias, tag the version, append the history event, in that order: the alias is the truth."""
     at = now_utc()
-    event = AliasEvent(
-        model=move.model, alias=move.alias, action=move.action, version=move.version,
-        previous_version=move.previous, at=at.isoformat(timespec="milliseconds"), by=move.by, reason=move.reason,
-        forced=move.forced, overridden=move.overridden, metric=move.metric.metric if move.metric else None,
-        mode=move.metric.mode if move.metric else None, value=move.value, previous_value=move.previous_value,
-    )  # fmt: skip
+    event = _event(move, at)
     client.set_registered_model_alias(move.model, move.alias, str(move.version))
     for key, value in _version_tags(event).items():
         client.set_model_version_tag(move.model, str(move.version), key, value)
     return record_event(client, event, at)
+
+
+def _event(move: _Move, at: datetime) -> AliasEvent:
+    return AliasEvent(
+        model=move.model, alias=move.alias, action=move.action, version=move.version,
+        previous_version=move.previous, at=at.isoformat(timespec="milliseconds"), by=move.by, reason=move.reason,
+        forced=move.forced, overridden=move.overridden, metric=move.metric.metric if move.metric else None,
+        mode=move.metric.mode if move.metric else None, value=move.value, previous_value=move.previous_value,
+        significance=move.significance,
+    )  # fmt: skip
 
 
 def _version_tags(event: AliasEvent) -> dict[str, str]:
@@ -322,11 +388,13 @@ def _version_tags(event: AliasEvent) -> dict[str, str]:
     }
     if event.overridden:
         tags["forced_over"] = "; ".join(event.overridden)
+    if event.significance is not None:
+        tags["significance"] = str(event.significance.get("detail", ""))[:5000]
     return tags
 
 
 def _result(move: _Move, event: AliasEvent, checks: tuple[GateCheck, ...]) -> PromotionResult:
     return PromotionResult(
         move.model, move.alias, move.version, move.previous, True, move.action, move.forced, move.metric,
-        move.value, move.previous_value, checks, event,
+        move.value, move.previous_value, checks, event, move.significance,
     )  # fmt: skip
