@@ -108,13 +108,16 @@ class Predictor:
                 return cls.from_onnx(onnx_file(path), session_options=session_options, source=text)
         except ModelSourceError:
             raise
+        except ValueError as err:  # a malformed models:/ URI, a model folder without an onnx flavor, a contract
+            raise ModelSourceError(f"cannot load {text}: {reason(err)}", status_code=400) from err
         except Exception as err:
             raise ModelSourceError(f"cannot load {text}: {reason(err)}") from err
         if not path.exists():
             raise ModelSourceError(f"cannot load {text}: no such file or folder, and not a models:/ URI")
         raise ModelSourceError(
             f"cannot load {text}: expected models:/NAME@ALIAS, models:/NAME/VERSION, an .onnx file "
-            "or an MLflow model folder (with an MLmodel file)"
+            "or an MLflow model folder (with an MLmodel file)",
+            status_code=400,
         )
 
     @classmethod
