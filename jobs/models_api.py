@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
+from registry.baseline import baseline_warning
 from registry.lookup import get_model, run_metrics
 from registry.models import key_metrics, list_models
 from registry.promotion import DEFAULT_ALIAS, history, promote, rollback
@@ -118,8 +119,14 @@ def models_router() -> APIRouter:
 
     @router.post("/{name}/promote")
     def promote_version(name: str, body: PromoteRequest, request: Request) -> dict[str, Any]:
-        result = promote(name, **body.model_dump(), client=_client(request))
-        return _result_json(result)
+        client = _client(request)
+        result = promote(name, **body.model_dump(), client=client)
+        data = _result_json(result)
+        warning = None
+        if result.moved and result.previous_version is None:  # first promotion: judged against the baseline only
+            warning = baseline_warning(client, name, result.version, metric=body.metric)
+        data["warnings"] = [warning] if warning else []
+        return data
 
     @router.post("/{name}/rollback")
     def rollback_alias(name: str, body: RollbackRequest, request: Request) -> dict[str, Any]:

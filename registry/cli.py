@@ -22,6 +22,7 @@ import click
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from registry.baseline import baseline_warning
 from registry.errors import RegistryError
 from registry.gates import better_word, fmt
 from registry.history import AliasEvent
@@ -126,6 +127,10 @@ def promote_command(
         min_value=min_value, max_value=max_value, force=force, reason=reason, significance=significance,
     )  # fmt: skip
     click.echo(to_json(result) if as_json else "\n".join(describe_result(result)))
+    if result.moved and result.previous_version is None:  # a first promotion: nothing to compare with but the baseline
+        warning = baseline_warning(MlflowClient(), model, result.version, metric=metric)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
 
 
 @click.command("rollback")
