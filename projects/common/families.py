@@ -54,6 +54,12 @@ class Family:
     presets: tuple[Preset, ...] = ()  # named overrides; empty: one entry point under the family's name
     module: str = ""  # the train module, `python -m <module>` in MLproject; default projects.<name>.train
     load_config: ConfigLoader | None = None  # a family's own resolution (e.g. a default YAML file)
+    # The per-step metric and mode that pick the exported step (best.pt, the kept round); the ranking metric is
+    # that step's value of its per-step twin (best_val_iou <-> val_iou). tests/projects/test_families.py checks it.
+    selected_by: Ranking | None = None
+    # Tiny settings for the registry's smoke test: writes tiny data under the given folder and returns config
+    # overrides that train, export and register in seconds on a CPU.
+    smoke: Callable[[Path], dict[str, Any]] | None = None
     summary: str = ""  # one line
 
     def __post_init__(self) -> None:

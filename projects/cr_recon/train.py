@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from core.contract import ModelContract, Preprocess, Ranking, RegressionPost
 from core.errors import UserError
-from data.spectra import ensure_sample
+from data.spectra import ensure_sample, generate
 from projects.common import tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import cfg_field, entry_point, resolve_config
@@ -383,6 +383,15 @@ def mean_baseline_pearson(prepared: crdata.Prepared, val_loader: DataLoader) -> 
 
 main = entry_point(CRConfig, train, "Train a CR_recon model and register it as ONNX.", load=load_config)
 
+
+def smoke(folder: Path) -> dict[str, Any]:
+    """40 generated samples and a 16-wide cnn_xattn for two epochs: the registry's smoke test."""
+    data = generate(folder / "spectra", num_samples=40, num_files=2, seed=1)
+    tiny = {"cnn_xattn": {"d_model": 16, "nhead": 2, "dec_layers": 1, "widths": [8, 8, 8, 8, 8]}}
+    return {"data": str(data), "cache_dir": str(folder / "cache"), "train_ratio": 0.8, "model_params": tiny,
+            "epochs": 2, "batch_size": 16, "patience": 0, "num_threads": 1, "plot_every": 0}  # fmt: skip
+
+
 FAMILY = register_family(
     Family(
         name="cr_recon",
@@ -390,6 +399,8 @@ FAMILY = register_family(
         train=train,
         task="regression",
         ranking=RANKING,
+        selected_by=Ranking("val_loss", "min"),  # best.pt is the epoch with the lowest val loss
+        smoke=smoke,
         load_config=load_config,
         summary="structure image -> 2x2x30 Bayer spectra (settings from configs/default.yaml)",
     )

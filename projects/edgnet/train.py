@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import mlflow
@@ -208,6 +209,16 @@ def _overlay_hook(cfg: EDGNetConfig, val_s: list[edgdata.Sample]):  # type: igno
 
 main = entry_point(EDGNetConfig, train, "Train an EDGNet variant and register it as ONNX.")
 
+
+def smoke(folder: Path) -> dict[str, Any]:
+    """Ten generated 64 px drawings, two epochs of a narrow UNet: the registry's smoke test."""
+    from data.drawings import generate
+
+    data = generate(folder / "drawings", count=10, size=64, seed=0)
+    return {"data": str(data), "epochs": 2, "img_size": 64, "batch_size": 4, "patience": 0, "base_channels": 8,
+            "overlay_every": 0}  # fmt: skip
+
+
 FAMILY = register_family(
     Family(
         name="edgnet",
@@ -215,6 +226,8 @@ FAMILY = register_family(
         train=train,
         task="segmentation",
         ranking=RANKING,
+        selected_by=Ranking("val_iou", "max"),  # best.pt is the epoch with the highest val IoU
+        smoke=smoke,
         presets=(
             Preset("edgnet", {"variant": "edgnet", "model_name": "edgnet"}, "UNet line-work segmentation, ~0.5M"),
             Preset("edgnet_large", {"variant": "edgnet_large", "model_name": "edgnet_large"}, "the seed's ~31M"),

@@ -14,6 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -235,6 +236,12 @@ def _summary(cfg: SkinConfig, table: Table, final: dict[str, float]) -> str:
 
 main = entry_point(SkinConfig, train, "Train an XGBoost model on a CSV and register it as ONNX.")
 
+
+def smoke(folder: Path) -> dict[str, Any]:
+    """The bundled sample, 20 shallow rounds with early stopping: the registry's smoke test."""
+    return {"n_estimators": 20, "max_depth": 2, "learning_rate": 0.3, "early_stopping_rounds": 5}
+
+
 FAMILY = register_family(
     Family(
         name="skinmodel",
@@ -242,6 +249,8 @@ FAMILY = register_family(
         train=train,
         task="tabular",
         ranking=RANKING["binary"],  # the bundled sample's task; multiclass and regression runs rank as RANKING says
+        selected_by=Ranking("val_logloss", "min"),  # early stopping keeps the round with the lowest val loss
+        smoke=smoke,
         summary="XGBoost on a CSV (binary, multiclass or regression), exported to ONNX",
     )
 )

@@ -322,6 +322,14 @@ def family_preset(preset: Preset) -> FamilyPreset:
                         preset.summary)  # fmt: skip
 
 
+def smoke(folder: Path) -> dict[str, Any]:
+    """Eight generated 64 px safety images, one epoch at imgsz 64 on the CPU: the registry's smoke test."""
+    from data.samples import SampleRequest, make_sample
+
+    data = make_sample("safety", SampleRequest(folder / "safety", count=8, size=64, val=0.25))
+    return {"data": str(data), "epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu", "workers": 0}
+
+
 FAMILY = register_family(
     Family(
         name="yolo",
@@ -329,6 +337,8 @@ FAMILY = register_family(
         train=train,
         task="detection",
         ranking=RANKING,
+        selected_by=Ranking("metrics/fitness", "max"),  # ultralytics keeps the epoch of best fitness as best.pt
+        smoke=smoke,
         presets=tuple(family_preset(p) for p in PRESETS.values()),
         summary="ultralytics YOLO detectors (yolov8/yolo11 YAMLs or local weights), exported to ONNX",
     )
