@@ -110,6 +110,22 @@ def _tag_stop(request: StopRequest) -> None:
     print(f"Stopped after step {request.step}: {request.reason}", flush=True)
 
 
+_EXPORTS: list[bool] = []
+
+
+@contextlib.contextmanager
+def exporting(enabled: bool) -> Iterator[None]:
+    """Inside `exporting(False)` training skips its ONNX export and registration, as a stop with `export=False`
+    does: `kiln tune` and `kiln cv` train trials and folds this way and register one version at the end."""
+    _EXPORTS.append(enabled)
+    try:
+        yield
+    finally:
+        _EXPORTS.pop()
+
+
 def wants_export(request: StopRequest | None) -> bool:
-    """Export and register unless a listener stopped the run with `export=False`."""
+    """Export and register unless a listener stopped the run with `export=False` (or `exporting(False)` is on)."""
+    if _EXPORTS and not _EXPORTS[-1]:
+        return False
     return request is None or request.export

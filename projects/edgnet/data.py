@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from core.errors import DatasetError
+from projects.common.folds import active_fold, fold_indices
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 # Input normalisation: x = (pixel / 255 - MEAN) / STD. Written into the ONNX metadata for the server.
@@ -99,6 +100,9 @@ def load_folder(folder: str | Path, size: int, skip_bad: bool = False) -> list[S
 def split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     if not 0 < val_fraction < 1:
         raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if (fold := active_fold()) is not None:  # kiln cv: this fold of the images is the validation part
+        tr, va = fold_indices(len(samples), fold)
+        return [samples[i] for i in tr], [samples[i] for i in va]
     order = np.random.default_rng(seed).permutation(len(samples))
     n_val = min(max(1, round(len(samples) * val_fraction)), len(samples) - 1)
     return [samples[i] for i in order[n_val:]], [samples[i] for i in order[:n_val]]

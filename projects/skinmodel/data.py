@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import DatasetError
+from projects.common.folds import active_fold, fold_indices
 
 TASKS = ("auto", "binary", "multiclass", "regression")
 # An integer-valued numeric target with at most this many distinct values is read as class labels.
@@ -158,6 +159,9 @@ def split_table(table: Table, val_fraction: float, seed: int) -> Split:
 
     if not 0 < val_fraction < 1:
         raise TableError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if (fold := active_fold()) is not None:  # kiln cv: this fold is the validation part (stratified by class)
+        tr, va = fold_indices(len(table.target), fold, table.target if table.classes else None)
+        return Split(table.features[tr], table.target[tr], table.features[va], table.target[va])
     stratify = None
     if table.classes:
         counts = np.bincount(table.target, minlength=len(table.classes))
