@@ -256,3 +256,27 @@ def diff(a: str, b: str, tracking_uri: str | None, as_json: bool, max_lines: int
         return
     for line in result.lines(max_lines):
         click.echo(line)
+
+
+@data.command()
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--model", required=True, help="registered detector: NAME@ALIAS, NAME/VERSION, models:/... or a .onnx")
+@click.option("--conf", type=float, default=0.25, show_default=True, help="confidence a box needs to be a pre-label")
+@click.option(
+    "--margin", type=float, default=0.1, show_default=True,
+    help="candidates this far below --conf count as near the threshold when ordering the queue",
+)  # fmt: skip
+@click.option("--batch", type=int, default=8, show_default=True, help="images per model run")
+@click.option("--tracking-uri", help="MLflow registry URI (default MLFLOW_TRACKING_URI)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def autolabel(
+    dst: Path, model: str, conf: float, margin: float, batch: int, tracking_uri: str | None, quiet: bool
+) -> None:
+    """Pre-label DST's unreviewed images with a registered detector and queue them for review."""
+    from data.autolabel import autolabel as run_autolabel
+
+    result = run_cli(
+        run_autolabel, dst, model, conf=conf, margin=margin, batch=batch, tracking_uri=tracking_uri,
+        progress=not quiet,
+    )  # fmt: skip
+    click.echo(result.summary())
