@@ -179,11 +179,16 @@ def _decode_chunk(dst: Path, chunk: list[str]) -> list[np.ndarray | None]:
     return out
 
 
+def _box(found: Any) -> Box:
+    x1, y1, x2, y2 = (round(float(v), 2) for v in found.xyxy)
+    return Box(found.class_id, x1, y1, x2, y2, round(found.confidence, 4))
+
+
 def _prelabel(
     dst: Path, rel: str, detection: Any, conf: float, model: str, version: str, result: AutolabelResult
 ) -> Prelabel:
     kept = [b for b in detection.boxes if b.confidence >= conf]
-    boxes = [Box(b.class_id, *(round(v, 2) for v in b.xyxy), round(b.confidence, 4)) for b in kept]
+    boxes = [_box(b) for b in kept]
     result.boxes.update(b.class_name for b in kept)
     width, height = int(detection.width), int(detection.height)
     if width < 1 or height < 1:

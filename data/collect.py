@@ -141,9 +141,9 @@ class s3_errors:  # noqa: N801 - used as a context manager, reads as a phrase
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
-            return False
+            return
         from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
         where = f"s3://{self.bucket}" + (f"/{self.key}" if self.key else "")
@@ -166,7 +166,6 @@ class s3_errors:  # noqa: N801 - used as a context manager, reads as a phrase
             if code in ("NoSuchKey", "404"):
                 raise CollectError(f"{where} disappeared while collecting (deleted after listing)") from None
             raise CollectError(f"{where} at {self.endpoint}: {code}: {message}") from None
-        return False
 
 
 CREDENTIAL_CODES = frozenset(

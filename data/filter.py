@@ -277,7 +277,7 @@ def _apply(dst: Path, rows: list[Scores]) -> None:
     with open_log(state_dir(dst) / FILTER_STATE) as log:
         for row in rows:
             source = dst / row.path
-            entry = {"path": row.path, "verdict": row.verdict, "reason": row.reason}
+            entry: dict[str, Any] = {"path": row.path, "verdict": row.verdict, "reason": row.reason}
             if row.reason:
                 target = dst / "rejected" / row.reason / Path(row.path).relative_to("images")
                 target.parent.mkdir(parents=True, exist_ok=True)

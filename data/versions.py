@@ -476,7 +476,7 @@ def log_dataset_input(uri: str, tracking_uri: str | None = None, context: str = 
 
     info = get_version(uri, tracking_uri)
     source = _dataset_source_class()(uri=f"dataset:{info.ref}", run_id=info.run_id)
-    dataset = MetaDataset(source=source, name=info.ref, digest=info.digest[:32])
+    dataset = MetaDataset(source=source, name=info.ref, digest=info.digest[:32])  # type: ignore[abstract]
     tags = {"kiln.dataset": info.ref, "kiln.dataset.run_id": info.run_id, "images": str(len(info.manifest["images"]))}
     mlflow.log_input(dataset, context=context, tags=tags)
     mlflow.set_tags({"kiln.dataset": info.ref, "kiln.dataset.run_id": info.run_id})
