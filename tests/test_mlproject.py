@@ -42,3 +42,37 @@ def test_params_flags_and_click_options_agree(name):
 def test_placeholders_are_bare(name):
     # mlflow shell-quotes every value; a quoted placeholder breaks on values with spaces
     assert not re.search(r"'\{\w+\}'", SPEC["entry_points"][name]["command"]), name
+
+
+def fixed_flags(name: str) -> dict[str, str]:
+    """Flags the command sets to a literal value (`--variant edgnet`, `--preset safety_detection`)."""
+    tokens = shlex.split(SPEC["entry_points"][name]["command"])[3:]
+    pairs = zip(tokens, [*tokens[1:], ""], strict=True)
+    return {
+        t[2:].replace("-", "_"): v for t, v in pairs if t.startswith("--") and v and not re.fullmatch(r"\{\w+\}", v)
+    }
+
+
+def family_entry_points() -> dict:
+    import projects.yolo.offline  # noqa: F401  (before ultralytics is imported by the yolo family)
+    from projects.common.families import entry_points
+
+    return entry_points()
+
+
+def test_training_entry_points_are_the_registered_families_and_presets():
+    registered = family_entry_points()
+    training = {n for n in ENTRY_POINTS if command_parts(n)[0].startswith("projects.")}
+    assert training == set(registered), f"MLproject {sorted(training)} vs registry {sorted(registered)}"
+    for name, (family, _) in registered.items():
+        assert command_parts(name)[0] == family.module, name
+
+
+@pytest.mark.parametrize("name", sorted(n for n in ENTRY_POINTS if command_parts(n)[0].startswith("projects.")))
+def test_entry_point_defaults_match_the_registered_preset(name):
+    """`mlflow run . -e NAME` with its defaults trains the same config as `kiln train NAME`."""
+    family, preset = family_entry_points()[name]
+    params = {k: str(v["default"]) for k, v in SPEC["entry_points"][name].get("parameters", {}).items()}
+    config_path = params.pop("config", "") or None  # the YAML option, not a config field
+    from_mlproject = family.resolve(None, config_path, {**fixed_flags(name), **params})
+    assert from_mlproject == family.resolve(preset.name if preset else None, config_path), name

@@ -386,7 +386,8 @@ main = entry_point(CRConfig, train, "Train a CR_recon model and register it as O
 
 def smoke(folder: Path) -> dict[str, Any]:
     """40 generated samples and a 16-wide cnn_xattn for two epochs: the registry's smoke test."""
-    data = generate(folder / "spectra", num_samples=40, num_files=2, seed=1)
+    data = folder / "spectra"
+    generate(data, num_samples=40, num_files=2, seed=1)
     tiny = {"cnn_xattn": {"d_model": 16, "nhead": 2, "dec_layers": 1, "widths": [8, 8, 8, 8, 8]}}
     return {"data": str(data), "cache_dir": str(folder / "cache"), "train_ratio": 0.8, "model_params": tiny,
             "epochs": 2, "batch_size": 16, "patience": 0, "num_threads": 1, "plot_every": 0}  # fmt: skip

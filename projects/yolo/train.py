@@ -56,6 +56,7 @@ class Preset:
     model: str  # default model YAML
     sample: str | None  # `kiln data sample` kind used when --data is empty; None = --data is required
     summary: str  # one line for docs and tags
+    epochs: int = 100  # default training epochs (MLproject's default for the entry point)
 
 
 PRESETS: dict[str, Preset] = {}
@@ -66,7 +67,9 @@ def register_preset(preset: Preset) -> Preset:
     return preset
 
 
-register_preset(Preset("safety_detection", "yolov8n.yaml", "safety", "industrial safety: smoke, fire, person_down"))
+register_preset(
+    Preset("safety_detection", "yolov8n.yaml", "safety", "industrial safety: smoke, fire, person_down", epochs=50)
+)
 register_preset(Preset("visitor_detection", "yolo11n.yaml", "visitor", "door visitors: person, package"))
 register_preset(Preset("yolo_custom", "yolov8n.yaml", None, "any ultralytics dataset YAML"))
 
@@ -318,8 +321,8 @@ main = entry_point(YoloConfig, train, "Train a YOLO detector on ultralytics, tra
 
 def family_preset(preset: Preset) -> FamilyPreset:
     """A YOLO preset as registry overrides: the preset, its default model and its model name."""
-    return FamilyPreset(preset.name, {"preset": preset.name, "model": preset.model, "model_name": preset.name},
-                        preset.summary)  # fmt: skip
+    overrides = {"preset": preset.name, "model": preset.model, "model_name": preset.name, "epochs": preset.epochs}
+    return FamilyPreset(preset.name, overrides, preset.summary)
 
 
 def smoke(folder: Path) -> dict[str, Any]:

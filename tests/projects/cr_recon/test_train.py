@@ -1,6 +1,7 @@
 """CR_recon entry point: config resolution (defaults -> YAML -> flags), bad input, and `mlflow run` end to end."""
 
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -121,3 +122,35 @@ def test_resume_continues_the_run_with_cnn_gru_and_weighted_smooth(mlflow_uri, t
     assert (first["registered_version"], second["registered_version"]) == (1, 2)
     assert client.get_model_version("cr_gru", "2").run_id == run.info.run_id
     assert run.data.params["loss"] == "weighted_smooth" and run.data.params["model"] == "cnn_gru"
+
+
+@pytest.mark.slow
+def test_early_stopped_run_is_promoted_by_its_best_epoch(mlflow_uri, tmp_path):
+    """patience=1 ends training an epoch after the best one; `kiln promote` must judge the exported (best) epoch's
+    Pearson, logged once as best_val_pearson, not the last epoch's val_pearson."""
+    from kiln.cli import main as kiln
+    from projects.common.families import train_family
+    from projects.cr_recon.train import FAMILY
+
+    overrides = {**FAMILY.smoke(tmp_path), "epochs": 8, "patience": 1, "lr": 0.05, "model_name": "cr_es"}
+    final = train_family("cr_recon", overrides)
+    (run,) = mlflow.search_runs(["0"], output_format="list")
+    pearson = {m.step: m.value for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_pearson")}
+    best_epoch, last_epoch = int(final["best_epoch"]), max(pearson)
+    assert best_epoch < last_epoch < 8, (best_epoch, pearson)  # early stopping ended the run
+    assert final["best_val_pearson"] == pytest.approx(pearson[best_epoch], rel=1e-5)
+    assert pearson[best_epoch] != pytest.approx(pearson[last_epoch], rel=1e-3)
+
+    # --min halfway between the best and the last epoch's value: only the best epoch's number decides it right
+    halfway = (pearson[best_epoch] + pearson[last_epoch]) / 2
+    result = CliRunner().invoke(kiln, ["promote", "cr_es", "--version", "1", "--min", str(halfway), "--json"])
+    if pearson[best_epoch] > halfway:
+        assert result.exit_code == 0, result.output
+        moved = json.loads(result.output)
+        assert (
+            moved["metric"]["metric"] == "best_val_pearson" and moved["metric"]["source"] == "version tag kiln.metric"
+        )
+        assert moved["value"] == pytest.approx(pearson[best_epoch], rel=1e-5)
+    else:
+        assert result.exit_code != 0 and "best_val_pearson" in result.output, result.output
+        assert re.search(r"best_val_pearson \S+ is below --min", result.output), result.output
