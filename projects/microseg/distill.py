@@ -75,7 +75,7 @@ class DistilledLoader:
 
     def __init__(self, loader: Any, teacher: Teacher) -> None:
         self.loader, self.teacher = loader, teacher
-        self.dataset = loader.dataset
+        self.dataset = getattr(loader, "dataset", None)
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -1,0 +1,219 @@
+"""Train a budgeted microseg variant inside an MLflow run, optionally distilled from a registered teacher; then
+export, check and register ONNX.
+
+    mlflow run . -e microseg --env-manager local -P variant=mininet -P sample=seg_cracks -P epochs=20
+    python -m projects.microseg.train --variant hwnet --img-size 64 --teacher models:/edgnet@production
+    kiln train microseg --set variant=micronet --set sample=seg_polyps
+
+With no `--data`, a generated sample set (`--sample`, see data/segsets.py) is used, and a separate test set of
+the same kind is drawn from seeds no training set uses: `test_iou` is measured on images the run never saw,
+neither for training nor for picking the best epoch. A user's own `--data` gets a `test_iou` with `--test-data`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import torch
+from torch.utils.data import DataLoader
+
+from core.contract import ModelContract, Preprocess, Ranking, SegmentationPost
+from core.errors import ConfigError
+from data.segsets import SEGSETS, ensure_segset
+from projects.common import tracking
+from projects.common.callbacks import wants_export
+from projects.common.config import cfg_field, entry_point
+from projects.common.families import Family, register_family
+from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
+from projects.common.plots import save_loss_curve
+from projects.common.runtime import pick_device, seed_everything
+from projects.common.trainer import FitConfig, FitState, Task, Trainer, evaluate
+from projects.edgnet.losses import DiceBCELoss, IoU
+from projects.microseg import data as segdata
+from projects.microseg.distill import DistilledLoader, DistillLoss, Teacher
+from projects.microseg.model import MODELS, STRIDE, count_parameters, create_model
+
+RANKING = Ranking("best_val_iou", "max")  # val IoU of best.pt, the exported weights, logged once
+TEST_SEED = 1_000_000  # generated test sets use this seed: no training set (seed = --seed) shares an image
+
+
+@dataclass
+class MicroSegConfig:
+    variant: str = cfg_field("mininet", "model variant: micronet, hwnet, mininet (<10k params) or mininet_50k")
+    max_params: int = cfg_field(10_000, "parameter budget; a bigger model is refused when built; 0 = none")
+    data: str = cfg_field("", "folder with images/ and masks/; empty = the generated --sample set")
+    sample: str = cfg_field("seg_objects", "generated set used when --data is empty: " + ", ".join(sorted(SEGSETS)))
+    test_data: str = cfg_field("", "held-out images/ + masks/ for test_iou; empty = a generated test set "
+                                   "(only when --data is empty)")  # fmt: skip
+    epochs: int = cfg_field(60, "training epochs")
+    batch_size: int = cfg_field(8, "images per optimizer step")
+    img_size: int = cfg_field(128, "square side images are resized to; a multiple of 8")
+    lr: float = cfg_field(4e-3, "peak AdamW learning rate after warmup (small nets take a higher rate)")
+    weight_decay: float = cfg_field(1e-4, "AdamW weight decay")
+    warmup_epochs: float = cfg_field(2.0, "linear LR warmup length in epochs, then cosine decay")
+    grad_clip: float = cfg_field(1.0, "max gradient norm; 0 disables clipping")
+    patience: int = cfg_field(15, "epochs without val_iou improvement before stopping; 0 = never")
+    seed: int = cfg_field(0, "seed for the generated set, split, augmentation and init")
+    resume: str = cfg_field("", "MLflow run id to continue from its checkpoints/last.pt")
+    model_name: str = cfg_field("", "registered model name; empty = microseg_<variant>")
+    max_train_batches: int = cfg_field(0, "cap on training batches per epoch; 0 = all (for smoke tests)")
+    num_samples: int = cfg_field(200, "images to generate when --data is empty")
+    num_test: int = cfg_field(60, "images in the generated test set")
+    val_fraction: float = cfg_field(0.2, "share of images held out for validation")
+    teacher: str = cfg_field("", "registered segmentation model to distil from, e.g. models:/edgnet@production")
+    distill_weight: float = cfg_field(0.5, "weight of the teacher term; (1 - weight) goes to Dice+BCE on the mask")
+    temperature: float = cfg_field(2.0, "softens teacher and student logits in the teacher term")
+    device: str = cfg_field("auto", "auto, cpu, cuda or cuda:N")
+    num_workers: int = cfg_field(0, "DataLoader worker processes")
+
+
+def _check(cfg: MicroSegConfig) -> None:
+    if cfg.variant not in MODELS:
+        raise ConfigError(f"unknown variant {cfg.variant!r}; known: {sorted(MODELS)}", field="variant")
+    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "img_size": cfg.img_size, "lr": cfg.lr}
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value}", field=name)
+    if cfg.img_size % STRIDE:
+        raise ConfigError(f"img_size {cfg.img_size} must be a multiple of {STRIDE}", field="img_size")
+    if cfg.max_params < 0:
+        raise ConfigError(f"max_params must be >= 0, got {cfg.max_params}", field="max_params")
+    if not cfg.data and cfg.sample not in SEGSETS:
+        raise ConfigError(f"unknown sample {cfg.sample!r}; known: {sorted(SEGSETS)}", field="sample")
+
+
+def resolve_data(cfg: MicroSegConfig) -> tuple[Path, Path | None]:
+    """The training folder and the test folder (None when there is none)."""
+    if cfg.data:
+        return Path(cfg.data).expanduser(), Path(cfg.test_data).expanduser() if cfg.test_data else None
+    train = ensure_segset(cfg.sample, cfg.num_samples, cfg.img_size, cfg.seed)
+    test = Path(cfg.test_data).expanduser() if cfg.test_data else None
+    return train, test or ensure_segset(cfg.sample, cfg.num_test, cfg.img_size, TEST_SEED)
+
+
+def make_loaders(cfg: MicroSegConfig, folder: Path) -> tuple[DataLoader, DataLoader, int]:
+    samples = segdata.load_folder(folder, cfg.img_size)
+    train_s, val_s = segdata.split(samples, cfg.val_fraction, cfg.seed)
+    common = {"num_workers": cfg.num_workers, "pin_memory": torch.cuda.is_available()}
+    train = DataLoader(segdata.SegDataset(train_s, True, cfg.seed), cfg.batch_size, shuffle=True, **common)
+    val = DataLoader(segdata.SegDataset(val_s, False), cfg.batch_size, shuffle=False, **common)
+    return train, val, len(train_s)
+
+
+def test_loader(cfg: MicroSegConfig, folder: Path) -> DataLoader:
+    return DataLoader(segdata.SegDataset(segdata.load_folder(folder, cfg.img_size), False), cfg.batch_size)
+
+
+def contract(cfg: MicroSegConfig) -> ModelContract:
+    """RGB, stretched to img_size, (x / 255 - 0.5) / 0.5; sigmoid logits thresholded at 0.5; sides multiple of 8."""
+    pre = Preprocess(color="rgb", size=(cfg.img_size, cfg.img_size), resize="stretch", mean=(segdata.MEAN,),
+                     std=(segdata.STD,), size_multiple=STRIDE)  # fmt: skip
+    return ModelContract(task="segmentation", family="microseg", preprocess=pre, postprocess=SegmentationPost(),
+                         ranking=RANKING)  # fmt: skip
+
+
+def model_name(cfg: MicroSegConfig) -> str:
+    return cfg.model_name or f"microseg_{cfg.variant}"
+
+
+def export_and_register(cfg: MicroSegConfig, model: torch.nn.Module, val_batch: torch.Tensor) -> int:
+    """Export best weights to ONNX, check them on a real val batch, log and register. Returns the version."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, val_batch[:1], Path(tmp) / "model.onnx", dynamic_hw=True)
+        mlflow.log_metric("onnx_max_abs_diff", check_onnx(path, model, val_batch))
+        version = log_onnx_model(path, input_example=val_batch[:1].numpy(), model_name=model_name(cfg),
+                                 contract=contract(cfg))  # fmt: skip
+    return int(version.version)
+
+
+def fit_config(cfg: MicroSegConfig) -> FitConfig:
+    return FitConfig(
+        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs,
+        grad_clip=cfg.grad_clip, patience=cfg.patience, max_train_batches=cfg.max_train_batches,
+        monitor="val_iou", mode="max",
+    )  # fmt: skip
+
+
+def _log_run_context(cfg: MicroSegConfig, folder: Path, n_train: int, n_params: int, teacher: Teacher | None) -> None:
+    tracking.log_config(cfg, extra={"num_parameters": n_params})
+    mlflow.log_metrics({"num_parameters": float(n_params), "param_budget": float(cfg.max_params)})
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    profile = {"images": len(list((folder / "images").iterdir())), "train": n_train}
+    tracking.log_dataset(str(folder.resolve()), tracking.files_digest(files, folder), folder.name, profile=profile)
+    extra = {"variant": cfg.variant, "dataset": cfg.sample if not cfg.data else folder.name}
+    if teacher is not None:
+        extra.update(teacher=f"{teacher.name} v{teacher.version}" if teacher.version else teacher.name)
+        tracking.log_new_params({"teacher_name": teacher.name, "teacher_version": teacher.version or "file"})
+    tracking.tag_family("microseg", RANKING, **extra)
+
+
+def _test_metrics(trainer: Trainer, loader: DataLoader | None) -> dict[str, float]:
+    if loader is None:
+        return {}
+    task = Task(trainer.task.model, trainer.task.loss_fn, (), loader, [IoU()])
+    return {"test_iou": evaluate(task, trainer.device)["val_iou"]}
+
+
+def _finish(cfg: MicroSegConfig, trainer: Trainer, state: FitState, val_loader: DataLoader,
+            test: DataLoader | None) -> dict[str, float]:  # fmt: skip
+    trainer.load_best()
+    if state.history:
+        mlflow.log_figure(save_loss_curve(state.history, extra=("val_iou",)), "loss_curve.png")
+    final = {"best_val_iou": float(state.best_score or 0.0), "best_epoch": float(state.best_epoch)}
+    final.update(_test_metrics(trainer, test))
+    final["num_parameters"] = float(count_parameters(trainer.task.model))
+    registered = "not registered"
+    if wants_export(trainer.stop_request):
+        version = export_and_register(cfg, trainer.task.model, next(iter(val_loader))[0])
+        final["registered_version"] = float(version)
+        registered = f"registered {model_name(cfg)} v{version}"
+    mlflow.log_metrics(final)
+    test_text = f", test IoU {final['test_iou']:.3f}" if "test_iou" in final else ""
+    tracking.set_note(f"{cfg.variant} ({int(final['num_parameters']):,} params): best val IoU "
+                      f"{final['best_val_iou']:.3f}{test_text}; {registered}")  # fmt: skip
+    return final
+
+
+def train(cfg: MicroSegConfig) -> dict[str, float]:
+    """Train, track, export and register; returns the final metrics."""
+    _check(cfg)
+    model = create_model(cfg.variant, max_params=cfg.max_params)  # over budget: refused before any run or data
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    folder, test_folder = resolve_data(cfg)
+    train_loader, val_loader, n_train = make_loaders(cfg, folder)  # bad files fail here, before any run
+    test = test_loader(cfg, test_folder) if test_folder is not None else None
+    teacher = Teacher.load(cfg.teacher) if cfg.teacher else None
+    loss = DistillLoss(DiceBCELoss(), cfg.distill_weight, cfg.temperature)
+    with tracking.start_run(run_name=cfg.variant, resume_run_id=cfg.resume or None):
+        _log_run_context(cfg, folder, n_train, count_parameters(model), teacher)
+        loader = DistilledLoader(train_loader, teacher) if teacher is not None else train_loader
+        trainer = Trainer(Task(model, loss, loader, val_loader, [IoU()]), fit_config(cfg), device)
+        if cfg.resume:
+            trainer.resume_from(cfg.resume)
+        final = _finish(cfg, trainer, trainer.fit(), val_loader, test)
+    version = f"v{int(final['registered_version'])}" if "registered_version" in final else "(not registered)"
+    test_text = f", test IoU {final['test_iou']:.4f}" if "test_iou" in final else ""
+    print(f"{cfg.variant}: {int(final['num_parameters']):,} params, best val IoU {final['best_val_iou']:.4f}"
+          f"{test_text} -> {model_name(cfg)} {version}")  # fmt: skip
+    return final
+
+
+main = entry_point(MicroSegConfig, train, "Train a budgeted microseg variant (optionally distilled) and register it.")
+
+FAMILY = register_family(
+    Family(
+        name="microseg",
+        config_cls=MicroSegConfig,
+        train=train,
+        task="segmentation",
+        ranking=RANKING,
+        summary="binary segmentation under a parameter budget (seed 003), with optional distillation",
+    )
+)
+
+if __name__ == "__main__":
+    main()
