@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("projects.train_cli", "train_command"),
     "train": ("projects.train_cli", "train_command"),
     "advise": ("experiments.cli", "advise_command"),
+    "tune": ("experiments.cli", "tune_command"),
+    "cv": ("experiments.cli", "cv_command"),
 }
 
 

@@ -1,0 +1,497 @@
+"""`kiln tune`: hyperparameter search over any registered family with Optuna, tracked as MLflow parent/child runs.
+
+    kiln tune skinmodel --space space.yaml --trials 20 --pruner median
+    kiln tune edgnet --space edg.yaml --trials 40 --study edg-lr --storage sqlite:///optuna.db --workers 2
+    mlflow run . -e tune --env-manager local -P target=skinmodel -P space=space.yaml -P trials=20
+
+One parent run per study, one nested child run per trial (`mlflow.parentRunId`), each a full tracked training
+with its params and per-epoch metrics, tagged `kiln.tune.trial` and `kiln.tune.state` (complete, pruned, failed).
+Each epoch's value of the objective (its running best) goes to Optuna; the pruner may stop a trial, which ends
+cleanly (FINISHED, `kiln.stopped_by`). A failing trial is recorded (FAILED, `kiln.error`) and the study goes on.
+Trials never register a model: the best trial's config is trained once more with export (`--register-best`), so a
+study adds one version to the registry. The parent gets the best params and value, `trials.csv`, the optimisation
+history, intermediate values and parameter importance plots, and a note. Studies live in an Optuna RDB storage
+(a sqlite file by default, or PostgreSQL) that several processes or machines share; the same `--study` resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+
+from core.errors import ConfigError, KilnError, UserError
+from experiments.runs import (
+    NOTE_TAG,
+    close_parent,
+    create_child,
+    experiment_id,
+    mark_failed,
+    open_parent,
+    stamp,
+    train_in_run,
+)
+from experiments.space import Space, load_space
+
+PRUNERS = ("median", "hyperband", "none")
+SAMPLERS = ("tpe", "random")
+STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+TAG = "kiln.tune."
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """Everything a worker process needs (picklable: workers are spawned)."""
+
+    target: str
+    space: Space
+    trials: int
+    metric: str
+    mode: str
+    step_keys: tuple[str, ...]  # per-step metric names that stand for the objective, first found wins
+    pruner: str
+    sampler: str
+    seed: int | None
+    study: str
+    storage: str
+    timeout: float | None
+    sets: dict[str, str]
+    parent_run_id: str = ""
+    tracking_uri: str = ""
+    trial_cap: int = 0  # stop once the study holds this many trials (earlier sessions' trials included)
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    study: str
+    parent_run_id: str
+    metric: str
+    mode: str
+    best_trial: int | None
+    best_value: float | None
+    best_params: dict[str, Any]
+    counts: dict[str, int]  # state -> number of trials
+    registered_version: int | None = None
+    refit_run_id: str | None = None
+    refit_value: float | None = None
+    note: str = ""
+    trial_runs: dict[int, str] = field(default_factory=dict)  # trial number -> child run id
+
+
+def default_storage() -> str:
+    """A sqlite file under $KILN_HOME (default ./.kiln), so every study can be resumed by name."""
+    home = Path(os.environ.get("KILN_HOME") or Path.cwd() / ".kiln")
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'optuna.db'}"
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, for tags and messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return str(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # an unparsable URL has no password to hide that we could find
+        return url
+
+
+def make_pruner(name: str, trials: int) -> Any:
+    import optuna
+
+    if name == "median":
+        # A few complete trials before judging, and never on the first step (its value says little).
+        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(2, trials // 5)), n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"--pruner {name!r} is not one of {list(PRUNERS)}")
+
+
+def make_sampler(name: str, seed: int | None) -> Any:
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"--sampler {name!r} is not one of {list(SAMPLERS)}")
+
+
+def open_study(spec: TuneSpec) -> Any:
+    """Create the study or load it (resume); a study made for another target or direction is refused."""
+    import optuna
+
+    direction = "maximize" if spec.mode == "max" else "minimize"
+    try:
+        study = optuna.create_study(
+            study_name=spec.study, storage=spec.storage, direction=direction, load_if_exists=True,
+            sampler=make_sampler(spec.sampler, spec.seed), pruner=make_pruner(spec.pruner, spec.trials),
+        )  # fmt: skip
+    except Exception as err:  # storage URL that cannot be opened: SQLAlchemy's or Optuna's own errors
+        raise UserError(f"cannot open Optuna storage {redact(spec.storage)!r}: {err}") from None
+    attrs = study.user_attrs
+    if attrs.get("kiln.target", spec.target) != spec.target or study.direction.name.lower() != direction:
+        raise ConfigError(
+            f"study {spec.study!r} in {redact(spec.storage)} was made for {attrs.get('kiln.target')!r} "
+            f"({study.direction.name.lower()}); choose another --study name"
+        )
+    return study
+
+
+class TrialReporter:
+    """The epoch listener of one trial: reports the objective's running best and asks the pruner."""
+
+    def __init__(self, trial: Any, keys: tuple[str, ...], mode: str, pruner: str) -> None:
+        self.trial, self.keys, self.mode, self.pruner = trial, keys, mode, pruner
+        self.best: float | None = None
+        self.pruned_at: int | None = None
+        self.reported = 0
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        from projects.common.callbacks import StopTraining
+
+        key = next((k for k in self.keys if k in metrics), None)
+        if key is None or not math.isfinite(metrics[key]):
+            return
+        value = metrics[key]
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best = value
+        self.trial.report(self.best, step)
+        self.reported += 1
+        if self.trial.should_prune():
+            self.pruned_at = step
+            raise StopTraining(f"pruned by optuna ({self.pruner} pruner) at step {step}", export=False)
+
+
+def step_keys(metric: str, selected_by: Any, mode: str) -> tuple[str, ...]:
+    """Per-step names of the objective: itself, its per-step twin (best_val_iou -> val_iou, best/x -> metrics/x), and
+    the family's selection metric when it points the same way."""
+    keys = [metric]
+    if metric.startswith("best_"):
+        keys.append(metric.removeprefix("best_"))
+    if metric.startswith("best/"):
+        keys.append("metrics/" + metric.removeprefix("best/"))
+    if selected_by is not None and selected_by.mode == mode and selected_by.metric not in keys:
+        keys.append(selected_by.metric)
+    return tuple(keys)
+
+
+def objective(spec: TuneSpec, client: MlflowClient) -> Any:
+    import optuna
+
+    def run_trial(trial: optuna.Trial) -> float:
+        params = spec.space.suggest(trial)
+        tags = {TAG + "study": spec.study, TAG + "trial": str(trial.number), TAG + "state": "running"}
+        child = create_child(client, spec.parent_run_id, f"trial-{trial.number}", tags)
+        trial.set_user_attr("mlflow_run_id", child)
+        reporter = TrialReporter(trial, spec.step_keys, spec.mode, spec.pruner)
+        try:
+            final = train_in_run(client, child, spec.target, {**spec.sets, **spec.space.fixed, **params}, [reporter])
+        except Exception as err:
+            mark_failed(client, child, err)
+            client.set_tag(child, TAG + "state", "failed")
+            raise
+        if reporter.pruned_at is not None:
+            client.set_tag(child, TAG + "state", "pruned")
+            raise optuna.TrialPruned(f"trial {trial.number} pruned at step {reporter.pruned_at}")
+        value = final.get(spec.metric)
+        if value is None or not math.isfinite(value):
+            client.set_tag(child, TAG + "state", "failed")
+            error = UserError(
+                f"trial {trial.number}: training returned {spec.metric}={value}; it returned {sorted(final)}"
+            )
+            client.set_tag(child, "kiln.error", error.message)
+            raise error
+        client.set_tag(child, TAG + "state", "complete")
+        client.set_tag(child, TAG + "value", repr(float(value)))
+        return float(value)
+
+    return run_trial
+
+
+def _print_trial(study: Any, trial: Any) -> None:
+    state = STATES.get(trial.state.name, trial.state.name.lower())
+    value = f" {trial.value:.6g}" if trial.value is not None else ""
+    reason = trial.system_attrs.get("fail_reason", "")
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    print(
+        f"[tune] trial {trial.number} {state}{value} {params}{(' - ' + reason.splitlines()[-1]) if reason else ''}",
+        flush=True,
+    )
+
+
+def run_worker(spec: TuneSpec) -> None:
+    """Run trials until the study holds `trial_cap` trials (or the timeout passes); used by every worker."""
+    import optuna
+
+    if spec.tracking_uri:
+        mlflow.set_tracking_uri(spec.tracking_uri)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(spec)
+    remaining = spec.trial_cap - len(study.trials)
+    if remaining <= 0:
+        return
+    cap = optuna.study.MaxTrialsCallback(spec.trial_cap, states=None)
+    study.optimize(
+        objective(spec, MlflowClient()), n_trials=remaining, timeout=spec.timeout, catch=(Exception,),
+        callbacks=[cap, _print_trial], gc_after_trial=True,
+    )  # fmt: skip
+
+
+def _spawned_worker(spec: TuneSpec, threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    run_worker(spec)
+
+
+def run_workers(spec: TuneSpec, workers: int) -> None:
+    """This process and `workers - 1` spawned ones share the study; CPU threads are split between them."""
+    if workers <= 1:
+        run_worker(spec)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_spawned_worker, args=(spec, threads), daemon=False) for _ in range(workers - 1)]
+    for proc in procs:
+        proc.start()
+    try:
+        _spawned_worker(spec, threads)
+    finally:
+        for proc in procs:
+            proc.join()
+    failed = [p.exitcode for p in procs if p.exitcode]
+    if failed:
+        print(f"[tune] warning: {len(failed)} worker process(es) exited with codes {failed}", flush=True)
+
+
+def tune(
+    target: str,
+    space_path: str,
+    trials: int,
+    *,
+    metric: str | None = None,
+    mode: str | None = None,
+    pruner: str = "median",
+    sampler: str = "tpe",
+    seed: int | None = None,
+    study: str | None = None,
+    storage: str | None = None,
+    workers: int = 1,
+    timeout: float | None = None,
+    sets: Mapping[str, str] | None = None,
+    experiment: str | None = None,
+    register_best: bool = True,
+) -> TuneResult:
+    """Run (or resume) a study; returns what it found. Bad flags or space entries fail before any trial."""
+    from projects.common.families import resolve_family_config
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial gets one `[tune]` line instead
+    if trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {trials}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if mode is not None and mode not in ("max", "min"):
+        raise ConfigError(f"--mode must be max or min, got {mode!r}")
+    make_pruner(pruner, trials), make_sampler(sampler, seed)  # bad names fail here
+    sets = dict(sets or {})
+    family, _ = resolve_family_config(target, sets)
+    space = load_space(space_path, target, sets)
+    metric = metric or family.ranking.metric
+    mode = mode or (family.ranking.mode if metric == family.ranking.metric else _infer_mode(metric))
+    spec = TuneSpec(
+        target, space, trials, metric, mode, step_keys(metric, family.selected_by, mode), pruner, sampler, seed,
+        study or f"{target}-{stamp()}", storage or default_storage(), timeout, sets,
+        tracking_uri=mlflow.get_tracking_uri(),
+    )  # fmt: skip
+    optuna_study = open_study(spec)
+    client = MlflowClient()
+    parent = _open_parent(client, spec, optuna_study, experiment)
+    spec = _with(spec, parent_run_id=parent, trial_cap=len(optuna_study.trials) + trials)
+    status = "FAILED"
+    try:
+        run_workers(spec, workers)
+        result = summarize(client, spec, register_best)
+        status = "FINISHED"
+        return result
+    finally:
+        close_parent(client, parent, status)
+
+
+def _with(spec: TuneSpec, **changes: Any) -> TuneSpec:
+    return TuneSpec(**{**spec.__dict__, **changes})
+
+
+def _infer_mode(metric: str) -> str:
+    from registry.gates import infer_mode
+
+    return infer_mode(metric)
+
+
+def _open_parent(client: MlflowClient, spec: TuneSpec, study: Any, experiment: str | None) -> str:
+    reuse = study.user_attrs.get("kiln.parent_run_id")
+    if reuse:
+        try:
+            client.get_run(reuse)
+        except Exception:
+            reuse = None  # the parent was deleted from the tracking store: start a new one
+    tags = {TAG + "study": spec.study, TAG + "storage": redact(spec.storage), "kiln.metric": spec.metric,
+            "kiln.mode": spec.mode, TAG + "target": spec.target}  # fmt: skip
+    parent = open_parent(client, experiment_id(client, experiment), f"tune-{spec.study}", tags, reuse)
+    study.set_user_attr("kiln.parent_run_id", parent)
+    study.set_user_attr("kiln.target", spec.target)
+    study.set_user_attr("kiln.metric", spec.metric)
+    _log_new_params(client, parent, {
+        "target": spec.target, "space": spec.space.source, "metric": spec.metric, "mode": spec.mode,
+        "pruner": spec.pruner, "sampler": spec.sampler, "seed": spec.seed, "study": spec.study,
+        **{f"set.{k}": v for k, v in spec.sets.items()}, **{f"fixed.{k}": v for k, v in spec.space.fixed.items()},
+    })  # fmt: skip
+    client.log_text(parent, "\n".join(spec.space.describe()) + "\n", "space.txt")
+    return parent
+
+
+def _log_new_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    existing = client.get_run(run_id).data.params
+    for key, value in params.items():
+        if key not in existing and value is not None:
+            client.log_param(run_id, key, str(value)[:6000])
+
+
+# ------------------------------------------------------------------ the study's summary on the parent run
+
+
+def summarize(client: MlflowClient, spec: TuneSpec, register_best: bool) -> TuneResult:
+    import optuna
+
+    study = optuna.load_study(study_name=spec.study, storage=spec.storage)
+    trials = study.trials
+    counts: dict[str, int] = {}
+    for t in trials:
+        state = STATES.get(t.state.name, t.state.name.lower())
+        counts[state] = counts.get(state, 0) + 1
+    runs = {t.number: str(t.user_attrs.get("mlflow_run_id", "")) for t in trials}
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    parent = spec.parent_run_id
+    _log_artifacts(client, parent, study, complete)
+    if not complete:
+        note = f"No trial of study {spec.study} completed ({_counts_text(counts)}); nothing to register."
+        client.set_tag(parent, NOTE_TAG, note)
+        return TuneResult(
+            spec.study, parent, spec.metric, spec.mode, None, None, {}, counts, note=note, trial_runs=runs
+        )
+    best = study.best_trial
+    _log_best(client, spec, best, counts)
+    result = TuneResult(spec.study, parent, spec.metric, spec.mode, best.number, float(best.value or 0.0),
+                        dict(best.params), counts, trial_runs=runs)  # fmt: skip
+    if register_best:
+        result = _refit_best(client, spec, best, result)
+    note = _note(spec, complete, best, counts, result)
+    client.set_tag(parent, NOTE_TAG, note)
+    return TuneResult(**{**result.__dict__, "note": note})
+
+
+def _counts_text(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+
+
+def _log_best(client: MlflowClient, spec: TuneSpec, best: Any, counts: Mapping[str, int]) -> None:
+    parent = spec.parent_run_id
+    metrics = {spec.metric: float(best.value), "tune/best_trial": float(best.number),
+               **{f"tune/n_{state}": float(n) for state, n in counts.items()}}  # fmt: skip
+    for key, value in metrics.items():
+        client.log_metric(parent, key, value)
+    client.set_tag(parent, TAG + "best_trial", str(best.number))
+    client.set_tag(parent, TAG + "best_run", str(best.user_attrs.get("mlflow_run_id", "")))
+    for key, value in best.params.items():
+        client.set_tag(parent, f"{TAG}best.{key}", repr(value) if isinstance(value, float) else str(value))
+    client.log_dict(parent, {"trial": best.number, "value": best.value, "metric": spec.metric, "params": best.params,
+                             "fixed": spec.space.fixed, "sets": spec.sets}, "best_params.json")  # fmt: skip
+
+
+def _log_artifacts(client: MlflowClient, parent: str, study: Any, complete: list[Any]) -> None:
+    frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration", "user_attrs"))
+    client.log_text(parent, frame.to_csv(index=False), "trials.csv")
+    for name, figure in _plots(study, complete).items():
+        client.log_figure(parent, figure, f"plots/{name}.png")
+
+
+def _plots(study: Any, complete: list[Any]) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+
+    wanted = {
+        "optimization_history": ovm.plot_optimization_history,
+        "intermediate_values": ovm.plot_intermediate_values,
+    }
+    if len(complete) >= 2 and len({json.dumps(t.params, sort_keys=True, default=str) for t in complete}) >= 2:
+        wanted["param_importances"] = ovm.plot_param_importances
+    figures: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna's matplotlib backend is marked experimental
+        for name, plot in wanted.items():
+            try:
+                axes = plot(study)
+            except (ValueError, RuntimeError) as err:  # e.g. importances of a parameter that never varied
+                print(f"[tune] skipped plot {name}: {err}", flush=True)
+                continue
+            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            figure.set_size_inches(8, 5)
+            figure.tight_layout()
+            figures[name] = figure
+            plt.close(figure)
+    return figures
+
+
+def _refit_best(client: MlflowClient, spec: TuneSpec, best: Any, result: TuneResult) -> TuneResult:
+    """Train the best trial's config once more, with export and registration, as a child of the parent."""
+    tags = {TAG + "study": spec.study, TAG + "trial": str(best.number), TAG + "state": "refit",
+            NOTE_TAG: f"Refit of trial {best.number} (the best of study {spec.study}), registered."}  # fmt: skip
+    child = create_child(client, spec.parent_run_id, f"best-trial-{best.number}", tags)
+    print(f"[tune] training trial {best.number}'s config again to register it (run {child})", flush=True)
+    try:
+        final = train_in_run(client, child, spec.target, {**spec.sets, **spec.space.fixed, **best.params}, export=True)
+    except Exception as err:
+        mark_failed(client, child, err)
+        raise KilnError(f"the refit of the best trial {best.number} failed: {err}") from err
+    version = final.get("registered_version")
+    if version is not None:
+        client.set_tag(spec.parent_run_id, TAG + "registered_version", str(int(version)))
+        client.set_tag(spec.parent_run_id, TAG + "refit_run", child)
+    refit_value = final.get(spec.metric)
+    return TuneResult(**{**result.__dict__, "registered_version": int(version) if version is not None else None,
+                         "refit_run_id": child, "refit_value": refit_value})  # fmt: skip
+
+
+def _note(spec: TuneSpec, complete: list[Any], best: Any, counts: Mapping[str, int], result: TuneResult) -> str:
+    values = sorted((float(t.value) for t in complete), reverse=spec.mode == "max")
+    runner = f"; runner-up {values[1]:.6g} ({float(best.value) - values[1]:+.4g})" if len(values) > 1 else ""
+    median = f"; median of {len(values)} complete trials {statistics.median(values):.6g}"
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+    text = (f"Study {spec.study}: trial {best.number} won with {spec.metric}={float(best.value):.6g}{runner}{median} "
+            f"({_counts_text(counts)}). Best params: {params}.")  # fmt: skip
+    if result.registered_version is not None:
+        refit = f"{result.refit_value:.6g}" if result.refit_value is not None else "n/a"
+        text += (
+            f" Refit run {result.refit_run_id} ({spec.metric}={refit}) registered version {result.registered_version}."
+        )
+    return text
