@@ -23,6 +23,13 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from registry.baseline import baseline_warning
+from registry.canary_cli import (
+    canary_columns,
+    canary_command,
+    canary_options,
+    describe_canary,
+    end_running_canary,
+)
 from registry.errors import RegistryError
 from registry.gates import better_word, fmt
 from registry.history import AliasEvent
@@ -106,6 +113,7 @@ def describe_result(result: PromotionResult) -> list[str]:
     "the kiln cv folds or seeds, or the repeated runs, of both versions.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@canary_options
 @reported
 def promote_command(
     model: str,
@@ -120,8 +128,19 @@ def promote_command(
     reason: str,
     significance: float | None,
     as_json: bool,
+    canary: float | None,
+    finish_canary: bool,
+    guards: dict[str, Any],
 ) -> None:
-    """Point ALIAS of MODEL at a version, if it is not worse than the version holding ALIAS now."""
+    """Point ALIAS of MODEL at a version, if it is not worse than the version holding ALIAS now.
+
+    With --canary PERCENT the version first answers that share of the traffic (sticky per routing key) while
+    ALIAS keeps the rest; servers end it by themselves when a guard rail fails. --finish-canary promotes it."""
+    if canary is not None or finish_canary:
+        outcome = canary_command(model, version, alias, canary, finish_canary, guards, reason,
+                                 dict(metric=metric, mode=mode, min_value=min_value, max_value=max_value, force=force))
+        click.echo(to_json(outcome) if as_json else "\n".join(describe_canary(outcome)))
+        return
     result = promote(
         model, version=version, run_id=run_id, alias=alias, metric=metric, mode=mode,
         min_value=min_value, max_value=max_value, force=force, reason=reason, significance=significance,
@@ -141,7 +160,13 @@ def promote_command(
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @reported
 def rollback_command(model: str, alias: str, to_version: str | None, reason: str, as_json: bool) -> None:
-    """Move ALIAS of MODEL back to the version that held it before (no gates); recorded like a promotion."""
+    """Move ALIAS of MODEL back to the version that held it before (no gates); recorded like a promotion.
+    While a canary runs on MODEL, end the canary instead (production stays where it is)."""
+    ended = end_running_canary(model, to_version, reason)
+    if ended is not None:
+        click.echo(to_json(ended) if as_json else f"ended the canary of {model} v{ended.version}; "
+                   f"{ended.alias} stays on v{ended.previous_version}")  # fmt: skip
+        return
     result = rollback(model, alias=alias, to_version=to_version, reason=reason)
     click.echo(to_json(result) if as_json else "\n".join(describe_result(result)))
 
@@ -157,6 +182,8 @@ def describe_event(event: AliasEvent) -> list[str]:
         before = f" (was {fmt(event.previous_value)})" if event.previous_value is not None else ""
         judged = f"{event.metric}={fmt(event.value)}{before}"
     when = event.at.replace("T", " ")[:19]
+    if event.canary is not None:
+        action, judged = canary_columns(event)
     return [when, event.alias, action, f"{was} -> v{event.version}", event.by, judged, event.reason]
 
 

@@ -28,7 +28,8 @@ from mlflow import MlflowClient
 from registry.errors import RegistryError
 
 HISTORY_TAG_PREFIX = "kiln.history."
-ACTIONS = ("promote", "rollback", "refused")
+CANARY_ACTIONS = ("canary-start", "canary-step", "canary-rollback", "canary-finish")  # see registry/canary.py
+ACTIONS = ("promote", "rollback", "refused", *CANARY_ACTIONS)
 MOVES = ("promote", "rollback")  # the actions that moved the alias; "refused" records a gate's decision only
 
 
@@ -51,6 +52,7 @@ class AliasEvent:
     value: float | None = None  # the new version's metric
     previous_value: float | None = None  # the previous version's metric
     significance: dict[str, Any] | None = None  # the significance gate's numbers and sentence, when it ran
+    canary: dict[str, Any] | None = None  # a canary event's split, guard rails and the numbers that ended it
     key: str = field(default="", compare=False)  # the registered-model tag holding this event
 
     def to_json(self) -> dict[str, Any]:
