@@ -471,16 +471,40 @@ def _write_yaml(info: VersionInfo, staging: Path, root: Path) -> None:
 
 def log_dataset_input(uri: str, tracking_uri: str | None = None, context: str = "training") -> VersionInfo:
     """Record `dataset:NAME@vN` on the active MLflow run (its Datasets panel) with the exact version and digest."""
+    info = get_version(uri, tracking_uri)
+    _log_input(info.ref, info.digest, info.run_id, len(info.manifest["images"]), context)
+    return info
+
+
+def log_dataset_version(data_yaml: str | Path | None, context: str = "training") -> str | None:
+    """When `data_yaml` is a fetched version's data.yaml (it carries `kiln_dataset`), record that exact version
+    on the active run, as `log_dataset_input` does, without asking the store again; returns NAME@vN or None."""
+    import yaml
+
+    if data_yaml is None or not Path(data_yaml).is_file():
+        return None
+    try:
+        loaded = yaml.safe_load(Path(data_yaml).read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return None
+    block = loaded.get("kiln_dataset") if isinstance(loaded, dict) else None
+    if not isinstance(block, dict):
+        return None
+    manifest = Path(data_yaml).parent / MANIFEST
+    images = len(json.loads(manifest.read_text())["images"]) if manifest.is_file() else 0
+    _log_input(str(block["version"]), str(block["digest"]), str(block["run_id"]), images, context)
+    return str(block["version"])
+
+
+def _log_input(ref: str, digest: str, run_id: str, images: int, context: str) -> None:
     import mlflow
     from mlflow.data.meta_dataset import MetaDataset
 
-    info = get_version(uri, tracking_uri)
-    source = _dataset_source_class()(uri=f"dataset:{info.ref}", run_id=info.run_id)
-    dataset = MetaDataset(source=source, name=info.ref, digest=info.digest[:32])  # type: ignore[abstract]
-    tags = {"kiln.dataset": info.ref, "kiln.dataset.run_id": info.run_id, "images": str(len(info.manifest["images"]))}
+    source = _dataset_source_class()(uri=f"dataset:{ref}", run_id=run_id)
+    dataset = MetaDataset(source=source, name=ref, digest=digest[:32])  # type: ignore[abstract]
+    tags = {"kiln.dataset": ref, "kiln.dataset.run_id": run_id, "images": str(images)}
     mlflow.log_input(dataset, context=context, tags=tags)
-    mlflow.set_tags({"kiln.dataset": info.ref, "kiln.dataset.run_id": info.run_id})
-    return info
+    mlflow.set_tags({"kiln.dataset": ref, "kiln.dataset.run_id": run_id})
 
 
 @functools.cache

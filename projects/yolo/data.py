@@ -33,6 +33,10 @@ def resolve_dataset(data: str, sample_kind: str | None) -> YoloDataset:
     The bundled set is always the kind's default request (seed 0), generated once under data/samples/,
     so every run of an entry point without --data trains on the same images.
     """
+    if data.startswith("dataset:"):  # a frozen version (`kiln data version`), fetched to the local cache
+        from data.versions import resolve_dataset_uri
+
+        return load_dataset(resolve_dataset_uri(data))
     if data:
         return load_dataset(Path(data).expanduser())
     if sample_kind is None:

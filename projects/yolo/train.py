@@ -23,6 +23,7 @@ import yaml
 
 from core.contract import DetectionPost, ModelContract, Ranking
 from core.errors import UserError
+from data.versions import log_dataset_version
 from data.yolo_layout import YoloDataset
 from data.yolo_validate import Report
 from projects.common import tracking
@@ -242,6 +243,7 @@ def log_run_context(prep: Prepared) -> None:
     source = str(prep.dataset.yaml_path or prep.dataset.root)
     name = prep.dataset.root.name if prep.dataset.yaml_path is None else prep.dataset.yaml_path.parent.name
     tracking.log_dataset(source, yolo_data.dataset_digest(prep.dataset), name, profile=profile)
+    log_dataset_version(prep.dataset.yaml_path)  # data=dataset:NAME@vN: the exact version, as a run input too
     mlflow.log_artifact(str(prep.data_yaml), artifact_path="dataset")
     model_yaml = prep.model.source if prep.model.kind == "yaml" else ""
     tracking.tag_family("yolo", RANKING, preset=prep.preset.name, model_yaml=model_yaml)

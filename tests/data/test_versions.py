@@ -24,6 +24,7 @@ from data.versions import (
     get_version,
     list_versions,
     log_dataset_input,
+    log_dataset_version,
     resolve_dataset_uri,
 )
 from data.yolo_layout import load_dataset
@@ -113,6 +114,12 @@ def test_dataset_uri_fetches_a_verified_copy_and_logs_the_input(tmp_path: Path, 
     assert json.loads(inputs[0].dataset.source) == {"uri": "dataset:door@v1", "run_id": info.run_id}
     assert logged.data.tags["kiln.dataset"] == "door@v1"
 
+    with mlflow.start_run() as run:  # what training does with the fetched data.yaml: no second store lookup
+        assert log_dataset_version(yaml_path) == "door@v1"
+        assert log_dataset_version(dst / "classes.txt") is None  # not a fetched version
+    inputs = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    assert [(d.dataset.name, d.dataset.digest) for d in inputs] == [("door@v1", info.digest[:32])]
+
 
 def test_missing_versions_and_bad_names_are_named(tmp_path: Path, mlflow_uri: str) -> None:
     with pytest.raises(VersionNotFound, match="dataset 'ghost' has no versions"):
@@ -131,3 +138,40 @@ def test_missing_versions_and_bad_names_are_named(tmp_path: Path, mlflow_uri: st
     (empty / "classes.txt").write_text("person\n")
     out = CliRunner().invoke(data, ["version", str(empty), "--name", "door"])
     assert out.exit_code == 1 and "no labelled images to freeze" in out.output
+
+
+def test_yolo_training_resolves_a_dataset_uri(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-P data=dataset:NAME@vN` reaches projects.yolo.data.resolve_dataset, which fetches the version."""
+    from projects.yolo.data import check_labels, resolve_dataset
+
+    monkeypatch.setenv("KILN_DATASET_CACHE", str(tmp_path / "cache"))
+    create_version(labelled_folder(tmp_path / "dst"), "door", val=0.3)
+    dataset = resolve_dataset("dataset:door@latest", None)
+    assert dataset.yaml_path == (tmp_path / "cache/door/v1/data.yaml").resolve()
+    assert check_labels(dataset).boxes  # the fetched labels pass the trainer's own checks
+
+
+@pytest.mark.slow
+def test_yolo_run_records_the_dataset_version(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One tiny epoch of yolo_custom on `dataset:safety@latest`: the run's inputs name safety@v1 and its digest."""
+    import torch
+
+    import projects.yolo.offline  # noqa: F401  (before ultralytics)
+    from data.samples import SampleRequest, make_sample
+    from projects.yolo.train import YoloConfig, train
+
+    monkeypatch.setenv("KILN_DATASET_CACHE", str(tmp_path / "cache"))
+    folder = make_sample("safety", SampleRequest(tmp_path / "safety", count=8, size=64, val=0.25)).parent
+    info = create_version(folder, "safety")
+    assert info.manifest["splits"] == {"train": 6, "val": 2}  # the folder's own split is kept
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        train(YoloConfig(preset="yolo_custom", data="dataset:safety@latest", epochs=1, imgsz=64, batch=4,
+                         device="cpu", model_name="from_version"))  # fmt: skip
+    finally:
+        torch.use_deterministic_algorithms(deterministic)  # ultralytics turns it on process-wide
+    runs = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+            if r.data.tags.get("kiln.dataset")]  # fmt: skip
+    assert len(runs) == 1 and runs[0].data.tags["kiln.dataset"] == "safety@v1"
+    names = {d.dataset.name: d.dataset.digest for d in runs[0].inputs.dataset_inputs}
+    assert names["safety@v1"] == info.digest[:32]
