@@ -100,13 +100,25 @@ class SageMakerBackend(AbstractBackend):  # type: ignore[misc]
         tracking_uri: str | None,
         experiment_id: str,
     ) -> SageMakerSubmittedRun:
+        from mlflow.projects import ExecutionException
+
         try:
-            return submit(project_uri, entry_point, dict(params or {}), version, backend_config, experiment_id)
+            submitted = submit(project_uri, entry_point, dict(params or {}), version, backend_config, experiment_id)
         except KilnError as err:
             # mlflow's CLI prints a traceback for anything but ExecutionException; one line is enough here.
-            from mlflow.projects import ExecutionException
-
             raise ExecutionException(err.message) from None
+        # `mlflow run` (the CLI) never waits on a plugin backend (it passes SYNCHRONOUS=False); the Python API
+        # does by default. Wait here only when nobody else will.
+        mlflow_waits = isinstance(backend_config, Mapping) and backend_config.get("SYNCHRONOUS") is True
+        if submitted.config.wait and not mlflow_waits:
+            try:
+                ok = submitted.wait()
+            except KeyboardInterrupt:
+                submitted.cancel()
+                raise
+            if not ok:
+                raise ExecutionException(f"SageMaker job {submitted.job_name} ended {submitted.final_status}")
+        return submitted
 
 
 def submit(
@@ -145,7 +157,7 @@ def submit(
         raise
     _tag_run(run_id, config, job_name, arn, source)
     print(f"kiln: started SageMaker training job {job_name} for run {run_id}", file=sys.stderr, flush=True)
-    return SageMakerSubmittedRun(run_id, job_name, clients)
+    return SageMakerSubmittedRun(run_id, job_name, clients, config)
 
 
 def resolve_tracking_uri(uri: str) -> str:
@@ -332,11 +344,13 @@ def _close_failed(run_id: str, err: BaseException) -> None:
 class SageMakerSubmittedRun(SubmittedRun):  # type: ignore[misc]
     """One training job, watched from the client: status, log lines, cancel."""
 
-    def __init__(self, run_id: str, job_name: str, clients: Clients) -> None:
+    def __init__(self, run_id: str, job_name: str, clients: Clients, config: SageMakerConfig) -> None:
         super().__init__()
         self._run_id = run_id
         self.job_name = job_name
         self.clients = clients
+        self.config = config
+        self.final_status: str | None = None
         self.logs = LogTail(clients.logs, job_name)
 
     @property
@@ -382,6 +396,7 @@ class SageMakerSubmittedRun(SubmittedRun):  # type: ignore[misc]
         import mlflow
 
         status = RUN_STATUS[str(job["TrainingJobStatus"])]
+        self.final_status = str(job["TrainingJobStatus"])
         client = mlflow.MlflowClient()
         reason = job.get("FailureReason")
         if status == "FAILED" and reason:

@@ -22,7 +22,17 @@ from typing import Any
 from core.errors import ConfigError
 
 # Keys `mlflow run` adds to every backend config (mlflow.projects.utils.PROJECT_*); they are not ours to check.
-MLFLOW_KEYS = frozenset({"ENV_MANAGER", "SYNCHRONOUS", "DOCKER_ARGS", "STORAGE_DIR", "BUILD_IMAGE", "DOCKER_AUTH"})
+MLFLOW_KEYS = frozenset(
+    {
+        "ENV_MANAGER",
+        "SYNCHRONOUS",
+        "DOCKER_ARGS",
+        "STORAGE_DIR",
+        "build_image",
+        "docker_auth",
+        "_mlflow_local_backend_run_id",
+    }
+)
 # Set by the job service, which opens the MLflow run itself before it calls `mlflow run`.
 RUN_ID_KEY = "run_id"
 
@@ -48,6 +58,7 @@ class SageMakerConfig:
     tags: dict[str, str] = field(default_factory=dict)  # AWS tags on the training job
     tracking_uri: str | None = None  # the server the job reports to; default: the client's MLFLOW_TRACKING_URI
     run_id: str | None = None  # the MLflow run to report into (the job service opens it); default: a new run
+    wait: bool = True  # wait for the job, streaming its log lines; false: return once the job is created
 
     @property
     def bucket(self) -> str:
@@ -209,6 +220,7 @@ _CHECKS: dict[str, Any] = {
     "tags": _tags,
     "tracking_uri": _tracking_uri,
     "run_id": _text,
+    "wait": _boolean,
 }
 
 
