@@ -15,7 +15,7 @@ from typing import Any
 
 from core.errors import DatasetError
 from data.loop import class_names
-from data.review.store import ReviewStore
+from data.review.store import ReviewStore, UnknownItem
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -89,6 +89,8 @@ def _router(store: ReviewStore) -> Any:
     @router.get("/api/images/{path:path}")
     def image(path: str) -> FileResponse:
         store.get(path)  # only images in the queue are served: no path escapes the folder
+        if not (store.dst / path).is_file():
+            raise UnknownItem(f"{path} is no longer in {store.dst} (moved or deleted); its review is kept")
         return FileResponse(store.dst / path)
 
     return router

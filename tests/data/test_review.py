@@ -124,6 +124,9 @@ def test_invalid_saves_are_named_and_change_nothing(
 
 def test_unknown_images_are_404_and_new_images_join_the_queue(client: TestClient, tmp_path: Path) -> None:
     assert client.get("/api/items/images/nope.png").status_code == 404
+    (tmp_path / "dst/images/img2.png").unlink()  # gone from disk while queued: 404 naming it, never a 500
+    gone = client.get("/api/images/images/img2.png")
+    assert gone.status_code == 404 and "images/img2.png is no longer in" in gone.json()["detail"]
     assert client.get("/api/images/../../etc/passwd").status_code == 404
     cv2.imwrite(str(tmp_path / "dst/images/late.png"), np.zeros((8, 8, 3), np.uint8))
     assert client.post("/api/sync").json()["added"] == 1
