@@ -267,3 +267,19 @@ def _note(result: CVResult, target: str) -> str:
     if result.registered_version is not None:
         text += f"; registered version {result.registered_version} (run {result.registered_run_id})"
     return text + "."
+
+
+def __getattr__(name: str) -> Any:
+    """`main` is the click command of the MLproject entry point `cv` (`python -m experiments.cv`), defined in
+    experiments.cli beside `kiln cv` and loaded on first use."""
+    if name == "main":
+        from experiments.cli import cv_entry
+
+        return cv_entry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    from experiments.cli import cv_entry
+
+    cv_entry()

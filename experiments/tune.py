@@ -299,9 +299,9 @@ def tune(
     register_best: bool = True,
 ) -> TuneResult:
     """Run (or resume) a study; returns what it found. Bad flags or space entries fail before any trial."""
-    from projects.common.families import resolve_family_config
-
     import optuna
+
+    from projects.common.families import resolve_family_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial gets one `[tune]` line instead
     if trials < 1:
@@ -495,3 +495,19 @@ def _note(spec: TuneSpec, complete: list[Any], best: Any, counts: Mapping[str, i
             f" Refit run {result.refit_run_id} ({spec.metric}={refit}) registered version {result.registered_version}."
         )
     return text
+
+
+def __getattr__(name: str) -> Any:
+    """`main` is the click command of the MLproject entry point `tune` (`python -m experiments.tune`), defined in
+    experiments.cli beside `kiln tune` and loaded on first use."""
+    if name == "main":
+        from experiments.cli import tune_entry
+
+        return tune_entry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    from experiments.cli import tune_entry
+
+    tune_entry()
