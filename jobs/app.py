@@ -201,6 +201,17 @@ def training_router() -> APIRouter:
         curves = request.app.state.runner.reader.curves(run_id)
         return {"run_id": run_id, "metrics": {k: c.as_json() for k, c in curves.items()}}
 
+    @router.get("/training/{job_id}/advice")
+    def job_advice(job_id: str, request: Request) -> dict[str, Any]:
+        """`kiln advise` on the job's run, computed on request (nothing is written to the run)."""
+        from experiments.advise import advise
+
+        job = request.app.state.runner.store.get(job_id)
+        if job.run_id is None:
+            return {"run_id": None, "advice": None}
+        run_id = request.app.state.runner.training_run(job)
+        return {"run_id": run_id, "advice": advise(run_id, client=request.app.state.runner.reader.client).to_json()}
+
     return router
 
 

@@ -40,6 +40,7 @@ class PromoteRequest(BaseModel):
     force: bool = False
     reason: str = ""
     by: str | None = Field(default=None, max_length=200)  # recorded as promoted_by; None: KILN_USER or login
+    significance: float | None = None  # e.g. 0.05: refuse an improvement within the folds'/seeds' noise
 
 
 class RollbackRequest(BaseModel):

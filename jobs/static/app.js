@@ -264,7 +264,22 @@ async function pollJob(jobId) {
   }
   if (state.selectedJob !== jobId) return;
   const done = job && FINISHED.has(job.status);
+  if (done && job.run_id) await renderAdvice(jobId);
   if (!done) state.jobTimer = setTimeout(() => pollJob(jobId), 1000);
+}
+
+// A finished job: what `kiln advise` says about its run (findings with evidence and -P overrides).
+async function renderAdvice(jobId) {
+  const box = $("#job-advice");
+  let data;
+  try { data = await api(`/api/training/${encodeURIComponent(jobId)}/advice`); } catch { box.hidden = true; return; }
+  const advice = data.advice;
+  box.hidden = !advice;
+  if (!advice) return;
+  const items = advice.findings.map((f) => h("li", {}, h("b", {}, f.kind), ` — ${f.summary}`,
+    f.command ? h("pre", { class: "log" }, f.command) : null));
+  box.replaceChildren(h("h3", {}, "Advice"), h("p", { class: "muted" }, advice.headline),
+    items.length ? h("ul", { class: "advice" }, ...items) : h("p", {}, "No problem found in the curves."));
 }
 
 function renderJob(job) {
@@ -701,9 +716,10 @@ function openPromote(card, model, version, result) {
   const minValue = h("input", { name: "min_value", type: "number", step: "any", placeholder: "none" });
   const reason = h("input", { name: "reason", placeholder: "why this version" });
   const force = h("input", { name: "force", type: "checkbox" });
+  const significance = h("input", { name: "significance", type: "number", step: "any", min: "0", max: "0.5", placeholder: "off (e.g. 0.05)" });
   const form = h("form", { class: "promote-form" },
     h("div", { class: "wide" }, h("b", {}, `Promote ${model.name} v${version} to production`)),
-    field("Gate metric", metric), field("Better is", mode), field("Minimum", minValue),
+    field("Gate metric", metric), field("Better is", mode), field("Minimum", minValue), field("Significance", significance),
     h("label", { class: "field wide" }, h("span", {}, "Reason"), reason),
     h("label", { class: "wide" }, force, " force (override failed gates; recorded)"),
     h("div", { class: "wide form-actions" }, h("button", { class: "primary", type: "submit" }, "Promote"),
@@ -714,6 +730,7 @@ function openPromote(card, model, version, result) {
     if (metric.value.trim()) body.metric = metric.value.trim();
     if (mode.value) body.mode = mode.value;
     if (minValue.value !== "") body.min_value = Number(minValue.value);
+    if (significance.value !== "") body.significance = Number(significance.value);
     await promoteVersion(model.name, version, body, result, loadModels);
   });
   slot.replaceChildren(form);
