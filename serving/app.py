@@ -30,6 +30,8 @@ from serving.errors import BadRequest, MethodNotAllowed, RouteNotFound, ServingE
 from serving.http import json_response, request_store
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, configure_logging
+from serving.rollout import Rollout, RolloutMiddleware
+from serving.rollout import router as rollout_router
 from serving.settings import ServeSettings
 from serving.store import ModelSlot, ModelStore
 
@@ -55,6 +57,7 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in the server log
     metrics = Metrics()
     store = ModelStore(settings, metrics, client)
+    rollout = Rollout(store, settings, metrics)  # challenger, canary, drift (serving/rollout.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +68,7 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
             yield
         finally:
             await app.state.watcher.stop()
+            rollout.close()
             store.close()
 
     app = FastAPI(
@@ -72,10 +76,13 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
     )
     app.state.settings, app.state.store, app.state.metrics = settings, store, metrics
     app.state.watcher = watcher.Watcher(store, settings.poll_seconds)
+    app.state.rollout = rollout
     for router in (protocol_v2.router, invocations.router, task_routes.router, status_router, watcher.router):
         app.include_router(router)
+    app.include_router(rollout_router)
     _add_error_handlers(app)
     app.add_middleware(FastPath, routes=_fast_routes(protocol_v2.router, invocations.router, task_routes.router))
+    app.add_middleware(RolloutMiddleware, rollout=rollout, header=settings.routing_header)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_token:
         app.add_middleware(AuthMiddleware, token=settings.api_token)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from serving.errors import BadRequest, ServingError, UnsupportedMediaType
 from serving.http import json_response, media_type, read_body, read_json, request_store
 from serving.loading import LoadedModel
 from serving.postprocess import Task
+from serving.rollout import after_task
 from serving.store import infer
 
 router = APIRouter(tags=["task endpoints"])
@@ -54,6 +56,7 @@ _IMAGE_BODY = {
 @router.post("/v1/models/{name}/predict", openapi_extra=_IMAGE_BODY, summary="Predict with the model's own pre/post")
 async def predict(name: str, request: Request) -> Any:
     """Read the request, hand it to the model object (the predictor), run it through the batcher, answer."""
+    started = time.perf_counter()
     deployed = request_store(request).get(name)
     model = deployed.model
     request.state.model, request.state.version = model.name, model.version
@@ -65,9 +68,12 @@ async def predict(name: str, request: Request) -> Any:
         feeds, geometry = await run_in_threadpool(predictor.prepare_bytes, data)
         outputs = await infer(deployed, feeds)
         result: Any = await run_in_threadpool(predictor.finish_image, outputs, geometry, params)
+        after_task(request, deployed, result, started, feeds=feeds, params=params, data=data, geometry=geometry)
     else:
-        feeds, rows = predictor.prepare_records(await read_json(request))
+        payload = await read_json(request)
+        feeds, rows = predictor.prepare_records(payload)
         result = predictor.finish_records(await infer(deployed, feeds), rows)
+        after_task(request, deployed, result, started, feeds=feeds, params=params, records=payload)
     return json_response({"model": model.name, "version": model.version, "task": task.name, **result.to_json()}, model)
 
 

@@ -1,0 +1,351 @@
+"""Drift monitoring: the reference profile a model carries from training, the same statistics over a rolling
+window of live traffic, a PSI (and KS) score per feature, and a sample of uncertain inputs saved for labelling.
+
+    curl -s 127.0.0.1:8080/v1/models/skinmodel/drift | python -m json.tool
+    kiln serve --capture /data/captured        # or s3://bucket/prefix: uncertain inputs for the data loop
+
+At export (projects/common/onnx_export.py) `with_reference_profile` runs the new ONNX model on sample inputs and
+stores the profile in the model file's metadata (key `kiln_profile`), so it travels with every copy of the model:
+- tabular: every feature's deciles and percentile curve (few whole-number levels: category shares);
+- images: brightness, contrast and sharpness of the model input in 0-255 gray pixels (the preprocessing undone),
+  and, when the samples are decoded images, their width and height;
+- predictions: class shares and confidence (tabular), foreground fraction (segmentation), box count, box classes
+  and confidences (detection), the output mean (regression).
+The server computes the same features from each observed request (off the request path, serving/offpath.py),
+keeps the last KILN_DRIFT_WINDOW values of each, and scores them with core.profile when asked and every
+KILN_DRIFT_SCORE_EVERY observations, setting the `kiln_drift_psi{model, feature}` gauges.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.contract import ModelContract, Preprocess, TabularPost
+from core.preprocess import Geometry
+from core.profile import (
+    FeatureDrift,
+    Profile,
+    build_profile,
+    gray_pixels,
+    image_stats,
+    score,
+)
+from serving.postprocess import (
+    DetectionResult,
+    RegressionResult,
+    SegmentationResult,
+    TabularResults,
+)
+from serving.predictor import Predictor
+
+log = logging.getLogger("kiln.serving.drift")
+
+PROFILE_KEY = "kiln_profile"  # ONNX metadata_props key holding the reference profile (JSON)
+CATEGORICAL_OUTPUTS = ("label", "box_class")
+Values = dict[str, list[Any]]
+
+
+# --- features of one observation (training and serving compute them here, once) ---------------------------
+
+
+def image_features(tensor: np.ndarray, pre: Preprocess, geometry: Geometry | None = None) -> dict[str, float]:
+    """Brightness, contrast and sharpness of one CxHxW model input with the normalisation undone (0-255 pixels);
+    width and height of the original image when its geometry is known."""
+    x = np.asarray(tensor, dtype=np.float32)
+    channels = x.shape[0]
+    std = np.asarray(pre.std[:channels], dtype=np.float32).reshape(-1, 1, 1)
+    mean = np.asarray(pre.mean[:channels], dtype=np.float32).reshape(-1, 1, 1)
+    pixels = (x * std + mean) / np.float32(pre.scale)
+    # an RGB tensor is weighted as ITU-R 601 luma
+    gray = pixels[0] * 0.299 + pixels[1] * 0.587 + pixels[2] * 0.114 if channels == 3 else gray_pixels(pixels[0])
+    features = image_stats(gray)
+    if geometry is not None:
+        features.update(width=float(geometry.width), height=float(geometry.height))
+    return features
+
+
+def result_features(result: Any) -> Values:
+    """The prediction features of one typed result (serving/postprocess.py), as value lists."""
+    if isinstance(result, SegmentationResult):
+        return {"foreground_fraction": [result.foreground_fraction]}
+    if isinstance(result, DetectionResult):
+        return {
+            "box_count": [len(result.boxes)],
+            "box_class": [b.class_name for b in result.boxes],
+            "box_confidence": [b.confidence for b in result.boxes],
+        }
+    if isinstance(result, RegressionResult):
+        return {"output_mean": [float(np.mean(result.values))]}
+    if isinstance(result, TabularResults):
+        if result.regression:
+            return {"value": [float(np.mean(r.value)) if r.value is not None else np.nan for r in result]}
+        return {
+            "label": [r.label for r in result],
+            "confidence": [float(np.max(r.probabilities)) for r in result if r.probabilities is not None],
+        }
+    return {}
+
+
+def tabular_features(matrix: np.ndarray, post: TabularPost) -> Values:
+    columns = np.asarray(matrix, dtype=np.float64).reshape(len(matrix), -1)
+    return {name: columns[:, i].tolist() for i, name in enumerate(post.feature_names)}
+
+
+def _extend(into: Values, more: Mapping[str, Sequence[Any]]) -> None:
+    for key, values in more.items():
+        into.setdefault(key, []).extend(values)
+
+
+# --- the reference profile, at export -----------------------------------------------------------------------
+
+
+def reference_profile(predictor: Predictor, samples: Any, source: str = "") -> Profile:
+    """Run `predictor` on `samples` and profile inputs and predictions. Samples are what training has at hand:
+    a tabular [N, F] matrix, preprocessed image tensors [N, C, H, W], or decoded uint8 images (a list)."""
+    contract = predictor.contract
+    inputs: Values = {}
+    outputs: Values = {}
+    if isinstance(contract.postprocess, TabularPost):
+        matrix = np.asarray(samples, dtype=np.float64)
+        _extend(inputs, tabular_features(matrix, contract.postprocess))
+        feeds = {predictor.inputs[0].name: matrix.astype(predictor.inputs[0].dtype)}
+        _extend(outputs, result_features(predictor.finish_records(predictor.run(feeds), len(matrix))))
+        return build_profile(inputs, outputs, rows=len(matrix), source=source, categorical=CATEGORICAL_OUTPUTS)
+    if contract.preprocess is None or predictor.task is None:
+        raise ValueError(f"{predictor.source}: no kiln.task with preprocessing, so there is nothing to profile")
+    pre = contract.preprocess
+    if isinstance(samples, list | tuple):  # decoded images: the server's own path, sizes included
+        for image in samples:
+            feeds, geometry = predictor.prepare_image(np.asarray(image))
+            _observe_image(predictor, feeds, geometry, pre, inputs, outputs)
+        return build_profile(inputs, outputs, rows=len(samples), source=source, categorical=CATEGORICAL_OUTPUTS)
+    batch = np.asarray(samples, dtype=predictor.inputs[0].dtype)
+    height, width = batch.shape[2], batch.shape[3]
+    identity = Geometry(height, width, 1.0, 1.0, 0, 0, height, width)
+    for row in batch:
+        feeds = {predictor.inputs[0].name: row[None]}
+        _observe_image(predictor, feeds, identity, pre, inputs, outputs, sizes=False)
+    return build_profile(inputs, outputs, rows=len(batch), source=source, categorical=CATEGORICAL_OUTPUTS)
+
+
+def _observe_image(
+    predictor: Predictor, feeds: Any, geometry: Geometry, pre: Preprocess, inputs: Values, outputs: Values,
+    sizes: bool = True,
+) -> None:  # fmt: skip
+    tensor = next(iter(feeds.values()))[0]
+    _extend(inputs, {k: [v] for k, v in image_features(tensor, pre, geometry if sizes else None).items()})
+    _extend(outputs, result_features(predictor.finish_image(predictor.run(feeds), geometry, {})))
+
+
+def with_reference_profile(proto: Any, samples: Any, source: str = "export samples") -> Any:
+    """The training hook: profile `samples` through the ONNX model `proto` (an onnx.ModelProto carrying its
+    kiln.* contract) and store the profile in its metadata_props under `kiln_profile`. Returns the proto."""
+    import onnxruntime as ort
+
+    meta = {p.key: p.value for p in proto.metadata_props}
+    contract = ModelContract.parse(meta)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    predictor = Predictor(session, contract, name=contract.model_name or "model", source="the exported model")
+    profile = reference_profile(predictor, samples, source)
+    kept = [p for p in proto.metadata_props if p.key != PROFILE_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=PROFILE_KEY, value=json.dumps(profile.to_json(), separators=(",", ":")))
+    return proto
+
+
+def read_profile(predictor: Predictor) -> Profile | None:
+    """The reference profile stored in the model's metadata, or None when it was exported without one."""
+    meta = predictor.session.get_modelmeta().custom_metadata_map
+    text = meta.get(PROFILE_KEY)
+    if not text:
+        return None
+    try:
+        return Profile.from_json(json.loads(text))
+    except (ValueError, json.JSONDecodeError) as err:
+        raise ValueError(f"{PROFILE_KEY} metadata of {predictor.source} is unreadable: {err}") from None
+
+
+# --- the live window ----------------------------------------------------------------------------------------
+
+
+GaugeFn = Callable[[str, str, float], None]  # (model, feature, psi)
+
+
+@dataclass
+class DriftReport:
+    scores: dict[str, FeatureDrift]
+    at: datetime
+
+    def worst(self) -> tuple[str, FeatureDrift] | None:
+        return max(self.scores.items(), key=lambda kv: kv[1].psi, default=None)
+
+
+class DriftMonitor:
+    """The rolling window of one served version's features, scored against its reference profile."""
+
+    def __init__(
+        self, name: str, version: str, profile: Profile | None, *, window: int, min_samples: int,
+        score_every: int = 200, gauge: GaugeFn | None = None,
+    ) -> None:  # fmt: skip
+        self.name, self.version, self.profile = name, version, profile
+        self.window, self.min_samples, self.score_every = window, min_samples, score_every
+        self._gauge = gauge
+        self._values: dict[str, deque[Any]] = {}
+        self._lock = threading.Lock()
+        self._since_score = 0
+        self.observed = 0
+        self.since = datetime.now(UTC)
+        self.last: DriftReport | None = None
+
+    def observe(self, inputs: Mapping[str, Sequence[Any]], outputs: Mapping[str, Sequence[Any]]) -> None:
+        """Add one request's features (called from the off-path worker)."""
+        with self._lock:
+            for prefix, values in (("input.", inputs), ("output.", outputs)):
+                for key, vals in values.items():
+                    self._values.setdefault(prefix + key, deque(maxlen=self.window)).extend(vals)
+            self.observed += 1
+            self._since_score += 1
+            due = self._since_score >= self.score_every
+        if due:
+            self.score()
+
+    def score(self) -> DriftReport | None:
+        """Score every profiled feature with enough live values; update the gauges."""
+        if self.profile is None:
+            return None
+        with self._lock:
+            snapshot = {k: list(v) for k, v in self._values.items()}
+            self._since_score = 0
+        scores: dict[str, FeatureDrift] = {}
+        for feature, reference in self.profile.features().items():
+            values = snapshot.get(feature, [])
+            if len(values) >= self.min_samples:
+                scores[feature] = score(reference, values)
+        report = DriftReport(scores, datetime.now(UTC))
+        self.last = report
+        if self._gauge is not None:
+            for feature, drift in scores.items():
+                self._gauge(self.name, feature, drift.psi)
+        return report
+
+    def to_json(self) -> dict[str, Any]:
+        report = self.score()
+        base: dict[str, Any] = {
+            "model": self.name, "version": self.version, "observed_requests": self.observed,
+            "since": self.since.isoformat(), "window": self.window, "min_samples": self.min_samples,
+        }  # fmt: skip
+        if self.profile is None or report is None:
+            note = "this version was exported without a reference profile (kiln_profile metadata)"
+            return {**base, "reference": None, "features": {}, "note": note}
+        worst = report.worst()
+        waiting = sorted(f for f in self.profile.features() if f not in report.scores)
+        return {
+            **base,
+            "reference": {"rows": self.profile.rows, "source": self.profile.source},
+            "drifted": sorted(f for f, d in report.scores.items() if d.level == "shift"),
+            "worst": None if worst is None else {"feature": worst[0], **worst[1].to_json()},
+            "features": {f: d.to_json() for f, d in sorted(report.scores.items())},
+            "waiting_for_samples": waiting,
+        }
+
+
+# --- capture of uncertain inputs --------------------------------------------------------------------------
+
+
+def uncertainty(result: Any) -> float:
+    """How unsure a prediction is, 0 (sure) to 1: 1 - top class probability (scaled to [0, 1] over the classes),
+    the share of a mask's pixels near its threshold, or the least confident box above the cut."""
+    if isinstance(result, TabularResults) and not result.regression:
+        worst = 0.0
+        for r in result:
+            if r.probabilities is not None and len(r.probabilities) > 1:
+                k = len(r.probabilities)
+                worst = max(worst, (1 - float(np.max(r.probabilities))) * k / (k - 1))
+        return worst
+    if isinstance(result, SegmentationResult):
+        p = result.probability
+        return float(np.mean(np.abs(p - result.threshold) < 0.2)) if p.size else 0.0
+    if isinstance(result, DetectionResult) and result.boxes:
+        return float(1 - min(b.confidence for b in result.boxes))
+    return 0.0
+
+
+class Capture:
+    """Save inputs whose prediction was uncertain to a folder or s3://bucket/prefix, at most `per_minute` a minute:
+    images as files, records as JSON lines, each with a JSON line in `captured.jsonl` saying what the model said."""
+
+    def __init__(self, target: str, *, threshold: float, per_minute: int) -> None:
+        self.target, self.threshold, self.per_minute = target.rstrip("/"), threshold, per_minute
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.saved = 0
+        self._s3: Any = None
+        if not target.startswith("s3://"):
+            Path(target).mkdir(parents=True, exist_ok=True)
+
+    def offer(self, model: str, version: str, data: bytes | None, records: Any, result: Any) -> bool:
+        """Save this input when its prediction is uncertain enough and the rate allows; True when saved."""
+        unsure = uncertainty(result)
+        if unsure < self.threshold or not self._allow():
+            return False
+        stamp = datetime.now(UTC)
+        key = f"{model}/v{version}/{stamp:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
+        if data is not None:
+            name = f"{key}{_suffix(data)}"
+            self._write(name, data)
+        else:
+            name = f"{key}.json"
+            self._write(name, json.dumps(records).encode())
+        entry = {"file": name, "model": model, "version": version, "uncertainty": round(unsure, 4),
+                 "at": stamp.isoformat(), "prediction": _small(result.to_json())}  # fmt: skip
+        self._write(f"{key}.meta.json", json.dumps(entry).encode())
+        self.saved += 1
+        return True
+
+    def _allow(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            while self._times and now - self._times[0] > 60:
+                self._times.popleft()
+            if len(self._times) >= self.per_minute:
+                return False
+            self._times.append(now)
+            return True
+
+    def _write(self, name: str, data: bytes) -> None:
+        if self.target.startswith("s3://"):
+            bucket, _, prefix = self.target.removeprefix("s3://").partition("/")
+            if self._s3 is None:
+                import boto3
+
+                self._s3 = boto3.client("s3")
+            self._s3.put_object(Bucket=bucket, Key=f"{prefix}/{name}".lstrip("/"), Body=data)
+            return
+        path = Path(self.target) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def _suffix(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return ".png"
+    if data.startswith(b"\xff\xd8"):
+        return ".jpg"
+    return ".bin"
+
+
+def _small(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "mask_png"}

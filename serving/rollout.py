@@ -1,0 +1,453 @@
+"""Safe rollout in `kiln serve`: the challenger each model shadows to, the canary each model runs, drift and
+capture, wired to the store, the request path and HTTP.
+
+    kiln serve --shadow challenger --capture /data/captured
+    curl -s 127.0.0.1:8080/v1/models/edgnet/shadow
+    curl -s 127.0.0.1:8080/v1/models/edgnet/canary
+    curl -s 127.0.0.1:8080/v1/models/edgnet/drift
+
+- After each refresh of a model's alias, `follow` reads the registered model once (its aliases and tags) and
+  loads, swaps or drops the challenger (the `--shadow` alias) and the canary candidate (registry/canary.py),
+  each through the same load pipeline and checks as production (serving/loading.py), against the production
+  version. A version that fails is logged, shown and not retried for KILN_SWAP_RETRY_SECONDS; production is
+  never touched.
+- `after_task` (called by the task endpoint once it has its answer) hands the shadow run, the drift features and
+  the capture check to the off-path worker (serving/offpath.py) and returns at once.
+- `RolloutMiddleware` reads the routing key for the canary, tells the off-path worker when production is busy,
+  and records each answer's status and latency on the canary's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.preprocess import Geometry
+from registry.canary import CANARY_TAG, CanarySpec, end_canary
+from serving.batching import Batcher
+from serving.canary import CanaryDeployment, Verdict, pinned_version, routing_key
+from serving.drift import Capture, DriftMonitor, image_features, read_profile, result_features, tabular_features
+from serving.errors import ModelNotReady, SwapRefused
+from serving.http import json_response, request_store
+from serving.loading import LoadedModel, batch_config, load_version
+from serving.metrics import LATENCY_BUCKETS, Metrics
+from serving.offpath import OffPath
+from serving.settings import ServeSettings
+from serving.shadow import ShadowRequest, ShadowStats, compare, task_kind
+from serving.store import Deployed, ModelStore
+
+log = logging.getLogger("kiln.serving.rollout")
+
+
+class RolloutMetrics:
+    """The shadow, canary, drift and capture metrics, on the server's registry."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        r = metrics.registry
+        mode: dict[str, Any] = {"multiprocess_mode": "mostrecent"} if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else {}
+        self.shadow_compared = Counter("kiln_shadow_compared", "Requests also answered by the challenger and compared",
+                                       ["model", "challenger_version"], registry=r)  # fmt: skip
+        self.shadow_errors = Counter("kiln_shadow_errors", "Challenger runs that failed (never seen by clients)",
+                                     ["model", "challenger_version"], registry=r)  # fmt: skip
+        self.shadow_dropped = Counter("kiln_shadow_dropped", "Shadow runs dropped: queue full or production busy",
+                                      ["model"], registry=r)  # fmt: skip
+        self.shadow_agreement = Gauge("kiln_shadow_agreement", "Mean agreement of the challenger with production",
+                                      ["model", "metric"], registry=r, **mode)  # fmt: skip
+        self.shadow_latency = Histogram("kiln_shadow_latency_seconds", "Latency of the same requests on each side",
+                                        ["model", "side"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.drift_psi = Gauge("kiln_drift_psi", "Population stability index of a feature's live window",
+                               ["model", "feature"], registry=r, **mode)  # fmt: skip
+        self.canary_percent = Gauge("kiln_canary_percent", "Share of the model's requests routed to its canary",
+                                    ["model", "version"], registry=r, **mode)  # fmt: skip
+        self.canary_rollbacks = Counter("kiln_canary_rollbacks", "Canaries this server ended on a failed guard rail",
+                                        ["model", "guard"], registry=r)  # fmt: skip
+        self.captured = Counter("kiln_captured_inputs", "Uncertain inputs saved for labelling", ["model"], registry=r)
+        self.rollout_load_failures = Counter("kiln_rollout_load_failures", "Challenger or canary versions refused",
+                                             ["model", "role", "step"], registry=r)  # fmt: skip
+
+
+@dataclass
+class Shadow:
+    challenger: LoadedModel
+    production_version: str
+    stats: ShadowStats
+
+
+@dataclass(frozen=True)
+class Refusal:
+    version: str
+    step: str
+    reason: str
+    at: datetime
+    monotonic: float
+
+    def to_json(self) -> dict[str, str]:
+        return {"version": self.version, "step": self.step, "error": self.reason, "at": self.at.isoformat()}
+
+
+class Rollout:
+    """Challengers, canaries, drift monitors and captures of every served model."""
+
+    def __init__(self, store: ModelStore, settings: ServeSettings, metrics: Metrics) -> None:
+        self.store, self.settings = store, settings
+        self.prom = RolloutMetrics(metrics)
+        self.offpath = OffPath()
+        self.shadows: dict[str, Shadow] = {}
+        self.monitors: dict[tuple[str, str], DriftMonitor] = {}
+        self.refused: dict[tuple[str, str], Refusal] = {}  # (model, role) -> the last version refused
+        self.ended: dict[str, dict[str, Any]] = {}  # model -> the last canary ended here, as JSON
+        self.capture = (
+            Capture(settings.capture, threshold=settings.capture_threshold, per_minute=settings.capture_per_minute)
+            if settings.capture
+            else None
+        )
+        self._rolled_back: set[tuple[str, str, str]] = set()  # (model, version, started_at) ended by this server
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.by = f"kiln serve@{socket.gethostname()}"
+        store.followers.append(self.follow)
+
+    # --- following the registry -----------------------------------------------------------------------------
+
+    async def follow(self, name: str) -> None:
+        """Bring the challenger and the canary of `name` in line with the registry; never raises."""
+        slot = self.store.slots.get(name)
+        if slot is None or slot.current is None:
+            return
+        try:
+            registered = await asyncio.to_thread(self.store.client.get_registered_model, name)
+        except Exception as err:  # registry out of reach: keep what runs now, the next poll tries again
+            log.warning("could not read %s from the registry for its challenger and canary: %s", name, err)
+            return
+        aliases = {str(k): str(v) for k, v in (registered.aliases or {}).items()}
+        tags = dict(registered.tags or {})
+        try:
+            await self._follow_shadow(name, slot.current, aliases.get(self.settings.shadow or ""))
+            if self.settings.canary:
+                spec = CanarySpec.parse(name, tags[CANARY_TAG]) if tags.get(CANARY_TAG) else None
+                await self._follow_canary(name, slot.current, spec)
+        except Exception:
+            log.exception("following the challenger and canary of %s failed", name)
+        self._forget_old_monitors(name, slot.current.model.version)
+
+    async def _follow_shadow(self, name: str, production: Deployed, version: str | None) -> None:
+        prod_version = production.model.version
+        if not self.settings.shadow or version is None or version == prod_version:
+            self.shadows.pop(name, None)
+            return
+        current = self.shadows.get(name)
+        if current is not None and current.challenger.version == version:
+            if current.production_version != prod_version:  # production moved: compare afresh
+                self.shadows[name] = Shadow(current.challenger, prod_version, ShadowStats(prod_version, version))
+            return
+        loaded = await self._load(name, version, production, "challenger")
+        if loaded is None:
+            return
+        self.shadows[name] = Shadow(loaded, prod_version, ShadowStats(prod_version, version))
+        log.info("shadowing %s v%s to challenger v%s (%g%% of task requests)", name, prod_version, version,
+                 self.settings.shadow_percent)  # fmt: skip
+
+    async def _follow_canary(self, name: str, production: Deployed, spec: CanarySpec | None) -> None:
+        slot = self.store.slots[name]
+        running = slot.canary if isinstance(slot.canary, CanaryDeployment) else None
+        wanted = spec is not None and spec.alias == self.settings.alias
+        if spec is None or not wanted or str(spec.version) == production.model.version:
+            if running is not None:
+                self._stop(name, running, "the registry has no canary for it any more")
+            return
+        if (name, str(spec.version), spec.started_at) in self._rolled_back:
+            return  # ended here; the registry has not caught up (or refused the write): do not route again
+        if running is not None and running.version == str(spec.version):
+            running.spec = spec  # a step, or new guard rails
+            self.prom.canary_percent.labels(name, running.version).set(spec.percent)
+            return
+        loaded = await self._load(name, str(spec.version), production, "canary")
+        if loaded is None:
+            return
+        deployment = CanaryDeployment(
+            spec, self._deploy(loaded), self._failed, self._agreement_of(name, loaded.version)
+        )
+        if running is not None:
+            self._stop(name, running, f"replaced by the canary of v{spec.version}")
+        slot.canary = deployment
+        self.prom.canary_percent.labels(name, deployment.version).set(spec.percent)
+        log.info("canary of %s v%s: %g%% of requests (production v%s)", name, spec.version, spec.percent,
+                 production.model.version)  # fmt: skip
+
+    async def _load(self, name: str, version: str, production: Deployed, role: str) -> LoadedModel | None:
+        refused = self.refused.get((name, role))
+        recent = refused is not None and time.monotonic() - refused.monotonic < self.settings.swap_retry_seconds
+        if refused is not None and refused.version == version and recent:
+            return None
+        settings = replace(self.settings, alias=self.settings.shadow or "challenger" if role == "challenger" else "canary")
+        try:
+            loaded = await asyncio.to_thread(
+                load_version, self.store.client, settings, name, version, production.model
+            )  # fmt: skip
+        except SwapRefused as err:
+            log.error("%s v%s cannot be the %s of %s: %s at %s; production v%s is unaffected", name, version, role,
+                      name, err.reason, err.step, production.model.version)  # fmt: skip
+            self.refused[(name, role)] = Refusal(version, err.step, err.reason, datetime.now(UTC), time.monotonic())
+            self.prom.rollout_load_failures.labels(name, role, err.step).inc()
+            return None
+        self.refused.pop((name, role), None)
+        return loaded
+
+    def _deploy(self, loaded: LoadedModel) -> Deployed:
+        config = batch_config(loaded, self.settings)
+        observe = self.store.metrics.batch_observer(loaded.name, loaded.version)
+        return Deployed(loaded, Batcher(loaded.run, config, batchable=loaded.batchable, observe=observe))
+
+    def _agreement_of(self, name: str, version: str) -> Any:
+        def agreement() -> tuple[str, float, int] | None:
+            shadow = self.shadows.get(name)
+            if shadow is None or shadow.challenger.version != version:
+                return None
+            metric, mean, _, n = shadow.stats.primary(task_kind(shadow.challenger))
+            return None if mean is None else (metric, mean, n)
+
+        return agreement
+
+    def _stop(self, name: str, deployment: CanaryDeployment, why: str) -> None:
+        slot = self.store.slots[name]
+        if slot.canary is deployment:
+            slot.canary = None
+        if deployment.ended_at is None:
+            deployment.ended_at = time.monotonic()
+        deployment.deployed.batcher.close()
+        self.prom.canary_percent.labels(name, deployment.version).set(0)
+        self.ended[name] = {**deployment.to_json(), "ended_because": why}
+        log.info("canary of %s v%s stopped here: %s", name, deployment.version, why)
+
+    def _failed(self, deployment: CanaryDeployment, verdict: Verdict) -> None:
+        """A guard rail failed (on the event loop): stop routing now, end the canary in the registry next."""
+        spec = deployment.spec
+        self._rolled_back.add((spec.model, deployment.version, spec.started_at))
+        self.prom.canary_rollbacks.labels(spec.model, verdict.failed).inc()
+        self._stop(spec.model, deployment, f"guard rail {verdict.failed}: {verdict.detail}")
+        numbers: dict[str, Any] = {"failed": verdict.failed, "detail": verdict.detail, "numbers": verdict.numbers, "server": self.by}
+        if deployment.first_error_at is not None and deployment.ended_at is not None:
+            numbers["first_error_to_rollback_s"] = round(deployment.ended_at - deployment.first_error_at, 4)
+        task = asyncio.get_running_loop().create_task(self._end_in_registry(spec, verdict, numbers))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _end_in_registry(self, spec: CanarySpec, verdict: Verdict, numbers: dict[str, Any]) -> None:
+        try:
+            event = await asyncio.to_thread(
+                end_canary, spec.model, outcome="rollback", reason=f"guard rail {verdict.failed}: {verdict.detail}",
+                numbers=numbers, version=spec.version, by=self.by, client=self.store.client,
+            )  # fmt: skip
+        except Exception as err:
+            log.error("could not end the canary of %s v%s in the registry: %s (it stays off here)", spec.model,
+                      spec.version, err)  # fmt: skip
+            return
+        if event is not None:
+            log.info("canary of %s v%s rolled back in the registry (%s)", spec.model, spec.version, event.key)
+
+    def _forget_old_monitors(self, name: str, production_version: str) -> None:
+        slot = self.store.slots[name]
+        keep = {production_version}
+        if isinstance(slot.canary, CanaryDeployment):
+            keep.add(slot.canary.version)
+        for key in [k for k in self.monitors if k[0] == name and k[1] not in keep]:
+            del self.monitors[key]
+
+    # --- the request path -------------------------------------------------------------------------------------
+
+    def after_task(
+        self, deployed: Deployed, result: Any, seconds: float, *, feeds: Any, params: dict[str, float],
+        data: bytes | None = None, geometry: Geometry | None = None, records: Any = None,
+    ) -> None:  # fmt: skip
+        """Hand the shadow run, drift features and capture of an answered task request to the off-path worker."""
+        model = deployed.model
+        slot = self.store.slots.get(model.name)
+        if slot is None or slot.current is None:
+            return
+        is_production = slot.current is deployed
+        if random.random() * 100 < self.settings.drift_percent:
+            self.offpath.submit(lambda: self._observe(model, feeds, geometry, result, data, records))
+        shadow = self.shadows.get(model.name)
+        if is_production and shadow is not None and random.random() * 100 < self.settings.shadow_percent:
+            request = ShadowRequest(data, records, params, result, seconds)
+            self.offpath.submit(lambda: self._shadow(shadow, request), when_idle=True,
+                                dropped=lambda: self._shadow_dropped(shadow))  # fmt: skip
+
+    def _shadow(self, shadow: Shadow, request: ShadowRequest) -> None:
+        name, version = shadow.challenger.name, shadow.challenger.version
+        numbers = compare(shadow.stats, shadow.challenger, request)
+        if numbers is None:
+            self.prom.shadow_errors.labels(name, version).inc()
+            return
+        self.prom.shadow_compared.labels(name, version).inc()
+        self.prom.shadow_latency.labels(name, "production").observe(request.production_seconds)
+        self.prom.shadow_latency.labels(name, "challenger").observe(shadow.stats.challenger_seconds[-1])
+        metric, mean, _, _ = shadow.stats.primary(task_kind(shadow.challenger))
+        if mean is not None:
+            self.prom.shadow_agreement.labels(name, metric).set(mean)
+
+    def _shadow_dropped(self, shadow: Shadow) -> None:
+        shadow.stats.dropped += 1
+        self.prom.shadow_dropped.labels(shadow.challenger.name).inc()
+
+    def _observe(
+        self, model: LoadedModel, feeds: Any, geometry: Geometry | None, result: Any, data: bytes | None, records: Any
+    ) -> None:
+        monitor = self.monitor(model)
+        tensor = next(iter(feeds.values()))
+        post = model.contract.postprocess
+        pre = model.contract.preprocess
+        if pre is not None:
+            inputs = {k: [v] for k, v in image_features(tensor[0], pre, geometry).items()}
+        elif post is not None and hasattr(post, "feature_names"):
+            inputs = tabular_features(tensor, post)  # type: ignore[arg-type]
+        else:
+            inputs = {}
+        monitor.observe(inputs, result_features(result))
+        if self.capture is not None and self.capture.offer(model.name, model.version, data, records, result):
+            self.prom.captured.labels(model.name).inc()
+
+    def monitor(self, model: LoadedModel) -> DriftMonitor:
+        key = (model.name, model.version)
+        found = self.monitors.get(key)
+        if found is None:
+            try:
+                profile = read_profile(model.predictor)
+            except ValueError as err:
+                log.error("%s", err)
+                profile = None
+            found = DriftMonitor(
+                model.name, model.version, profile, window=self.settings.drift_window,
+                min_samples=self.settings.drift_min_samples, score_every=max(50, self.settings.drift_min_samples),
+                gauge=lambda m, f, v: self.prom.drift_psi.labels(m, f).set(v),
+            )  # fmt: skip
+            self.monitors[key] = found
+        return found
+
+    def close(self) -> None:
+        self.offpath.close()
+        for slot in self.store.slots.values():
+            if isinstance(slot.canary, CanaryDeployment):
+                slot.canary.deployed.batcher.close()
+
+
+def after_task(request: Request, deployed: Deployed, result: Any, started: float, **kwargs: Any) -> None:
+    """The task endpoint's one call: hand the answered request to the app's rollout (shadow, drift, capture)."""
+    rollout: Rollout | None = getattr(request.app.state, "rollout", None)
+    if rollout is not None:
+        rollout.after_task(deployed, result, time.perf_counter() - started, **kwargs)
+
+
+# --- the middleware ------------------------------------------------------------------------------------------
+
+
+def _inference(method: str, path: str) -> bool:
+    return method == "POST" and (path.endswith(("/predict", "/infer")) or path == "/invocations")
+
+
+class RolloutMiddleware:
+    """Routing key and pinned version for the canary, busy/idle for the off-path worker, answers to the canary."""
+
+    def __init__(self, app: ASGIApp, rollout: Rollout, header: str) -> None:
+        self.app = app
+        self.rollout = rollout
+        self.header = header.lower().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _inference(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        key = next((bytes(v).decode("latin-1") for k, v in scope["headers"] if k == self.header), None)
+        parts = scope["path"].split("/")
+        pinned = parts[5] if len(parts) == 7 and parts[1] == "v2" and parts[4] == "versions" else None
+        key_token, pin_token = routing_key.set(key), pinned_version.set(pinned)
+        status = {"code": 500}
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        offpath = self.rollout.offpath
+        offpath.begin()
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            offpath.end()
+            routing_key.reset(key_token)
+            pinned_version.reset(pin_token)
+            self._record(scope, status["code"], time.perf_counter() - start)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        state = scope.get("state") or {}
+        name = state.get("model")
+        slot = self.rollout.store.slots.get(name) if name else None
+        if slot is None or slot.current is None or not isinstance(slot.canary, CanaryDeployment):
+            return
+        slot.canary.record(str(state.get("version", "")), slot.current.model.version, status, seconds)
+
+
+# --- routes ----------------------------------------------------------------------------------------------------
+
+router = APIRouter(tags=["rollout"])
+
+
+def _rollout(request: Request, name: str) -> Rollout:
+    store = request_store(request)
+    if name not in store.slots:
+        store.get(name)  # raises the 404 with the served names
+    rollout: Rollout = request.app.state.rollout
+    return rollout
+
+
+@router.get("/v1/models/{name}/shadow", summary="Shadow comparison with the challenger: agreement, latency, errors")
+async def shadow_status(name: str, request: Request) -> Response:
+    rollout = _rollout(request, name)
+    settings = rollout.settings
+    refused = rollout.refused.get((name, "challenger"))
+    body: dict[str, Any] = {
+        "model": name, "enabled": bool(settings.shadow), "alias": settings.shadow, "percent": settings.shadow_percent,
+        "challenger_refused": None if refused is None else refused.to_json(),
+    }  # fmt: skip
+    shadow = rollout.shadows.get(name)
+    if shadow is None:
+        return json_response({**body, "challenger_version": None, "requests_compared": 0})
+    kind = task_kind(shadow.challenger)
+    return json_response({**body, "task": kind, **shadow.stats.to_json(kind)})
+
+
+@router.get("/v1/models/{name}/canary", summary="The running canary: split, guard rails, both sides' window")
+async def canary_status(name: str, request: Request) -> Response:
+    rollout = _rollout(request, name)
+    slot = rollout.store.slots[name]
+    refused = rollout.refused.get((name, "canary"))
+    body: dict[str, Any] = {"model": name, "candidate_refused": None if refused is None else refused.to_json()}
+    if isinstance(slot.canary, CanaryDeployment):
+        return json_response({**body, **slot.canary.to_json()})
+    return json_response({**body, "state": "none", "last": rollout.ended.get(name)})
+
+
+@router.get("/v1/models/{name}/drift", summary="Drift of live inputs and predictions against the training profile")
+async def drift_status(name: str, request: Request) -> Response:
+    rollout = _rollout(request, name)
+    slot = rollout.store.slots[name]
+    current = slot.current
+    if current is None:
+        raise ModelNotReady(f"model {name!r} is not loaded yet")
+    body = await asyncio.to_thread(lambda: rollout.monitor(current.model).to_json())
+    if isinstance(slot.canary, CanaryDeployment):
+        candidate = rollout.monitors.get((name, slot.canary.version))
+        body["candidate"] = None if candidate is None else await asyncio.to_thread(candidate.to_json)
+    return json_response(body)
