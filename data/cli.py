@@ -3,6 +3,8 @@
     kiln data validate data/samples/safety/data.yaml
     kiln data convert --from coco instances.json out/ && kiln data split out/ --val 0.2 --seed 0
     kiln data sample safety data/samples/safety
+    kiln data collect s3://cams/door/ door && kiln data filter door && kiln data autolabel door --model det@production
+    kiln data review door && kiln data version door --name door    # see docs/data-loop.md
 
 Sample kinds come from the registry in `data.samples` (`@register_sample`), so a new kind needs no change here.
 User errors print `Error: ...` and exit 1; `validate` exits 1 when it finds any problem.
