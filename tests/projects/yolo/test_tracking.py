@@ -12,6 +12,7 @@ from typing import Any
 import mlflow
 import numpy as np
 
+from projects.common.callbacks import StopTraining, listening
 from projects.yolo.tracking import MlflowBridge, metric_name
 
 
@@ -97,3 +98,35 @@ class FakeBox:
 
     def class_result(self, i: int) -> tuple[float, float, float, float]:
         return (0.5, 0.4, [0.3, 0.7][i], [0.1, 0.35][i])
+
+
+class StopAt:
+    def __init__(self, step: int) -> None:
+        self.step, self.seen = step, []
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.seen.append((step, metrics["metrics/mAP50"]))
+        if step == self.step:
+            raise StopTraining("pruned")
+
+
+def test_listeners_see_each_epoch_and_can_stop_training(mlflow_uri: str, tmp_path: Path) -> None:
+    trainer = FakeTrainer(tmp_path / "train")
+    trainer.stop = False
+    bridge = MlflowBridge(["smoke", "fire"])
+    bridge.attach(trainer)
+    listener = StopAt(2)
+    with mlflow.start_run() as run, listening(listener):
+        trainer.fire("on_pretrain_routine_end")
+        trainer.run_epoch(0, 0.2)
+        assert trainer.stop is False and bridge.stop_request is None
+        trainer.run_epoch(1, 0.6)
+        assert trainer.stop is True  # ultralytics leaves its epoch loop after this callback
+        trainer.epoch = 2  # the final validation of best.pt still reaches the run, not the listeners
+        trainer.metrics = {"metrics/mAP50(B)": 0.61, "metrics/mAP50-95(B)": 0.3}
+        trainer.fire("on_fit_epoch_end")
+        trainer.fire("on_train_end")
+    assert listener.seen == [(1, 0.2), (2, 0.6)]
+    assert bridge.stop_request is not None and bridge.stop_request.step == 2
+    data = mlflow.get_run(run.info.run_id).data
+    assert data.tags["kiln.stopped_by"] == "pruned" and data.metrics["best/mAP50-95"] == 0.3
