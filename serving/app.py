@@ -30,8 +30,7 @@ from serving.errors import BadRequest, MethodNotAllowed, RouteNotFound, ServingE
 from serving.http import json_response, request_store
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, configure_logging
-from serving.rollout import Rollout, RolloutMiddleware
-from serving.rollout import router as rollout_router
+from serving.pages import install_pages
 from serving.settings import ServeSettings
 from serving.store import ModelSlot, ModelStore
 
@@ -45,6 +44,7 @@ An ONNX inference server for models registered in MLflow. Each model is served f
 * **MLflow scoring protocol**: `POST /invocations`, `GET /ping`.
 * **Task endpoints**: `POST /v1/models/{name}/predict` with an image or JSON records.
 * **Status**: `GET /v1/models`; Prometheus metrics at `/metrics`.
+* **Try it**: `GET /` is a page that runs a served model on an image you upload and draws the answer.
 
 When the server runs with `KILN_API_TOKEN`, send `Authorization: Bearer <token>` (health, metrics and docs
 stay open).
@@ -57,7 +57,6 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in the server log
     metrics = Metrics()
     store = ModelStore(settings, metrics, client)
-    rollout = Rollout(store, settings, metrics)  # challenger, canary, drift (serving/rollout.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,21 +67,19 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
             yield
         finally:
             await app.state.watcher.stop()
-            rollout.close()
             store.close()
 
     app = FastAPI(
-        title="kiln serving", version=protocol_v2._server_version(), description=DESCRIPTION, lifespan=lifespan
-    )
+        title="kiln serving", version=protocol_v2._server_version(), description=DESCRIPTION, lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # /docs is served from the vendored Swagger UI (serving/pages.py), no CDN
+    )  # fmt: skip
     app.state.settings, app.state.store, app.state.metrics = settings, store, metrics
     app.state.watcher = watcher.Watcher(store, settings.poll_seconds)
-    app.state.rollout = rollout
     for router in (protocol_v2.router, invocations.router, task_routes.router, status_router, watcher.router):
         app.include_router(router)
-    app.include_router(rollout_router)
+    install_pages(app)
     _add_error_handlers(app)
     app.add_middleware(FastPath, routes=_fast_routes(protocol_v2.router, invocations.router, task_routes.router))
-    app.add_middleware(RolloutMiddleware, rollout=rollout, header=settings.routing_header)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_token:
         app.add_middleware(AuthMiddleware, token=settings.api_token)

@@ -4,11 +4,14 @@
     kiln serve --alias staging --host 0.0.0.0 --workers 2
     python -m serving.cli edgnet production    # load once the way the server would, print what it would serve
 
-Models, alias and their versions are checked before the port opens, so a typo in `--models` is one clear line,
-not a traceback. With one worker the models are loaded before uvicorn starts. With `--workers N` each worker
-process loads its own sessions; the CLI binds the listening socket itself with IPPROTO_TCP so that accepted
-connections get TCP_NODELAY (uvicorn's own multi-worker bind leaves it off: uvicorn#3149, +40 ms per
-keep-alive request), and points PROMETHEUS_MULTIPROC_DIR at a fresh directory so /metrics covers all workers.
+The port is bound first, so a port in use fails at once; then models, alias and their versions are checked, so
+a typo in `--models` is one clear line, not a traceback. With one worker the models are loaded before uvicorn
+starts; the command prints the page's address, the `/docs` URL and what it loaded. Without `--models` it serves
+every model with the alias, and picks up models that get the alias later (polling and the webhook).
+With `--workers N` each worker process loads its own sessions; the CLI binds the listening socket itself with
+IPPROTO_TCP so that accepted connections get TCP_NODELAY (uvicorn's own multi-worker bind leaves it off:
+uvicorn#3149, +40 ms per keep-alive request), and points PROMETHEUS_MULTIPROC_DIR
+at a fresh directory so /metrics covers all workers.
 """
 
 from __future__ import annotations
@@ -54,11 +57,27 @@ def serve(models: str | None, alias: str | None, host: str, port: int, workers: 
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     configure_logging(log_level)
-    settings = _preflight(settings)
-    if workers == 1:
-        _run_single(settings, host, port, log_level)
+    sock = bind_tcp(host, port)  # before any registry call: a port in use fails at once
+    try:
+        settings = _preflight(settings)
+        _announce(settings, host, sock.getsockname()[1])
+        if workers == 1:
+            _run_single(settings, sock, host, port, log_level)
+        else:
+            _run_workers(settings, sock, host, port, workers, log_level)
+    finally:
+        sock.close()
+
+
+def _announce(settings: ServeSettings, host: str, port: int) -> None:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    click.echo(f"kiln serve on {base}/  (try the models in a browser)", err=True)
+    click.echo(f"  API docs: {base}/docs", err=True)
+    if settings.models:
+        click.echo(f"  models: {', '.join(settings.models)} (alias {settings.alias!r})", err=True)
     else:
-        _run_workers(settings, host, port, workers, log_level)
+        click.echo(f"  models: every model with alias {settings.alias!r}; ones promoted later load too", err=True)
 
 
 def _preflight(settings: ServeSettings) -> ServeSettings:
@@ -84,25 +103,31 @@ def _preflight(settings: ServeSettings) -> ServeSettings:
     )
     from dataclasses import replace
 
-    return replace(settings, models=names)
+    return settings if store.discovering else replace(settings, models=names)
 
 
-def _run_single(settings: ServeSettings, host: str, port: int, log_level: str) -> None:
+def _run_single(settings: ServeSettings, sock: socket.socket, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
     from serving.app import create_app
 
-    sock = bind_tcp(host, port)
     app = create_app(settings)
     try:
         asyncio.run(app.state.store.start())
     except Exception as err:
         raise click.ClickException(str(err)) from None
+    for slot in app.state.store.slots.values():
+        model = slot.current.model
+        seconds = sum(model.load_seconds.values())
+        task = model.contract.task or "no kiln.task"
+        click.echo(f"  loaded {model.name} v{model.version} ({task}) in {seconds:.1f} s", err=True)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after a graceful shutdown
         uvicorn.Server(_config(app, host, port, log_level)).run(sockets=[sock])
 
 
-def _run_workers(settings: ServeSettings, host: str, port: int, workers: int, log_level: str) -> None:
+def _run_workers(
+    settings: ServeSettings, sock: socket.socket, host: str, port: int, workers: int, log_level: str
+) -> None:
     from uvicorn.supervisors import Multiprocess
 
     os.environ.update(settings.env())
@@ -113,7 +138,7 @@ def _run_workers(settings: ServeSettings, host: str, port: int, workers: int, lo
     config = _config("serving.app:app_from_env", host, port, log_level, factory=True, workers=workers)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            Multiprocess(config, sockets=[bind_tcp(host, port)]).run()
+            Multiprocess(config, sockets=[sock]).run()
     finally:
         if own_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

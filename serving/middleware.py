@@ -27,9 +27,9 @@ access_log = logging.getLogger("kiln.serving.access")
 # Health, metrics, docs and the (HMAC-signed) webhook stay reachable without the token.
 OPEN_PATHS = frozenset(
     {"/ping", "/health", "/v2/health/live", "/v2/health/ready", "/metrics", "/docs", "/openapi.json", "/redoc"}
-    | {"/docs/oauth2-redirect", "/v1/webhooks/mlflow"}
+    | {"/docs/oauth2-redirect", "/v1/webhooks/mlflow", "/"}  # "/" is the try-it page; it asks for the token
 )
-OPEN_PATTERN = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/ready$")
+OPEN_PATTERN = re.compile(r"^(/v2/models/[^/]+(/versions/[^/]+)?/ready|/static/[\w./-]+)$")
 
 
 async def send_error(send: Send, error: ServingError) -> None:

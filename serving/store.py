@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from registry.lookup import all_registered_models
 from serving.artifacts import reason, registry_client
@@ -68,11 +67,6 @@ class ModelSlot:
     swaps: int = 0
     failed_at: dict[str, float] = field(default_factory=dict)  # version -> monotonic time it failed
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    canary: Router | None = None  # while a canary runs (serving/canary.py): picks production or the candidate
-
-
-class Router(Protocol):
-    def pick(self, production: Deployed) -> Deployed: ...
 
 
 class ModelStore:
@@ -83,8 +77,7 @@ class ModelStore:
         self.metrics = metrics
         self._client = client
         self.slots: dict[str, ModelSlot] = {}
-        # called after each refresh of a model: its challenger and canary follow the registry too (serving/rollout.py)
-        self.followers: list[Callable[[str], Awaitable[None]]] = []
+        self._discovery_failed: dict[str, float] = {}  # name -> monotonic time its first load failed
 
     @property
     def client(self) -> Any:
@@ -108,7 +101,7 @@ class ModelStore:
             raise ModelNotFound(f"no model named {name!r} is served; served: {sorted(self.slots)}")
         if slot.current is None:
             raise ModelNotReady(f"model {name!r} is not loaded yet")
-        return slot.current if slot.canary is None else slot.canary.pick(slot.current)
+        return slot.current
 
     @property
     def ready(self) -> bool:
@@ -116,11 +109,21 @@ class ModelStore:
 
     # --- start-up -----------------------------------------------------------------------------------------
 
+    @property
+    def discovering(self) -> bool:
+        """True in "every model with the alias" mode (no --models): models promoted later are picked up."""
+        return not self.settings.models
+
+    def aliased_names(self) -> tuple[str, ...]:
+        """Every registered model that has the alias now, sorted."""
+        models = all_registered_models(self.client)
+        return tuple(sorted(m.name for m in models if self.settings.alias in (m.aliases or {})))
+
     def resolve_names(self) -> tuple[str, ...]:
         """The configured names, or every registered model that has the alias."""
         if self.settings.models:
             return self.settings.models
-        names = sorted(m.name for m in all_registered_models(self.client) if self.settings.alias in (m.aliases or {}))
+        names = self.aliased_names()
         if not names:
             raise ValueError(
                 f"no registered model has the alias {self.settings.alias!r}; promote one "
@@ -140,12 +143,37 @@ class ModelStore:
             except SwapRefused as err:
                 raise RuntimeError(f"cannot serve {name!r}: {err}") from err
             self.install(loaded)
-        for name in names:
-            await self.follow(name)
 
-    async def follow(self, name: str) -> None:
-        for follower in self.followers:
-            await follower(name)
+    async def discover(self) -> list[str]:
+        """Load every model that got the alias since start-up (discovery mode only); returns the names added.
+
+        A model whose first load fails is logged and not tried again for KILN_SWAP_RETRY_SECONDS; the models
+        already served are not affected (and readiness does not wait for a model that never loaded).
+        """
+        if not self.discovering:
+            return []
+        try:
+            names = await asyncio.to_thread(self.aliased_names)
+        except Exception as err:  # registry out of reach: the next poll tries again
+            log.warning("could not list models with alias %r: %s", self.settings.alias, err)
+            return []
+        added: list[str] = []
+        for name in names:
+            failed = self._discovery_failed.get(name)
+            if name in self.slots or (failed and time.monotonic() - failed < self.settings.swap_retry_seconds):
+                continue
+            try:
+                version = await asyncio.to_thread(self.resolve_version, name)
+                loaded = await asyncio.to_thread(self.load, name, version)
+            except (ModelNotFound, SwapRefused) as err:
+                log.error("%s got alias %r but cannot be served: %s", name, self.settings.alias, err)
+                self._discovery_failed[name] = time.monotonic()
+                continue
+            self.slots[name] = ModelSlot(name=name, alias=self.settings.alias)
+            self.install(loaded)
+            log.info("now serving %s v%s: it got alias %r after start-up", name, loaded.version, self.settings.alias)
+            added.append(name)
+        return added
 
     def close(self) -> None:
         for slot in self.slots.values():
@@ -165,12 +193,7 @@ class ModelStore:
             ) from None
 
     async def refresh(self, name: str) -> bool:
-        """Re-read the alias and swap if it moved, then let the followers look. True when a new version went live."""
-        swapped = await self._refresh_alias(name)
-        await self.follow(name)
-        return swapped
-
-    async def _refresh_alias(self, name: str) -> bool:
+        """Re-read the alias and swap if it moved. Returns True when a new version went live."""
         slot = self.slots[name]
         async with slot.lock:
             try:

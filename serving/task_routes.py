@@ -4,6 +4,9 @@ model's predictor (serving/predictor.py) through its batcher, and answers the re
     curl -F image=@part.png 127.0.0.1:8080/v1/models/edgnet/predict
     curl -H 'content-type: image/jpeg' --data-binary @site.jpg '127.0.0.1:8080/v1/models/yolo/predict?conf=0.4'
     curl -d '[{"age": 41, "bmi": 27.1}]' -H 'content-type: application/json' 127.0.0.1:8080/v1/models/skin/predict
+    curl -F image=@part.png '127.0.0.1:8080/v1/models/edgnet/predict?format=overlay' -o overlay.png
+
+`?format=png` / `?format=overlay` (or `Accept: image/png`) answer a picture instead of JSON (serving/pictures.py).
 
 What each task does (segmentation masks, detection boxes, tabular labels, regression outputs) is in
 serving/postprocess.py; this module only reads bodies and query parameters and writes the response.
@@ -13,24 +16,74 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from serving.errors import BadRequest, ServingError, UnsupportedMediaType
 from serving.http import json_response, media_type, read_body, read_json, request_store
 from serving.loading import LoadedModel
+from serving.pictures import picture, wanted_format
 from serving.postprocess import Task
-from serving.rollout import after_task
 from serving.store import infer
 
 router = APIRouter(tags=["task endpoints"])
 
 
+def _query(name: str, description: str, kind: str = "number") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": {"type": kind}}
+
+
+# Query parameters of every task, for /docs (a model's task decides which apply; others are refused by name).
+_PARAMETERS = [
+    _query("threshold", "segmentation: cut-off on the activated output (default: the model's contract)"),
+    _query("conf", "detection: minimum confidence of a box (default: the contract's, e.g. 0.25)"),
+    _query("iou", "detection: IoU above which NMS drops the weaker of two same-class boxes (default 0.45)"),
+    _query("max_det", "detection: most boxes returned (default 300)", "integer"),
+    {
+        **_query("format", "answer a picture instead of JSON: `png` = the mask (segmentation) or the boxes drawn "
+                 "(detection); `overlay` = the mask laid over the image. `Accept: image/png` also asks for `png`.",
+                 "string"),
+        "schema": {"type": "string", "enum": ["json", "png", "overlay"]},
+    },
+]  # fmt: skip
+
+_JSON_EXAMPLES = {
+    "image as base64": {
+        "value": {
+            "image": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+        }
+    },
+    "tabular records": {"value": [{"mean radius": 14.1, "mean texture": 19.3, "...": "one value per feature"}]},
+    "tabular, wrapped": {"value": {"records": [{"mean radius": 14.1, "...": "one value per feature"}]}},
+}
+
+_RESPONSES = {
+    "200": {
+        "description": "JSON by default; a PNG with `format=png|overlay` or `Accept: image/png`",
+        "content": {
+            "application/json": {
+                "examples": {
+                    "segmentation": {"value": {"model": "edgnet_large", "version": "1", "task": "segmentation",
+                                               "width": 96, "height": 96, "threshold": 0.5,
+                                               "foreground_fraction": 0.08, "mask_png": "iVBORw0..."}},
+                    "detection": {"value": {"model": "safety_detection", "version": "2", "task": "detection",
+                                            "width": 320, "height": 320, "box_format": "xyxy", "detections": [
+                                                {"class_id": 1, "class_name": "fire", "confidence": 0.91,
+                                                 "box": [40.5, 60.0, 120.25, 180.0]}]}},
+                }
+            },
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}  # fmt: skip
+
 _IMAGE_BODY = {
+    "parameters": _PARAMETERS,
+    "responses": _RESPONSES,
     "requestBody": {
         "description": "An image (multipart field `image`, raw image bytes, or base64 JSON), or for tabular "
         "models a JSON list of records.",
@@ -46,34 +99,39 @@ _IMAGE_BODY = {
                         {"type": "array", "items": {"type": "object"}, "description": "tabular records"},
                         {"type": "object", "properties": {"records": {"type": "array", "items": {"type": "object"}}}},
                     ]
-                }
+                },
+                "examples": _JSON_EXAMPLES,
             },
         },
-    }
+    },
 }
 
 
 @router.post("/v1/models/{name}/predict", openapi_extra=_IMAGE_BODY, summary="Predict with the model's own pre/post")
 async def predict(name: str, request: Request) -> Any:
     """Read the request, hand it to the model object (the predictor), run it through the batcher, answer."""
-    started = time.perf_counter()
     deployed = request_store(request).get(name)
     model = deployed.model
     request.state.model, request.state.version = model.name, model.version
     predictor = model.predictor
     task = _task_of(model)
-    params = task.check_params(_query_options(task, request.query_params))
+    query = dict(request.query_params)
+    fmt = wanted_format(query.pop("format", None), request.headers.get("accept", ""))
+    params = task.check_params(_query_options(task, query))
     if task.takes_image:
         data = await read_image(request)
         feeds, geometry = await run_in_threadpool(predictor.prepare_bytes, data)
         outputs = await infer(deployed, feeds)
         result: Any = await run_in_threadpool(predictor.finish_image, outputs, geometry, params)
-        after_task(request, deployed, result, started, feeds=feeds, params=params, data=data, geometry=geometry)
+        if fmt != "json":
+            png = await run_in_threadpool(picture, result, data, fmt, task.name)
+            headers = {"X-Kiln-Model": model.name, "X-Kiln-Model-Version": str(model.version)}
+            return Response(png, media_type="image/png", headers=headers)
     else:
-        payload = await read_json(request)
-        feeds, rows = predictor.prepare_records(payload)
+        if fmt != "json":
+            picture(None, b"", fmt, task.name)  # raises the 406 that names what this task answers
+        feeds, rows = predictor.prepare_records(await read_json(request))
         result = predictor.finish_records(await infer(deployed, feeds), rows)
-        after_task(request, deployed, result, started, feeds=feeds, params=params, records=payload)
     return json_response({"model": model.name, "version": model.version, "task": task.name, **result.to_json()}, model)
 
 

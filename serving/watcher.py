@@ -50,11 +50,38 @@ class Watcher:
         self.poll_seconds = poll_seconds
         self._triggers: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._discover_event = asyncio.Event()
 
     def start(self) -> None:
         for name in self.store.slots:
-            self._triggers[name] = asyncio.Event()
-            self._tasks.append(asyncio.get_running_loop().create_task(self._watch(name), name=f"watch-{name}"))
+            self._follow(name)
+        if self.store.discovering:  # "every model with the alias": also look for models promoted later
+            self._tasks.append(asyncio.get_running_loop().create_task(self._discover(), name="discover"))
+
+    def _follow(self, name: str) -> None:
+        self._triggers[name] = asyncio.Event()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._watch(name), name=f"watch-{name}"))
+
+    def trigger_discovery(self) -> bool:
+        """Ask for an immediate look for newly aliased models; False when the server serves a fixed list."""
+        if not self.store.discovering:
+            return False
+        self._discover_event.set()
+        return True
+
+    async def _discover(self) -> None:
+        timeout = self.poll_seconds if self.poll_seconds > 0 else None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._discover_event.wait(), timeout)
+            self._discover_event.clear()
+            try:
+                for name in await self.store.discover():
+                    self._follow(name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let discovery die: the next poll tries again
+                log.exception("looking for newly aliased models failed unexpectedly")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -134,6 +161,9 @@ async def mlflow_webhook(request: Request) -> Response:
         return json_response(
             {"accepted": False, "reason": f"event {event.get('entity')}.{event.get('action')} ignored"}
         )
+    if alias == settings.alias and name not in request_store(request).slots and watcher.trigger_discovery():
+        log.info("webhook %s: %s got alias %s; looking for new models", headers[DELIVERY_HEADER], name, alias)
+        return json_response({"accepted": True, "model": name, "alias": alias}, status_code=202)
     if alias != settings.alias or name not in request_store(request).slots:
         return json_response({"accepted": False, "reason": f"{name}@{alias} is not served here"})
     watcher.trigger(name)

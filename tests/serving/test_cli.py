@@ -48,7 +48,7 @@ def one_model(fresh_registry: Registry, monkeypatch: pytest.MonkeyPatch) -> Regi
     ],
 )
 def test_bad_setups_fail_in_one_line(one_model: Registry, args: list[str], env: dict[str, str], message: str) -> None:
-    result = CliRunner().invoke(main, ["serve", "--port", "1", *args], env=env)
+    result = CliRunner().invoke(main, ["serve", "--port", str(_free_port()), *args], env=env)  # bound first
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
