@@ -1,0 +1,117 @@
+"""`kiln optimize --int8`: static int8 refused when it loses too much IoU, registered with its tags when it does not.
+
+.venv/bin/python -m pytest tests/efficiency/test_optimize.py -q
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import mlflow
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from core.contract import ModelContract, Preprocess, Ranking, SegmentationPost
+from efficiency.cli import optimize_command
+from projects.common import tracking
+from projects.common.onnx_export import export_onnx, log_onnx_model
+
+SIDE = 32
+
+
+@pytest.fixture
+def halves(tmp_path: Path) -> Path:
+    """Images whose right (or left) part is bright; the mask is exactly the bright part."""
+    folder = tmp_path / "halves"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        cut = int(rng.integers(6, 26))
+        image = np.full((SIDE, SIDE), 60, np.uint8)
+        image[:, cut:] = 200
+        if i % 2:
+            image = image[:, ::-1].copy()
+        cv2.imwrite(str(folder / "images" / f"{i}.png"), image)
+        cv2.imwrite(str(folder / "masks" / f"{i}.png"), np.where(image > 127, 255, 0).astype(np.uint8))
+    return folder
+
+
+def sign_net() -> torch.nn.Module:
+    """logit = normalised gray: quantizes cleanly."""
+    conv = torch.nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.zero_()
+    return conv
+
+
+class Fragile(torch.nn.Module):
+    """The logit travels in one channel beside a second channel 1000x larger: one int8 scale for both rounds the
+    small channel to zero, so every pixel lands on the threshold and the int8 mask is empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spread = torch.nn.Conv2d(1, 2, 1)
+        self.pick = torch.nn.Conv2d(2, 1, 1)
+        with torch.no_grad():
+            self.spread.weight.copy_(torch.tensor([1.0, 1000.0]).view(2, 1, 1, 1))
+            self.spread.bias.zero_()
+            self.pick.weight.copy_(torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))
+            self.pick.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pick(self.spread(x))
+
+
+def register(model: torch.nn.Module, name: str, data: Path, tmp_path: Path) -> None:
+    path = export_onnx(model, torch.zeros(1, 1, SIDE, SIDE), tmp_path / f"{name}.onnx", dynamic_hw=True)
+    contract = ModelContract(task="segmentation", family="test", postprocess=SegmentationPost(),
+                             preprocess=Preprocess("gray", (SIDE, SIDE), mean=(0.5,), std=(0.5,)),
+                             ranking=Ranking("best_val_iou", "max"))  # fmt: skip
+    with mlflow.start_run():
+        tracking.log_dataset(str(data), "0" * 16, data.name)
+        mlflow.log_metrics({"best_val_iou": 0.9, "num_parameters": 2.0})
+        log_onnx_model(path, input_example=np.zeros((1, 1, SIDE, SIDE), np.float32), model_name=name,
+                       contract=contract)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_int8_within_the_drop_is_registered_with_its_source_and_speedup(mlflow_uri, halves, tmp_path) -> None:
+    register(sign_net(), "sign", halves, tmp_path)
+    result = CliRunner().invoke(optimize_command, ["sign", "--version", "1", "--int8", "--max-drop", "0.01"])
+    assert result.exit_code == 0, result.output
+    assert "registered sign v2" in result.output and "evaluated on 8 samples" in result.output
+    client = mlflow.MlflowClient()
+    version = client.get_model_version("sign", "2")
+    assert version.tags["kiln.source_version"] == "1" and version.tags["kiln.int8"] == "true"
+    assert abs(float(version.tags["kiln.metric_drop"])) <= 0.01 and float(version.tags["kiln.speedup"]) > 0
+    run = client.get_run(version.run_id)
+    assert run.data.metrics["fp32_iou"] == pytest.approx(1.0) and "latency_p50_ms" in run.data.metrics
+    assert run.data.metrics["best_val_iou"] == pytest.approx(0.9 - run.data.metrics["metric_drop"])
+    local = mlflow.artifacts.download_artifacts("models:/sign/2")
+    import onnx
+
+    graph = onnx.load(f"{local}/model.onnx")
+    assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+    assert {p.key for p in graph.metadata_props} >= {"kiln.task", "kiln.preprocess", "kiln.postprocess"}
+
+
+@pytest.mark.slow
+def test_int8_that_loses_too_much_is_refused_and_not_registered(mlflow_uri, halves, tmp_path) -> None:
+    register(Fragile(), "fragile", halves, tmp_path)
+    result = CliRunner().invoke(optimize_command, ["fragile", "--version", "1", "--int8", "--json"])
+    assert result.exit_code == 1, result.output
+    assert '"accepted": false' in result.output and '"registered_version": null' in result.output
+    assert '"fp32": 1.0' in result.output
+    assert [v.version for v in mlflow.MlflowClient().search_model_versions("name='fragile'")] == [1]
+
+
+def test_unknown_model_and_bad_flags_are_one_line_errors(mlflow_uri) -> None:
+    result = CliRunner().invoke(optimize_command, ["nope", "--version", "1", "--int8"])
+    assert result.exit_code == 2 and "Error: model 'nope' has no version 1" in result.output
+    result = CliRunner().invoke(optimize_command, ["nope", "--version", "1", "--int8", "--max-drop", "-1"])
+    assert result.exit_code == 2 and "--max-drop must be >= 0" in result.output
