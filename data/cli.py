@@ -217,7 +217,8 @@ def version(dst: Path, name: str, val: float, message: str, tracking_uri: str | 
         return
     splits = ", ".join(f"{k} {v}" for k, v in manifest["splits"].items())
     counts = ", ".join(f"{k} {v}" for k, v in manifest["class_counts"].items())
-    click.echo(f"created {info.ref} (run {info.run_id}, digest {info.digest[:12]}, parent {manifest['parent']})")
+    parent = f"parent {manifest['parent']}" if manifest["parent"] else "the first version"
+    click.echo(f"created {info.ref} (run {info.run_id}, digest {info.digest[:12]}, {parent})")
     click.echo(f"{len(manifest['images'])} images ({splits}); boxes: {counts}")
     click.echo(f"train with: -P data=dataset:{info.ref}")
 

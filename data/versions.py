@@ -16,6 +16,7 @@ only FINISHED runs count as versions, so a half-uploaded one (failed, killed) is
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -25,6 +26,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,8 +126,22 @@ def _info(client: Any, run: Any, with_manifest: bool = True) -> VersionInfo:
     return info
 
 
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No MLflow progress bar per manifest read: `kiln data diff` would print several."""
+    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
+
+
 def _download_json(client: Any, run_id: str, path: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
         local = client.download_artifacts(run_id, path, tmp)
         loaded: dict[str, Any] = json.loads(Path(local).read_text(encoding="utf-8"))
         return loaded
