@@ -80,7 +80,13 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
     install_pages(app)
     _add_error_handlers(app)
     app.add_middleware(FastPath, routes=_fast_routes(protocol_v2.router, invocations.router, task_routes.router))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.body_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+    )
     if settings.api_token:
         app.add_middleware(AuthMiddleware, token=settings.api_token)
     app.add_middleware(AccessMiddleware, metrics=metrics, enabled=settings.access_log)
@@ -250,12 +256,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         response: Response = error_response(BadRequest(problems or "invalid request"), render_error)
         return response
 
-    async def internal_error(request: Request, exc: Exception) -> Response:
-        request_id = getattr(request.state, "request_id", "?")
-        log.error("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
-        body = {"error": f"internal error; the server log has it under request id {request_id}", "code": "internal"}
-        return json_response(body, status_code=500)
-
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(Exception, internal_error)
+    # no handler for Exception: AccessMiddleware (serving/middleware.py) answers the 500 and logs it once

@@ -147,6 +147,8 @@ def _run_workers(
 def _config(app: Any, host: str, port: int, log_level: str, **extra: Any) -> Any:
     import uvicorn
 
+    from serving.transport import KilnHttpProtocol
+
     return uvicorn.Config(
         app,
         host=host,
@@ -156,6 +158,7 @@ def _config(app: Any, host: str, port: int, log_level: str, **extra: Any) -> Any
         access_log=False,  # the AccessMiddleware writes one structured line per request instead
         timeout_keep_alive=75,  # longer than common load balancers' idle timeouts (60 s), so they close first
         server_header=False,
+        http=KilnHttpProtocol,  # httptools with limits on header bytes and count (serving/transport.py)
         **extra,
     )
 

@@ -55,6 +55,24 @@ class PayloadTooLarge(ServingError):
     code = "payload_too_large"
 
 
+class RequestTimeout(ServingError):
+    """The body did not arrive in time; the connection is closed after the answer (the rest may never come)."""
+
+    status_code = 408
+    code = "request_timeout"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Connection": "close"})
+
+
+class HeadersTooLarge(ServingError):
+    status_code = 431
+    code = "headers_too_large"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Connection": "close"})
+
+
 class UnsupportedMediaType(ServingError):
     status_code = 415
     code = "unsupported_media_type"

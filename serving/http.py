@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -81,13 +82,50 @@ async def read_json(request: Request) -> Any:
     return parse_json(await read_body(request))
 
 
+# numpy holds at most 64 dimensions, so no tensor needs deeper JSON; deeper documents are refused, not parsed
+MAX_JSON_DEPTH = 64
+# uint64's largest value has 20 digits: a longer integer cannot be a tensor value or a feature, and Python's own
+# int() refuses 4,300 digits with a ValueError, so long digit strings are refused while parsing
+MAX_INT_DIGITS = 20
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
 def parse_json(body: bytes) -> Any:
+    """The JSON document of a request body; anything that is not one, or is nested or sized past what a
+    tensor can be, is a 400 naming what is wrong (never a RecursionError or ValueError from the parser)."""
     if not body:
         raise BadRequest("the body is empty; a JSON document was expected")
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadRequest(f"the body is not valid JSON: {err}") from None
+        document = json.loads(body, parse_int=_parse_int)
+    except RecursionError:
+        raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise BadRequest(f"the body is not valid JSON: {_short(str(err))}") from None
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and json_depth(body) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
+    return document
 
 
-__all__ = ["json_response", "media_type", "parse_json", "read_body", "read_json", "request_store"]
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise BadRequest(f"a JSON integer has {digits} digits; at most {MAX_INT_DIGITS} fit any tensor datatype")
+    return int(text)
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in a valid JSON document, without recursion: strings are
+    blanked first (brackets inside them do not count), then the brackets are summed with numpy."""
+    import numpy as np
+
+    bare = _STRING.sub(b'""', body)
+    codes = np.frombuffer(bare, dtype=np.uint8)
+    steps = np.isin(codes, (91, 123)).astype(np.int32) - np.isin(codes, (93, 125)).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+__all__ = ["json_depth", "json_response", "media_type", "parse_json", "read_body", "read_json", "request_store"]

@@ -107,7 +107,7 @@ async def _parse(request: Request, model: LoadedModel) -> tuple[Feeds, bool]:
     keys = [k for k in FORMATS if k in payload]
     if len(keys) != 1:
         raise BadRequest(f"the body must have exactly one of {list(FORMATS)}; it has {sorted(payload)}")
-    if payload.get("params"):
+    if payload.get("params") not in (None, {}, [], "", False, 0):
         raise BadRequest("`params` are not supported: ONNX models take only tensors")
     key = keys[0]
     return _PARSERS[key](model, payload[key]), key.startswith("dataframe")
@@ -115,6 +115,8 @@ async def _parse(request: Request, model: LoadedModel) -> tuple[Feeds, bool]:
 
 def _inputs(model: LoadedModel, value: Any) -> Feeds:
     if isinstance(value, dict):
+        if not value:
+            raise BadRequest("`inputs` is an empty object; name each input: {input name: tensor}")
         return _named(model, {k: as_array(v, "inputs", k) for k, v in value.items()})
     return _single(model, as_array(value, "inputs", "inputs"))
 
@@ -165,15 +167,18 @@ def _table(model: LoadedModel, columns: list[str] | None, rows: list[Any]) -> Fe
     if not rows:
         raise BadRequest("the table has no rows")
     post = model.contract.postprocess
+    bad = next((i for i, row in enumerate(rows) if not isinstance(row, list)), None)
+    if bad is not None:
+        raise BadRequest(f"row {bad} of the table is {type(rows[bad]).__name__}; every row must be a list of values")
+    if columns is not None and any(len(row) != len(columns) for row in rows):
+        raise BadRequest(f"every row must have {len(columns)} values, one per column")
     if isinstance(post, TabularPost) and columns is not None:
-        records = [dict(zip(columns, row, strict=False)) for row in rows]
-        if any(not isinstance(row, list) or len(row) != len(columns) for row in rows):
-            raise BadRequest(f"every row must have {len(columns)} values, one per column")
+        records = [dict(zip(columns, row, strict=True)) for row in rows]
         return _single(model, records_to_matrix(records, post.feature_names))
     matrix = as_array(rows, "dataframe", "data")
     if len(model.inputs) == 1:
         return _single(model, matrix)
-    if columns is None or sorted(columns) != sorted(s.name for s in model.inputs):
+    if columns is None or sorted(columns) != sorted(s.name for s in model.inputs) or matrix.ndim != 2:
         raise BadRequest(f"a model with inputs {[s.name for s in model.inputs]} needs one column per input")
     return _named(model, {c: matrix[:, i] for i, c in enumerate(columns)})
 
@@ -205,6 +210,8 @@ def _csv(body: bytes) -> tuple[list[str], list[Any]]:
         rows = [[_csv_value(v) for v in row] for row in reader if row]
     except (UnicodeDecodeError, StopIteration, csv.Error) as err:
         raise BadRequest(f"the CSV body could not be read ({err or 'empty'}); send a header row, then rows") from None
+    if len(set(header)) != len(header):
+        raise BadRequest(f"the CSV header names a column twice: {header[:20]}")
     return header, rows
 
 
@@ -214,7 +221,7 @@ def _csv_value(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise BadRequest(f"CSV value {text!r} is not a number") from None
+        raise BadRequest(f"CSV value {text[:40]!r} is not a number") from None
 
 
 def _records(outputs: Feeds) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+CLIENT_CLOSED = 499  # nginx's status for a request whose client closed the connection before the answer
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -72,6 +73,12 @@ class Metrics:
         self.swap_failures = Counter(
             "kiln_model_swap_failures", "Swaps refused; the old version kept serving", ["model", "step"], registry=r
         )
+        self.disconnects = Counter(
+            "kiln_client_disconnects",
+            "Requests whose client went away before the answer (counted as status 499, not as errors)",
+            ["endpoint"],
+            registry=r,
+        )
         mode = {"multiprocess_mode": "mostrecent"} if multiprocess else {}
         self.swap_failing = Gauge(
             "kiln_model_swap_failing",
@@ -90,7 +97,7 @@ class Metrics:
 
     def observe_request(self, model: str, version: str, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(model, version, endpoint, str(status)).inc()
-        if status >= 400:
+        if status >= 400 and status != CLIENT_CLOSED:  # a client that went away is not an error of the server
             self.errors.labels(model, version, str(status)).inc()
         if model:
             self.latency.labels(model, version, endpoint).observe(seconds)
@@ -113,6 +120,13 @@ class Metrics:
     def swap_failed(self, model: str, step: str) -> None:
         self.swap_failures.labels(model, step).inc()
         self.swap_failing.labels(model).set(1)
+
+    def swap_recovered(self, model: str) -> None:
+        """The alias points at the served version again: the refused version is no longer wanted."""
+        self.swap_failing.labels(model).set(0)
+
+    def client_disconnected(self, endpoint: str) -> None:
+        self.disconnects.labels(endpoint).inc()
 
     def model_loaded(self, model: str, version: str, alias: str, timestamp: float) -> None:
         self.swap_failing.labels(model).set(0)

@@ -150,15 +150,16 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
     if header_length is None:
         payload, binary = parse_json(body), b""
     else:
-        try:
-            length = int(header_length)
-        except ValueError:
-            raise BadRequest(f"{HEADER_LENGTH}={header_length!r} is not an integer") from None
+        if not header_length.strip().isdigit() or len(header_length.strip()) > 12:
+            raise BadRequest(f"{HEADER_LENGTH}={_short(header_length)} is not an integer byte count")
+        length = int(header_length)
         if not 0 < length <= len(body):
             raise BadRequest(f"{HEADER_LENGTH}={length} does not fit a body of {len(body)} bytes")
         payload, binary = parse_json(body[:length]), body[length:]
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise BadRequest('the request must be a JSON object with a non-empty "inputs" list')
+    if "id" in payload and not isinstance(payload["id"], str):
+        raise BadRequest(f'"id" must be a string, got {_short(payload["id"])}')
     return payload, binary
 
 
@@ -200,11 +201,9 @@ def _tensor_header(tensor: Any, i: int) -> tuple[str, list[int], str, dict[str, 
         raise BadRequest(f"inputs[{i}].name must be a string")
     if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)):
         raise BadRequest(f"input {name!r}: shape must be a list of integers, got {shape!r}")
-    if datatype not in V2_TO_NUMPY:
-        raise BadRequest(f"input {name!r}: datatype {datatype!r} is not one of {sorted(V2_TO_NUMPY)}")
-    params = tensor.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise BadRequest(f"input {name!r}: parameters must be an object")
+    if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
+        raise BadRequest(f"input {name!r}: datatype {_short(datatype)} is not one of {sorted(V2_TO_NUMPY)}")
+    params = _parameters(tensor, f"input {name!r}")
     if "shared_memory_region" in params:
         raise BadRequest(f"input {name!r}: shared-memory tensors are not supported by this server")
     return name, shape, datatype, params
@@ -225,7 +224,7 @@ def _json_tensor(tensor: dict[str, Any], spec: TensorSpec, shape: list[int]) -> 
 
 
 def _binary_tensor(binary: bytes, offset: int, size: Any, spec: TensorSpec, shape: list[int]) -> tuple[np.ndarray, int]:
-    if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
         raise BadRequest(f"input {spec.name!r}: binary_data_size={size!r} runs past the {len(binary)}-byte body")
     if spec.datatype == "BYTES":
         raise BadRequest(f"input {spec.name!r}: BYTES tensors are not supported")
@@ -238,7 +237,7 @@ def _binary_tensor(binary: bytes, offset: int, size: Any, spec: TensorSpec, shap
 
 def _requested_outputs(payload: dict[str, Any], model: LoadedModel) -> list[tuple[str, bool]]:
     """(name, binary?) for every output to return; all of them when the request names none."""
-    default_binary = bool((payload.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = _flag(_parameters(payload, "the request"), "binary_data_output", "the request")
     requested = payload.get("outputs")
     if requested is None:
         return [(s.name, default_binary) for s in model.outputs]
@@ -248,15 +247,43 @@ def _requested_outputs(payload: dict[str, Any], model: LoadedModel) -> list[tupl
     wanted: list[tuple[str, bool]] = []
     for i, item in enumerate(requested):
         name = item.get("name") if isinstance(item, dict) else None
-        if name not in known:
-            raise BadRequest(f"outputs[{i}]: model {model.name!r} has no output {name!r}; outputs: {sorted(known)}")
-        params = item.get("parameters") or {}
+        if not isinstance(name, str) or name not in known:
+            raise BadRequest(
+                f"outputs[{i}]: model {model.name!r} has no output {_short(name)}; outputs: {sorted(known)}"
+            )
+        params = _parameters(item, f"outputs[{i}]")
         if "classification" in params:
             raise BadRequest("the classification extension is not supported; request the raw output")
         if "shared_memory_region" in params:
             raise BadRequest(f"output {name!r}: shared-memory tensors are not supported by this server")
-        wanted.append((name, bool(params.get("binary_data", default_binary))))
+        wanted.append((name, _flag(params, "binary_data", f"outputs[{i}]", default_binary)))
     return wanted
+
+
+def _parameters(owner: dict[str, Any], where: str) -> dict[str, Any]:
+    """The `parameters` object of a request, tensor or output; absent or null is empty, anything else a 400."""
+    params = owner.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"{where}: parameters must be an object, got {_short(params)}")
+    return params
+
+
+def _flag(params: dict[str, Any], key: str, where: str, default: bool = False) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{where}: parameters.{key} must be true or false, got {_short(value)}")
+    return value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A client value for an error message: its repr, cut (a client value can be megabytes or deeply nested)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def encode_response(
@@ -276,7 +303,7 @@ def encode_response(
             tensor["data"] = value.ravel().tolist()
         tensors.append(tensor)
     body: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": tensors}
-    if "id" in payload:
+    if isinstance(payload.get("id"), str):
         body["id"] = payload["id"]
     if not chunks:
         return json_response(body, model)

@@ -30,6 +30,10 @@ class ServeSettings:
     webhook_tolerance_seconds: float = 300.0  # a webhook timestamp further than this from now is a replay
     swap_retry_seconds: float = 300.0  # a version that failed its checks is not tried again for this long
     max_body_bytes: int = 32 * MiB  # larger bodies get 413 before they are read
+    body_timeout_seconds: float = 30.0  # a body not fully received this long after the request began gets 408
+    max_header_bytes: int = 64 * 1024  # request line + headers; more gets 431 (nginx's default is 32 KiB)
+    max_headers: int = 100  # header fields per request; more gets 431 (Apache's LimitRequestFields)
+    max_request_pixels: int = 0  # batch x H x W a request may ask of an image model; 0 = 4 batches at its own size
     max_batch_size: int = 16  # rows one session run may take; 1 turns dynamic batching off
     max_batch_ms: float = 50.0  # and no more rows than the warm-up says run in this long (see store.batch_config)
     max_queue_delay_ms: float = 0.0  # wait this long for more requests to fill a batch (Triton's knob)
@@ -62,6 +66,10 @@ class ServeSettings:
             "webhook_tolerance_seconds": self.webhook_tolerance_seconds > 0,
             "swap_retry_seconds": self.swap_retry_seconds >= 0,
             "max_body_bytes": self.max_body_bytes > 0,
+            "body_timeout_seconds": self.body_timeout_seconds > 0,
+            "max_header_bytes": self.max_header_bytes >= 1024,
+            "max_headers": self.max_headers >= 8,
+            "max_request_pixels": self.max_request_pixels >= 0,
             "max_batch_size": self.max_batch_size >= 1,
             "max_batch_ms": self.max_batch_ms >= 0,
             "max_queue_delay_ms": self.max_queue_delay_ms >= 0,

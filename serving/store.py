@@ -26,15 +26,19 @@ from serving.errors import BadRequest, ModelNotFound, ModelNotReady, SwapRefused
 from serving.loading import LoadedModel, batch_config, load_version
 from serving.metrics import Metrics
 from serving.settings import ServeSettings
+from serving.tensors import RequestLimits, accepted_inputs
 
 log = logging.getLogger("kiln.serving.store")
 
-try:  # onnxruntime's exception for inputs it cannot run (shape or type errors inside the graph)
-    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as _OrtInvalidArgument
+try:  # onnxruntime's exceptions for inputs it cannot run: type errors (InvalidArgument), a size the graph cannot
+    # take (Fail: a Concat or Add of mismatched feature maps), kernel refusals (RuntimeException)
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
-    _ORT_INPUT_ERRORS: tuple[type[BaseException], ...] = (_OrtInvalidArgument,)
+    _ORT_INPUT_ERRORS: tuple[type[BaseException], ...] = (InvalidArgument, Fail, RuntimeException)
 except ImportError:  # pragma: no cover - a build without the pybind module layout
     _ORT_INPUT_ERRORS = ()
+# ...unless the message says the machine ran out of memory: that is the server's fault, not the request's
+_ORT_SERVER_FAULTS = ("bad_alloc", "Failed to allocate", "out of memory")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Deployed:
 
     model: LoadedModel
     batcher: Batcher
+    limits: RequestLimits = RequestLimits(max_pixels=0)  # what one request may ask of it (serving/tensors.py)
 
 
 @dataclass(frozen=True)
@@ -202,9 +207,10 @@ class ModelStore:
                 self._fail(slot, "?", "resolve", str(err))
                 return False
             current = slot.current.model.version if slot.current else None
-            if version == current:
-                if slot.last_error is not None and slot.last_error.step == "resolve":
+            if version == current:  # the alias is back on (or never left) what is served: nothing is failing
+                if slot.last_error is not None:
                     slot.last_error = None
+                    self.metrics.swap_recovered(name)
                 return False
             if self._recently_failed(slot, version):
                 return False
@@ -226,7 +232,10 @@ class ModelStore:
         config = batch_config(loaded, self.settings)
         observe = self.metrics.batch_observer(loaded.name, loaded.version)
         batcher = Batcher(loaded.run, config, batchable=loaded.batchable, observe=observe)
-        old, slot.current = slot.current, Deployed(loaded, batcher)
+        limits = RequestLimits.for_model(
+            loaded.inputs, loaded.contract.preprocess, config.max_batch_size, self.settings.max_request_pixels
+        )
+        old, slot.current = slot.current, Deployed(loaded, batcher, limits)
         timing = ", ".join(f"{k} {v:.2f}s" for k, v in loaded.load_seconds.items())
         if old is not None:
             old.batcher.close()
@@ -256,8 +265,18 @@ class ModelStore:
 
 
 async def infer(deployed: Deployed, feeds: Feeds) -> Feeds:
-    """Run feeds through the deployed model's batcher; onnxruntime's refusals of an input become 400s."""
+    """Run feeds through the deployed model's batcher, after the request limits (pixels, size multiple);
+    onnxruntime's refusals of an input become 400s that say what the model accepts."""
+    model = deployed.model
+    deployed.limits.check(model.name, feeds)
     try:
         return await deployed.batcher.infer(feeds)
     except _ORT_INPUT_ERRORS as err:
-        raise BadRequest(f"{deployed.model.name} v{deployed.model.version} refused the input: {reason(err)}") from None
+        text = reason(err)
+        if any(fault in text for fault in _ORT_SERVER_FAULTS):
+            raise
+        shapes = ", ".join(f"{n!r} {list(a.shape)}" for n, a in feeds.items())
+        raise BadRequest(
+            f"{model.name} v{model.version} cannot run {shapes}: {text}; "
+            f"{accepted_inputs(model.inputs, deployed.limits)}"
+        ) from None

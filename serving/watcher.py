@@ -22,7 +22,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import time
 from typing import Any
@@ -31,7 +30,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from serving.errors import BadRequest, Forbidden, Unauthorized
-from serving.http import json_response, request_store
+from serving.http import json_response, parse_json, request_store
 from serving.store import ModelStore
 
 log = logging.getLogger("kiln.serving.watcher")
@@ -155,9 +154,9 @@ async def mlflow_webhook(request: Request) -> Response:
     )
     event = _event(body)
     watcher: Watcher = request.app.state.watcher
-    data = event.get("data") or {}
-    name, alias = data.get("name"), data.get("alias")
-    if (event.get("entity"), event.get("action")) not in ALIAS_EVENTS:
+    data = event["data"] if isinstance(event.get("data"), dict) else {}
+    name, alias = str(data.get("name")), str(data.get("alias"))
+    if (str(event.get("entity")), str(event.get("action"))) not in ALIAS_EVENTS:
         return json_response(
             {"accepted": False, "reason": f"event {event.get('entity')}.{event.get('action')} ignored"}
         )
@@ -173,9 +172,9 @@ async def mlflow_webhook(request: Request) -> Response:
 
 def _event(body: bytes) -> dict[str, Any]:
     try:
-        event = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadRequest(f"the webhook body is not JSON: {err}") from None
+        event = parse_json(body)  # depth- and size-checked
+    except BadRequest as err:
+        raise BadRequest(f"the webhook body is not JSON: {err.message}") from None
     if not isinstance(event, dict):
         raise BadRequest("the webhook body must be a JSON object")
     return event
