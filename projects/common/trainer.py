@@ -194,6 +194,14 @@ class Trainer:
         self.opt.scheduler.load_state_dict(ckpt["scheduler"])
         self.opt.scaler.load_state_dict(ckpt["scaler"])
         self.state = FitState(**ckpt["fit_state"])
+        self._log_unlogged_epochs(run_id)
+
+    def _log_unlogged_epochs(self, run_id: str) -> None:
+        """Epochs in last.pt whose metrics the killed session never logged (they follow the checkpoint)."""
+        logged = {m.step for m in tracking.mlflow.MlflowClient().get_metric_history(run_id, self.cfg.monitor)}
+        for row in self.state.history:
+            if int(row["epoch"]) not in logged:
+                tracking.log_epoch({k: v for k, v in row.items() if k != "epoch"}, int(row["epoch"]))
 
     def fit(self) -> FitState:
         for epoch in range(self.state.epoch + 1, self.cfg.epochs + 1):
@@ -224,7 +232,6 @@ class Trainer:
     def _track(self, epoch: int, metrics: dict[str, float]) -> None:
         if self.cfg.monitor not in metrics:
             raise KeyError(f"monitor metric {self.cfg.monitor!r} not produced; have {sorted(metrics)}")
-        tracking.log_epoch(metrics, epoch)
         summary = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
         print(f"Epoch {epoch}/{self.cfg.epochs}: {summary}", flush=True)
         state = self.state
@@ -239,6 +246,9 @@ class Trainer:
         if self.task.on_epoch_end is not None:
             self.task.on_epoch_end(epoch, self.task.model)
         self.writer.save("last", self._full_state())
+        # Metrics after last.pt: a session killed in between (a spot reclaim) resumes past this epoch without
+        # running it twice, and resume_from logs the metrics it missed from the checkpoint's history.
+        tracking.log_epoch(metrics, epoch)
 
     def _full_state(self) -> dict[str, Any]:
         return {
