@@ -37,9 +37,10 @@ from core.settings import read_env
 
 MARKER = "kiln-run.json"
 # How long a training process keeps retrying a tracking server that is away before a call fails: MLflow's
-# urllib3 retries back off 2, 4, ... up to 120 s a wait; 12 tries span about 15 minutes (docs/team-server.md).
+# urllib3 retries wait 2, 4, 8, ... seconds, at most 120 s each; MLflow allows at most 10 retries, which span
+# about 10 minutes (its default, 7, about 4). See docs/team-server.md.
 RESILIENT_HTTP = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "12",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "120",

@@ -1,0 +1,127 @@
+"""The image's container side in a temporary /opt/ml tree against the team server: train, spot restart, serve.
+
+    .venv/bin/python -m pytest tests/cloud/test_container.py -q
+
+A training is killed (SIGKILL, as a reclaimed spot instance) after its first epoch reached the run, then started
+again with the same /opt/ml tree, as SageMaker restarts an interrupted spot job: it must resume from the run's
+checkpoint in the same run, without repeating an epoch, and leave the model in /opt/ml/model for `serve`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import httpx
+import mlflow
+import pytest
+from conftest import REPO, Team
+
+from cloud.localstack import free_port
+from cloud.sagemaker_backend import pack_source, tracked_files
+
+pytestmark = pytest.mark.slow
+EPOCHS = 4
+
+
+def opt_ml(tmp_path: Path, hyperparameters: dict[str, str]) -> Path:
+    root = tmp_path / "opt" / "ml"
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    return root
+
+
+def container(root: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "cloud.container", *args, "--root", str(root)]
+    return subprocess.Popen(
+        argv, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+
+
+def steps(client: mlflow.MlflowClient, run_id: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
+
+
+def test_spot_restart_resumes_in_the_same_run_then_serves(team: Team, tmp_path: Path) -> None:
+    client = mlflow.MlflowClient(team.uri)
+    experiment = client.create_experiment("container-tests")
+    run_id = client.create_run(experiment).info.run_id
+    archive = pack_source(REPO, tracked_files(REPO), tmp_path / "source.tar.gz")
+    boto3.client("s3", endpoint_url=team.stack.s3.url).upload_file(str(archive), "kiln-artifacts", "src/source.tar.gz")
+    root = opt_ml(
+        tmp_path,
+        {
+            "kiln_entry_point": "edgnet",
+            "kiln_run_id": run_id,
+            "kiln_exp": experiment,
+            "kiln_source": "s3://kiln-artifacts/src/source.tar.gz",
+            "epochs": str(EPOCHS),
+            "img_size": "32",
+            "num_samples": "8",
+            "batch_size": "4",
+            "patience": "0",
+            "model_name": "sm_edgnet",
+        },
+    )
+    env = team.aws_env()
+
+    first = container(root, env, "train")
+    deadline = time.monotonic() + 240
+    while not steps(client, run_id) and time.monotonic() < deadline:
+        assert first.poll() is None, first.stdout.read() if first.stdout else ""
+        time.sleep(0.2)
+    done_before_kill = steps(client, run_id)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    assert done_before_kill and max(done_before_kill) < EPOCHS, "killed too late to test a resume"
+
+    second = container(root, env, "train")
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out
+    assert "resuming from its checkpoints/last.pt" in out
+    assert steps(client, run_id) == list(range(1, EPOCHS + 1)), "an epoch ran twice or went missing"
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and not (root / "output" / "failure").exists()
+    assert json.loads((root / "checkpoints" / "kiln-run.json").read_text()) == {"run_id": run_id, "attempt": 2}
+    info = json.loads((root / "model" / "kiln-model.json").read_text())
+    assert info["name"] == "sm_edgnet" and (root / "model" / "MLmodel").is_file()
+
+    port = free_port()
+    server = container(root, team.client_env(MLFLOW_TRACKING_URI=""), "serve", "--port", str(port))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            try:
+                if httpx.get(f"{base}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        body = (root / "model" / "serving_input_example.json").read_text()
+        answer = httpx.post(f"{base}/invocations", content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 200, answer.text
+        assert "predictions" in answer.json()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_failure_file_names_the_cause(team: Team, tmp_path: Path) -> None:
+    root = opt_ml(tmp_path, {"kiln_entry_point": "no_such_entry", "kiln_run_id": "0" * 32, "kiln_source": "s3://x/y"})
+    channel = root / "input" / "data" / "code"
+    channel.mkdir(parents=True)
+    pack_source(REPO, ["MLproject"], channel / "source.tar.gz")  # the code channel, as SageMaker fills it
+    proc = container(root, team.client_env(), "train")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    failure = (root / "output" / "failure").read_text()
+    assert failure == "entry point 'no_such_entry' is not in the source's MLproject"
+    assert f"Error: {failure}" in out
