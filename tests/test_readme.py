@@ -219,14 +219,18 @@ def test_the_quickstart_runs(mlflow_run: Any, mlflow_uri: str, tmp_path: Path) -
         assert result.exit_code == 0, f"`{shlex.join(words)}` failed:\n{result.output}"
         if words[1] == "models":
             assert run.model_name in result.output and "v1" in result.output
-    (curl,) = [c for c in QUICKSTART if c[0] == "curl"]
-    upload = next(c.partition("=@")[2] for c in curl if c.startswith("image=@"))
     tiny_dir = default_sample_dir(TINY["num_samples"], TINY["img_size"], run.param("seed"))
-    image = tiny_dir / Path(upload).relative_to(Path(upload).parents[1])  # the same file of the tiny set
-    path = "/" + next(w for w in curl if ":" in w and "/" in w).partition("/")[2]
     settings = ServeSettings.from_env(models=(run.model_name,), alias="production")
     with TestClient(create_app(settings)) as client:
-        answer = client.post(path, files={"image": image.read_bytes()})
-    assert answer.status_code == 200, answer.text
-    body = answer.json()
-    assert (body["model"], str(body["version"])) == (run.model_name, "1") and body["mask_png"]
+        assert client.get("/").status_code == 200 and client.get("/docs").status_code == 200  # the pages it names
+        for curl in [c for c in QUICKSTART if c[0] == "curl"]:
+            upload = next(c.partition("=@")[2] for c in curl if c.startswith("image=@"))
+            image = tiny_dir / Path(upload).relative_to(Path(upload).parents[1])  # the same file of the tiny set
+            path = "/" + next(w for w in curl if re.match(r"^(https?://)?[\w.-]+:\d+/", w)).partition("/")[2]
+            answer = client.post(path, files={"image": image.read_bytes()})
+            assert answer.status_code == 200, answer.text
+            if "-o" in curl:  # a picture, saved to a file
+                assert answer.headers["content-type"] == "image/png" and answer.content[:4] == b"\x89PNG"
+            else:
+                body = answer.json()
+                assert (body["model"], str(body["version"])) == (run.model_name, "1") and body["mask_png"]
