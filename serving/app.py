@@ -88,7 +88,7 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
         max_headers=settings.max_headers,
     )
     if settings.api_token:
-        app.add_middleware(AuthMiddleware, token=settings.api_token)
+        app.add_middleware(AuthMiddleware, token=settings.api_token, metrics_open=settings.metrics_open)
     app.add_middleware(AccessMiddleware, metrics=metrics, enabled=settings.access_log)
     return app
 

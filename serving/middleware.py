@@ -1,33 +1,44 @@
-"""ASGI middleware: one access-log line and the request metrics per request, bearer-token auth, body size limit.
+"""ASGI middleware: one access-log line and the request metrics per request, the one place a 500 is made and
+logged, bearer-token auth, and the request guards (header count and size, body size, body read timeout).
 
     KILN_API_TOKEN=s3cret kiln serve   # then: curl -H 'Authorization: Bearer s3cret' 127.0.0.1:8080/v1/models
 
 Pure ASGI classes rather than `BaseHTTPMiddleware`, which costs a task and a stream copy per request.
-Refusals made here (401, 413) are sent directly as the same JSON error body the routes use.
+Refusals made here (401, 408, 413, 431) are sent directly as the same JSON error body the routes use. An error
+no handler turned into a 4xx ends here as one log line with the request id (its traceback at most once a minute
+per place it was raised) and a 500 that names the request id; a client that went away before its body was read
+is logged and counted as status 499, not as a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import os
 import re
 import time
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.errors import PayloadTooLarge, ServingError, Unauthorized
-from serving.metrics import Metrics
+from serving.errors import HeadersTooLarge, PayloadTooLarge, RequestTimeout, ServingError, Unauthorized
+from serving.metrics import CLIENT_CLOSED, Metrics
 
 access_log = logging.getLogger("kiln.serving.access")
+error_log = logging.getLogger("kiln.serving.errors")
+TRACEBACK_INTERVAL_SECONDS = 60.0  # a traceback raised at the same place is written at most this often
 
-# Health, metrics, docs and the (HMAC-signed) webhook stay reachable without the token.
+# What answers without the bearer token when KILN_API_TOKEN is set (docs/hardening.md#open-routes): liveness and
+# readiness probes, which name no model; the OpenAPI docs; the try-it page and its static files, which ask for
+# the token before calling anything; and the webhook, which is HMAC-signed instead. /metrics names every served
+# model and version, so it needs the token unless KILN_METRICS_OPEN=1.
 OPEN_PATHS = frozenset(
-    {"/ping", "/health", "/v2/health/live", "/v2/health/ready", "/metrics", "/docs", "/openapi.json", "/redoc"}
-    | {"/docs/oauth2-redirect", "/v1/webhooks/mlflow", "/"}  # "/" is the try-it page; it asks for the token
+    {"/ping", "/health", "/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json", "/v1/webhooks/mlflow", "/"}
 )
 OPEN_PATTERN = re.compile(r"^(/v2/models/[^/]+(/versions/[^/]+)?/ready|/static/[\w./-]+)$")
 
@@ -41,21 +52,23 @@ async def send_error(send: Send, error: ServingError) -> None:
 
 
 class AccessMiddleware:
-    """Times the request, records `kiln_requests_total` and friends, writes one JSON log line."""
+    """Times the request, records `kiln_requests_total` and friends, writes one JSON log line; answers 500 for
+    any exception that reaches it (logged once, with the request id) and 499 for a client that went away."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, enabled: bool = True) -> None:
         self.app = app
         self.metrics = metrics
         self.enabled = enabled
+        self.tracebacks = TracebackLimiter(TRACEBACK_INTERVAL_SECONDS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = _header(scope, b"x-request-id") or os.urandom(8).hex()
+        request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
-        response: dict[str, int] = {"status": 500, "bytes": 0}
+        response: dict[str, int] = {"status": 0, "bytes": 0}
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -67,15 +80,37 @@ class AccessMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            response["status"] = response["status"] or CLIENT_CLOSED
+            self.metrics.client_disconnected(_endpoint(scope))
+        except Exception as err:  # noqa: BLE001 - the one place an unexpected error becomes a 500
+            self._internal_error(scope, request_id, err)
+            if not response["status"]:
+                await send_error(send_wrapper, InternalError(request_id))
         finally:
             self._record(scope, response, time.perf_counter() - start, request_id)
+
+    def _internal_error(self, scope: Scope, request_id: str, err: Exception) -> None:
+        entry: dict[str, Any] = {
+            "event": "internal_error",
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "error": f"{type(err).__name__}: {str(err)[:500]}",
+        }
+        place = self.tracebacks.place(err)
+        if self.tracebacks.allow(place):
+            entry["traceback"] = "".join(traceback.format_exception(err))
+        else:
+            entry["traceback"] = f"suppressed: the same error at {place} was logged with its traceback recently"
+        error_log.error(entry)
 
     def _record(self, scope: Scope, response: dict[str, int], seconds: float, request_id: str) -> None:
         state = scope.get("state", {})
         model, version = state.get("model", ""), state.get("version", "")
-        route = scope.get("route")
-        endpoint = getattr(route, "path", None) or "unmatched"
-        self.metrics.observe_request(model, version, endpoint, response["status"], seconds)
+        endpoint = _endpoint(scope)
+        status = response["status"] or 500
+        self.metrics.observe_request(model, version, endpoint, status, seconds)
         if not self.enabled or not access_log.isEnabledFor(logging.INFO):
             return
         client = scope.get("client")
@@ -86,26 +121,82 @@ class AccessMiddleware:
                 "method": scope["method"],
                 "path": scope["path"],
                 "endpoint": endpoint,
-                "status": response["status"],
+                "status": status,
                 "ms": round(seconds * 1000, 3),
                 "model": model or None,
                 "version": version or None,
-                "bytes_in": int(_header(scope, b"content-length") or 0),
+                "bytes_in": _int(_header(scope, b"content-length")),
                 "bytes_out": response["bytes"],
                 "client": f"{client[0]}:{client[1]}" if client else None,
             }
         )
 
 
+class InternalError(ServingError):
+    status_code = 500
+    code = "internal"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"internal error; the server log has it under request id {request_id}")
+
+
+class TracebackLimiter:
+    """Allows a traceback per place an error was raised (its innermost file and line) once per interval, so a
+    flood of the same fault writes one traceback a minute, not one per request."""
+
+    def __init__(self, interval: float, max_places: int = 1024) -> None:
+        self.interval = interval
+        self.max_places = max_places
+        self._last: dict[str, float] = {}
+
+    @staticmethod
+    def place(err: BaseException) -> str:
+        frames = traceback.extract_tb(err.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+        return f"{type(err).__name__} at {where}"
+
+    def allow(self, place: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        last = self._last.get(place)
+        if last is not None and now - last < self.interval:
+            return False
+        if len(self._last) >= self.max_places:  # bounded memory whatever the traffic
+            self._last.clear()
+        self._last[place] = now
+        return True
+
+
+def _request_id(scope: Scope) -> str:
+    """The client's X-Request-Id when it is a sane token (it is echoed and logged), else a fresh one."""
+    given = _header(scope, b"x-request-id")
+    if given and len(given) <= 128 and _REQUEST_ID.fullmatch(given):
+        return given
+    return os.urandom(8).hex()
+
+
+_REQUEST_ID = re.compile(r"[\w.:-]+")
+
+
+def _endpoint(scope: Scope) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def _int(text: str | None) -> int:
+    return int(text) if text and text.isdigit() and len(text) < 19 else 0
+
+
 class AuthMiddleware:
     """`Authorization: Bearer <KILN_API_TOKEN>` on every path but the open ones."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, metrics_open: bool = False) -> None:
         self.app = app
         self.token = token.encode()
+        self.metrics_open = metrics_open
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _is_open(scope["path"]):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or _is_open(path) or (self.metrics_open and path == "/metrics"):
             await self.app(scope, receive, send)
             return
         header = _header(scope, b"authorization")
@@ -124,32 +215,72 @@ def _is_open(path: str) -> bool:
 
 
 class BodyLimitMiddleware:
-    """413 for a declared Content-Length over the limit before reading; counts chunked bodies as they come."""
+    """The request guards: 431 for too many or too large headers, 413 for a declared Content-Length over the
+    limit before reading (chunked bodies are counted as they come), 408 when the body has not fully arrived
+    `timeout` seconds after the request began (a slow or half-sent body holds a connection no longer)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout: float = 30.0,
+        max_header_bytes: int = 64 * 1024,
+        max_headers: int = 100,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        headers_error = self._check_headers(scope)
+        if headers_error is not None:
+            await send_error(send, headers_error)
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await send_error(send, self._too_large(int(declared)))
             return
         received = 0
+        body_done = False
+        deadline = asyncio.get_running_loop().time() + self.timeout
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:  # after the body, receive() only waits for a disconnect: no deadline on that
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the body did not arrive within {self.timeout:g} s (KILN_BODY_TIMEOUT_SECONDS); "
+                    f"{received} bytes came"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise self._too_large(received)
+                body_done = not message.get("more_body", False)
             return message
 
-        await self.app(scope, limited_receive, send)
+        await self.app(scope, guarded_receive, send)
+
+    def _check_headers(self, scope: Scope) -> ServingError | None:
+        headers = scope["headers"]
+        if len(headers) > self.max_headers:
+            return HeadersTooLarge(f"the request has {len(headers)} headers; at most {self.max_headers} are read")
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        size += sum(len(k) + len(v) + 4 for k, v in headers)
+        if size > self.max_header_bytes:
+            return HeadersTooLarge(
+                f"the request line and headers are {size} bytes; the limit is {self.max_header_bytes}"
+            )
+        return None
 
     def _too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(f"the body is {size} bytes or more; the limit is {self.max_bytes} (KILN_MAX_BODY_BYTES)")

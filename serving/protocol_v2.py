@@ -110,6 +110,8 @@ async def model_ready(name: str, request: Request, model_version: str | None = N
         _deployed(request, name, model_version)
     except ModelNotReady:
         return json_response({"name": name, "ready": False}, status_code=503)
+    except ModelNotFound:  # an open route (a probe needs no token): name nothing that is served
+        raise ModelNotFound(f"model {_short(name)} is not served") from None
     return json_response({"name": name, "ready": True})
 
 

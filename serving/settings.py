@@ -26,6 +26,7 @@ class ServeSettings:
     alias: str = "production"  # registry alias each model is served from, and watched
     poll_seconds: float = 2.0  # how often each alias is re-read from the registry; 0 turns polling off
     api_token: str | None = None  # bearer token for every route but health, metrics and docs; unset = open
+    metrics_open: bool = False  # /metrics without the token; it names every served model and version
     webhook_secret: str | None = None  # HMAC secret of the MLflow webhook; unset = the receiver answers 403
     webhook_tolerance_seconds: float = 300.0  # a webhook timestamp further than this from now is a replay
     swap_retry_seconds: float = 300.0  # a version that failed its checks is not tried again for this long
