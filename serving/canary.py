@@ -10,7 +10,7 @@ share; a request with a routing key goes to the side its key hashes to (BLAKE2 o
 every server and after every restart), one without goes by chance. Each answer is recorded on its side: its
 status (a 5xx is an error of the model, a 4xx is the client's) and its latency. Guard rails, checked over the
 last `window_seconds` once the candidate has answered `min_requests` there:
-- the candidate's 5xx share above `max_error_rate`;
+- the candidate's 5xx share above `max_error_rate`, over the window or over its last `min_requests` answers;
 - the candidate's p99 latency above `max_p99_ratio` x production's (once production has as many answers);
 - when the challenger being shadowed is the candidate, its agreement with production below `min_agreement`.
 A failure stops routing to the candidate at once on this server and ends the canary in the registry with the
@@ -60,12 +60,17 @@ class Window:
         while self._items and self._items[0][0] < since:
             self._items.popleft()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, recent: int = 0) -> dict[str, Any]:
+        """Counts over the window; `recent` > 0 adds the error rate of the last `recent` answers, which reacts
+        to a sudden breakage without waiting for it to outweigh a long healthy window."""
         n = len(self._items)
         errors = sum(1 for _, e, _ in self._items if e)
         ok = [s for _, e, s in self._items if not e]
         p99 = float(np.percentile(ok, 99)) if ok else None
-        return {"requests": n, "errors": errors, "error_rate": errors / n if n else 0.0, "p99_s": p99}
+        out = {"requests": n, "errors": errors, "error_rate": errors / n if n else 0.0, "p99_s": p99}
+        if recent and n >= recent:
+            out["recent_error_rate"] = sum(1 for i in range(n - recent, n) if self._items[i][1]) / recent
+        return out
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,14 @@ def judge(
         return Verdict(
             "error_rate",
             f"candidate 5xx share {candidate['error_rate']:.3f} > {guards.max_error_rate:g} over {n} requests",
+            numbers,
+        )
+    recent = candidate.get("recent_error_rate", 0.0)
+    if recent > guards.max_error_rate:
+        numbers["candidate_recent_error_rate"] = round(recent, 4)
+        return Verdict(
+            "error_rate",
+            f"candidate 5xx share {recent:.3f} > {guards.max_error_rate:g} over its last {guards.min_requests} answers",
             numbers,
         )
     cand_p99, prod_p99 = candidate["p99_s"], production["p99_s"]
@@ -179,7 +192,10 @@ class CanaryDeployment:
         since = now - self.spec.guards.window_seconds
         self.candidate.trim(since)
         self.production.trim(since)
-        verdict = judge(self.spec.guards, self.candidate.summary(), self.production.summary(), self.agreement())
+        guards = self.spec.guards
+        verdict = judge(
+            guards, self.candidate.summary(guards.min_requests), self.production.summary(), self.agreement()
+        )
         if verdict is not None:
             self.verdict, self.ended_at = verdict, now
             log.error("canary of %s v%s failed its guard rail: %s", self.spec.model, self.version, verdict.detail)

@@ -45,7 +45,13 @@ from serving.settings import ServeSettings, parse_model_list
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Level of the JSON log lines (info includes one line per request).",
 )
-def serve(models: str | None, alias: str | None, host: str, port: int, workers: int, log_level: str) -> None:
+@click.option("--shadow", default=None, help="Also run a share of task requests on this alias (e.g. challenger).")
+@click.option("--shadow-percent", type=click.FloatRange(0, 100), default=None, help="Share shadowed [100].")
+@click.option("--capture", default=None, help="Save uncertain inputs to this folder or s3://bucket/prefix.")
+def serve(
+    models: str | None, alias: str | None, host: str, port: int, workers: int, log_level: str,
+    shadow: str | None = None, shadow_percent: float | None = None, capture: str | None = None,
+) -> None:  # fmt: skip
     """Serve models:/<name>@<alias> over KServe V2, /invocations and task endpoints, swapping live."""
     from serving.middleware import configure_logging
 
@@ -53,7 +59,8 @@ def serve(models: str | None, alias: str | None, host: str, port: int, workers: 
         names = parse_model_list(models) if models is not None else None
         if names == ():
             raise ValueError("--models is empty")
-        settings = ServeSettings.from_env(models=names, alias=alias)
+        rollout = {"shadow": shadow, "shadow_percent": shadow_percent, "capture": capture}
+        settings = ServeSettings.from_env(models=names, alias=alias, **rollout)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     configure_logging(log_level)

@@ -190,7 +190,9 @@ class Rollout:
         recent = refused is not None and time.monotonic() - refused.monotonic < self.settings.swap_retry_seconds
         if refused is not None and refused.version == version and recent:
             return None
-        settings = replace(self.settings, alias=self.settings.shadow or "challenger" if role == "challenger" else "canary")
+        settings = replace(
+            self.settings, alias=self.settings.shadow or "challenger" if role == "challenger" else "canary"
+        )
         try:
             loaded = await asyncio.to_thread(
                 load_version, self.store.client, settings, name, version, production.model
@@ -236,7 +238,12 @@ class Rollout:
         self._rolled_back.add((spec.model, deployment.version, spec.started_at))
         self.prom.canary_rollbacks.labels(spec.model, verdict.failed).inc()
         self._stop(spec.model, deployment, f"guard rail {verdict.failed}: {verdict.detail}")
-        numbers: dict[str, Any] = {"failed": verdict.failed, "detail": verdict.detail, "numbers": verdict.numbers, "server": self.by}
+        numbers: dict[str, Any] = {
+            "failed": verdict.failed,
+            "detail": verdict.detail,
+            "numbers": verdict.numbers,
+            "server": self.by,
+        }
         if deployment.first_error_at is not None and deployment.ended_at is not None:
             numbers["first_error_to_rollback_s"] = round(deployment.ended_at - deployment.first_error_at, 4)
         task = asyncio.get_running_loop().create_task(self._end_in_registry(spec, verdict, numbers))
@@ -377,6 +384,7 @@ class RolloutMiddleware:
         async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                message["headers"] = _with_version(scope, list(message.get("headers", [])))
             await send(message)
 
         offpath = self.rollout.offpath
@@ -397,6 +405,17 @@ class RolloutMiddleware:
         if slot is None or slot.current is None or not isinstance(slot.canary, CanaryDeployment):
             return
         slot.canary.record(str(state.get("version", "")), slot.current.model.version, status, seconds)
+
+
+def _with_version(scope: Scope, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Name the model and version on every answer, errors included, so a client can tell which side failed."""
+    state = scope.get("state") or {}
+    if state.get("version") and not any(k.lower() == b"x-kiln-model-version" for k, _ in headers):
+        headers += [
+            (b"x-kiln-model", str(state["model"]).encode()),
+            (b"x-kiln-model-version", str(state["version"]).encode()),
+        ]
+    return headers
 
 
 # --- routes ----------------------------------------------------------------------------------------------------
