@@ -44,6 +44,7 @@ from jobs.views import JobViews, iso, latest_preview
 
 STATIC_DIR = Path(__file__).parent / "static"
 SSE_POLL_SECONDS = 0.25  # how often a log stream looks for new lines
+MAX_LOG_OFFSET = 2**53  # ?offset= above this is no byte offset of any log (and would overflow a file seek)
 SSE_KEEPALIVE_SECONDS = 15.0  # a comment line this often keeps proxies from closing an idle stream
 
 
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             runner.stop()
 
-    app = FastAPI(title="kiln jobs", lifespan=lifespan)
+    app = FastAPI(title="kiln jobs", lifespan=lifespan, redoc_url=None)  # ReDoc loads from a CDN: /docs only
     app.state.settings = settings
     app.state.runner = runner
     app.state.views = JobViews(runner, settings)
@@ -182,10 +183,14 @@ def training_router() -> APIRouter:
         return logs.read_all(Path(job.log_path), tail=tail)
 
     @router.get("/training/{job_id}/logs/stream")
-    def stream_logs(job_id: str, request: Request, offset: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+    def stream_logs(
+        job_id: str, request: Request, offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0
+    ) -> StreamingResponse:
         job = request.app.state.runner.store.get(job_id)
-        resume = request.headers.get("last-event-id", "")
-        start = int(resume) if resume.isdigit() else offset
+        resume = request.headers.get("last-event-id", "").strip()
+        start = _log_offset(resume, "Last-Event-ID", Path(job.log_path)) if resume else offset
+        if not resume:
+            _log_offset(str(offset), "offset", Path(job.log_path))
         return StreamingResponse(
             _log_events(request, job.id, Path(job.log_path), start),
             media_type="text/event-stream",
@@ -213,6 +218,14 @@ def training_router() -> APIRouter:
         return {"run_id": run_id, "advice": advise(run_id, client=request.app.state.runner.reader.client).to_json()}
 
     return router
+
+
+def _log_offset(text: str, field: str, log: Path) -> int:
+    """A byte offset into the job's log that this stream could have given out (an event id): 0 to its size."""
+    size = log.stat().st_size if log.exists() else 0
+    if not text.isdigit() or len(text) > 18 or int(text) > size:
+        raise errors.BadRequestField(f"{field} {text[:40]!r} is not an offset of this log (0 to {size})", field=field)
+    return int(text)
 
 
 def _statuses(text: str | None) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ import psutil
 from mlflow.exceptions import MlflowException
 
 from jobs import logs
-from jobs.mlproject import MLproject
+from jobs.mlproject import MLproject, ParamError
 from jobs.progress import Progress, RunReader
 from jobs.runs import JobRuns
 from jobs.settings import Settings
@@ -45,6 +45,30 @@ from jobs.store import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, Job, JobSt
 TOTAL_PARAMS = ("epochs", "n_estimators")
 # Variables that must not leak from the service into a job: the job gets its run and experiment explicitly.
 _DROPPED_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "KILN_API_TOKEN")
+
+
+MAX_MODEL_NAME = 256  # the registry's name column (registered_models.name) holds this many characters
+
+
+def check_model_name(params: Mapping[str, Any]) -> None:
+    """A `model_name` param the registry would refuse only after the whole training: refuse it at start."""
+    if "model_name" not in params:
+        return
+    name = str(params["model_name"])
+    problem = None
+    if len(name) > MAX_MODEL_NAME:
+        problem = f"it has {len(name)} characters; at most {MAX_MODEL_NAME}"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problem = "it holds control characters"
+    else:
+        from mlflow.utils.validation import _validate_model_name  # the registry's own rule: no "/" or ":", ...
+
+        try:
+            _validate_model_name(name)
+        except MlflowException as exc:
+            problem = exc.message
+    if problem is not None:
+        raise ParamError(f"model_name {name[:80]!r} cannot be a registered model name: {problem}", "params.model_name")
 
 
 class JobStateError(Exception):
@@ -130,6 +154,7 @@ class JobRunner:
     def submit(self, entry_point: str, params: Mapping[str, Any], experiment_name: str | None = None) -> Job:
         """Validate against the MLproject (raises ParamError) and queue; the supervisor starts it within a poll."""
         argv_params = self.mlproject.validate(entry_point, params)
+        check_model_name(argv_params)
         job_id = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', entry_point)}-{secrets.token_hex(4)}"
         job = Job(
             id=job_id,
