@@ -64,6 +64,22 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))
 
 
+def unreadable_images(folder: Path) -> list[tuple[Path, str]]:
+    """Entries under `folder` named like images that are no image file (list_images skips them): a folder
+    named `x.jpg`, a symlink whose target is gone."""
+    found: list[tuple[Path, str]] = []
+    for path in sorted(folder.rglob("*")):
+        if not is_image(path) or path.is_file():
+            continue
+        if path.is_symlink() and not path.exists():
+            found.append((path, f"a symlink to {path.readlink()}, which does not exist"))
+        elif path.is_dir():
+            found.append((path, "a folder named like an image; its contents are read, the folder is not an image"))
+        else:
+            found.append((path, "not a regular file"))
+    return found
+
+
 def find_yaml(folder: Path) -> Path | None:
     for name in YAML_NAMES:
         if (folder / name).is_file():
@@ -75,12 +91,21 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DatasetError(f"{path}: dataset YAML not found")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.safe_load(text_of(path))
     except yaml.YAMLError as exc:
         raise DatasetError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(loaded, dict):
         raise DatasetError(f"{path}: expected a mapping with train, val and names, got {type(loaded).__name__}")
     return loaded
+
+
+def text_of(path: Path, encoding: str = "utf-8") -> str:
+    """A text file's content; one that is not UTF-8 is a DatasetError naming the file and the byte."""
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.start + 1]
+        raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start} is {bad!r}); save it as UTF-8") from None
 
 
 def parse_names(raw: Any, source: Path, nc: Any = None) -> list[str]:
@@ -152,7 +177,7 @@ def images_from(source: Path, yaml_path: Path | None, key: str) -> list[Path]:
 
 def _images_from_list(listing: Path) -> list[Path]:
     files: list[Path] = []
-    for line in listing.read_text(encoding="utf-8-sig").splitlines():
+    for line in text_of(listing, "utf-8-sig").splitlines():
         line = line.strip()
         if not line:
             continue
@@ -209,7 +234,7 @@ def load_folder(folder: Path, names: list[str] | None = None) -> YoloDataset:
     """A bare folder of images and labels, with class names from `classes.txt` when there is one."""
     if names is None:
         classes = folder / "classes.txt"
-        names = [n.strip() for n in classes.read_text().splitlines() if n.strip()] if classes.is_file() else []
+        names = [n.strip() for n in text_of(classes).splitlines() if n.strip()] if classes.is_file() else []
     files = list_images(folder)
     return YoloDataset(None, folder.resolve(), names, splits={"all": files}, sources={"all": [folder]})
 

@@ -25,6 +25,7 @@ from data.yolo_layout import (
     load_dataset,
     load_folder,
     relative,
+    unreadable_images,
 )
 
 MIN_IMAGE_SIDE = 10  # ultralytics drops images smaller than this, so they count as broken here
@@ -178,6 +179,8 @@ def validate(path: str | Path, names: list[str] | None = None) -> Report:
         looked_for = ", ".join(sorted(IMG_SUFFIXES))
         report.problems.append(Problem(dataset.root, 0, f"no images found (looked for {looked_for})"))
     check_images(dataset, report)
+    folders = {s for sources in dataset.sources.values() for s in sources if s.is_dir()}
+    report.problems += [Problem(p, 0, why) for folder in sorted(folders) for p, why in unreadable_images(folder)]
     report.warnings += [Problem(p, 0, "label file without an image") for p in orphan_labels(dataset)]
     return report
 

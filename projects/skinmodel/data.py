@@ -181,7 +181,10 @@ def split_table(table: Table, val_fraction: float, seed: int) -> Split:
 def main(argv: list[str]) -> None:
     if len(argv) not in (2, 3):
         raise SystemExit("usage: python -m projects.skinmodel.data CSV TARGET [TASK]")
-    table = load_table(Path(argv[0]), argv[1], argv[2] if len(argv) == 3 else "auto")
+    try:
+        table = load_table(Path(argv[0]), argv[1], argv[2] if len(argv) == 3 else "auto")
+    except DatasetError as err:  # one line, as the train entry point prints it
+        raise SystemExit(f"Error: {err.message}") from None
     print(json.dumps({**table.profile(), "classes": table.classes, "feature_names": table.feature_names}, indent=2))
 
 
