@@ -23,6 +23,10 @@ JOB_ID_TAG = "kiln.job_id"
 RESUMED_INTO_TAG = "kiln.resumed_into"  # written by projects.common.tracking when a run resumes another
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+
+
 class JobRuns:
     def __init__(self, tracking_uri: str, project_dir: Path) -> None:
         self.client = MlflowClient(tracking_uri)
@@ -49,6 +53,9 @@ class JobRuns:
         if commit:
             tags["mlflow.source.git.commit"] = commit
         run = self.client.create_run(experiment_id, tags=tags, run_name=job_id)
+        if self.client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+            # MLflow 3's UI opens an experiment without this tag on GenAI traces; with it, on the runs table
+            self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         return str(run.info.run_id)
 
     def training_run(self, run_id: str) -> str:

@@ -211,6 +211,13 @@ def test_the_quickstart_runs(mlflow_run: Any, mlflow_uri: str, tmp_path: Path) -
     run = make_run()
     params = {**run.params, **TINY}
     mlflow_run(run.entry_point, params)
+    from mlflow import MlflowClient
+
+    (trained,) = MlflowClient().search_runs(["0"])
+    assert trained.data.tags["kiln.baseline"] == "0"  # registry/baseline.py compares a first promotion with it
+    assert trained.data.tags["kiln.phase"] == "registering"  # the job page's phase while it registered
+    kind = MlflowClient().get_experiment("0").tags.get("mlflow.experimentKind")
+    assert kind == "custom_model_development"  # the MLflow UI opens the experiment on its runs
     runner = CliRunner()
     for words in QUICKSTART:
         if words[0] != "kiln" or words[1] == "serve":

@@ -49,6 +49,9 @@ def export_onnx(
     """Trace `model` on CPU in eval mode with a dynamic batch axis (and H/W for fully-convolutional nets)."""
     import torch
 
+    if mlflow.active_run() is not None:
+        mlflow.set_tag("kiln.phase", "exporting")  # the job page shows it after the last epoch
+
     model = model.to("cpu").eval()
     example = example.to("cpu", memory_format=torch.contiguous_format)
     axes: dict[int, str] = {0: "batch"}
@@ -118,6 +121,7 @@ def log_onnx_model(
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_onnx_model needs an active MLflow run")
+    mlflow.set_tag("kiln.phase", "registering")
     full_meta = contract.with_ids(model_name=model_name, run_id=run.info.run_id).to_metadata()
     proto = embed_metadata(proto, full_meta)
     info = mlflow.onnx.log_model(

@@ -42,10 +42,22 @@ def start_run(run_name: str | None = None, resume_run_id: str | None = None) -> 
         os.environ.pop("MLFLOW_RUN_ID")
     run_id = resume_run_id or env_run
     with mlflow.start_run(run_id=run_id or None, run_name=None if run_id else run_name) as run:
+        mark_training_experiment(run.info.experiment_id)
         try:
             yield run
         finally:
             mlflow.flush_async_logging()
+
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"  # MLflow 3's UI then opens the experiment on its runs, not GenAI traces
+
+
+def mark_training_experiment(experiment_id: str) -> None:
+    """Tag the experiment as model training (once), so the MLflow UI opens it on the runs table."""
+    client = mlflow.MlflowClient()
+    if client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
 
 
 def _enable_system_metrics() -> None:

@@ -356,8 +356,10 @@ def train(cfg: CRConfig) -> dict[str, float]:
     device = pick_device(cfg.device)
     folder, prepared, train_loader, val_loader = prepare(cfg)  # bad data fails here, before any run
     model = build_model(cfg, int(prepared.struct.shape[-1]))
+    baseline = mean_baseline_pearson(prepared, val_loader)
     with tracking.start_run(run_name=f"{cfg.model}-{cfg.loss}", resume_run_id=cfg.resume or None):
         _log_context(cfg, folder, prepared, count_parameters(model))
+        tracking.set_kiln_tags(baseline=f"{baseline:.6g}", baseline_kind="always predicting the mean spectrum")
         samples = _plot_samples(val_loader)
         task = Task(model, build_loss(cfg), train_loader, val_loader, [MeanSquaredError(), MeanPearson()],
                     _plot_hook(cfg, samples))  # fmt: skip
@@ -366,7 +368,6 @@ def train(cfg: CRConfig) -> dict[str, float]:
             trainer.resume_from(cfg.resume)
         state = trainer.fit()
         final = _finish(cfg, trainer, state, val_loader)
-    baseline = mean_baseline_pearson(prepared, val_loader)
     version = f"v{int(final['registered_version'])}" if "registered_version" in final else "(not registered)"
     print(f"best val Pearson {final['best_val_pearson']:.4f} (predict-the-mean baseline {baseline:.4f}), "
           f"val MSE {final['best_val_mse']:.4g} -> registered {cfg.model_name} {version}")  # fmt: skip

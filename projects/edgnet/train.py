@@ -150,7 +150,7 @@ def _log_run_context(cfg: EDGNetConfig, folder: Path, n_train: int, n_val: int, 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     profile = {"images": n_train + n_val, "train": n_train, "val": n_val, "masks": (folder / "masks").is_dir()}
     tracking.log_dataset(str(folder.resolve()), tracking.files_digest(files, folder), folder.name, profile=profile)
-    tracking.tag_family("edgnet", RANKING, variant=cfg.variant)
+    tracking.tag_family("edgnet", RANKING, variant=cfg.variant, baseline="0", baseline_kind="all-background mask")
 
 
 def _finish(

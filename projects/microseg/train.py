@@ -147,7 +147,7 @@ def _log_run_context(cfg: MicroSegConfig, folder: Path, n_train: int, n_params: 
     if teacher is not None:
         extra.update(teacher=f"{teacher.name} v{teacher.version}" if teacher.version else teacher.name)
         tracking.log_new_params({"teacher_name": teacher.name, "teacher_version": teacher.version or "file"})
-    tracking.tag_family("microseg", RANKING, **extra)
+    tracking.tag_family("microseg", RANKING, baseline="0", baseline_kind="all-background mask", **extra)
 
 
 def _test_metrics(trainer: Trainer, loader: DataLoader | None) -> dict[str, float]:

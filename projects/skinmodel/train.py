@@ -195,7 +195,24 @@ def _log_context(cfg: SkinConfig, path: Path, table: Table, split: Split) -> Non
                                     "val_rows": len(split.y_val)})  # fmt: skip
     digest = tracking.files_digest([path], path.parent)
     tracking.log_dataset(str(path.resolve()), digest, path.stem, profile=table.profile())
-    tracking.tag_family("skinmodel", RANKING[table.task], task=table.task)
+    baseline, kind = trivial_baseline(table.task, split)
+    tracking.tag_family(
+        "skinmodel", RANKING[table.task], task=table.task, baseline=f"{baseline:.6g}", baseline_kind=kind
+    )
+
+
+def trivial_baseline(task: str, split: Split) -> tuple[float, str]:
+    """The ranking metric of a model that ignores the features: constant score (AUC 0.5), the class frequencies
+    (their log loss on val), or the training mean (its RMSE on val). registry/baseline.py reads it."""
+    if task == "binary":
+        return 0.5, "a constant score"
+    if task == "multiclass":
+        classes, counts = np.unique(split.y_train, return_counts=True)
+        prior = dict(zip(classes.tolist(), (counts / counts.sum()).tolist(), strict=True))
+        p = np.array([prior.get(y, 0.0) for y in split.y_val.tolist()])
+        return float(-np.mean(np.log(np.clip(p, 1e-15, 1.0)))), "the training class frequencies"
+    mean = float(np.mean(split.y_train))
+    return float(np.sqrt(np.mean((split.y_val.astype(float) - mean) ** 2))), "the training mean"
 
 
 def train(cfg: SkinConfig) -> dict[str, float]:
