@@ -56,7 +56,9 @@ class EDGNetConfig:
     skip_bad: bool = cfg_field(False, "skip images that fail to decode (with a warning) instead of stopping")
     device: str = cfg_field("auto", "auto, cpu, cuda or cuda:N")
     num_workers: int = cfg_field(0, "DataLoader worker processes")
-    overlay_every: int = cfg_field(10, "log input|target|prediction overlays every N epochs (and the last)")
+    overlay_every: int = cfg_field(
+        10, "input|target|prediction overlays after epoch 1 and every N epochs (0: epoch 1 only); best.png at the end"
+    )
     base_channels: int = cfg_field(0, "UNet width at the first level; 0 = the variant's default")
     depth: int = cfg_field(0, "UNet downsampling levels; 0 = the variant's default")
 
