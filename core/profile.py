@@ -9,7 +9,8 @@ statistics over a rolling window of live traffic and scores each feature against
   the share of reference and live values per bin, and a Kolmogorov-Smirnov statistic compares the live values with
   the reference's percentile curve (101 points, linear in between);
 - categorical features (class labels, small integer codes): PSI over the category shares, unseen ones pooled.
-PSI reads as usual: under 0.1 stable, 0.1-0.2 moderate shift, over 0.2 a shift worth acting on.
+PSI reads as usual: under 0.1 stable, 0.1-0.2 moderate shift, over 0.2 a shift worth acting on, provided it is
+also above what sampling noise alone gives for samples that size (`FeatureDrift.noise`).
 Image statistics (brightness, contrast, sharpness) are defined here once, on 0-255 gray pixels, so that training
 and serving compute the same numbers. Pure numpy: no kiln import, usable from any layer.
 """
@@ -224,7 +225,11 @@ def image_stats(gray: np.ndarray) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class FeatureDrift:
-    """One feature's drift: PSI (always), KS (numeric features), and how many live values were scored."""
+    """One feature's drift: PSI (always), KS (numeric features), and how many live values were scored.
+
+    PSI grows with sampling noise as samples shrink (about (bins - 1) * (1/n + 1/m) with no drift at all), so a
+    level needs PSI above both the usual cut and `noise`: the PSI that chance alone exceeds once in a hundred
+    (PSI * n*m/(n+m) is close to chi-square with bins - 1 degrees of freedom when nothing changed)."""
 
     psi: float
     ks: float | None
@@ -232,14 +237,27 @@ class FeatureDrift:
     reference: int
     missing_live: float = 0.0
     missing_reference: float = 0.0
+    bins: int = BINS
+
+    @property
+    def noise(self) -> float:
+        if not self.live or not self.reference:
+            return math.inf
+        from scipy.stats import chi2
+
+        effective = self.live * self.reference / (self.live + self.reference)
+        return float(chi2.ppf(0.99, max(self.bins - 1, 1))) / effective
 
     @property
     def level(self) -> str:
-        return "shift" if self.psi > PSI_SHIFT else "moderate" if self.psi > PSI_MODERATE else "stable"
+        if self.psi > max(PSI_SHIFT, self.noise):
+            return "shift"
+        return "moderate" if self.psi > max(PSI_MODERATE, self.noise) else "stable"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "psi": round(self.psi, 5), "ks": None if self.ks is None else round(self.ks, 5), "level": self.level,
+            "noise_psi": round(self.noise, 5),
             "live": self.live, "reference": self.reference,
             "missing_live": round(self.missing_live, 5), "missing_reference": round(self.missing_reference, 5),
         }  # fmt: skip
@@ -280,7 +298,7 @@ def score(reference: FeatureProfile, values: Sequence[Any] | np.ndarray) -> Feat
     live_shares = _bin_counts(finite, edges) / len(finite)
     value = psi(reference.shares, live_shares) + _missing_psi(reference.missing, missing)
     ks = ks_statistic(reference.percentiles, finite)
-    return FeatureDrift(value, ks, len(finite), reference.count, missing, reference.missing)
+    return FeatureDrift(value, ks, len(finite), reference.count, missing, reference.missing, len(reference.shares))
 
 
 def _score_categorical(reference: CategoricalProfile, values: Sequence[Any] | np.ndarray) -> FeatureDrift:
@@ -292,7 +310,7 @@ def _score_categorical(reference: CategoricalProfile, values: Sequence[Any] | np
     names = sorted(known | {OTHER})
     expected = [reference.shares.get(n, 0.0) for n in names]
     actual = [pooled.count(n) / len(pooled) for n in names]
-    return FeatureDrift(psi(expected, actual), None, len(labels), reference.count)
+    return FeatureDrift(psi(expected, actual), None, len(labels), reference.count, bins=len(names))
 
 
 def _missing_psi(expected: float, actual: float) -> float:

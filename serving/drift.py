@@ -181,7 +181,7 @@ def read_profile(predictor: Predictor) -> Profile | None:
 # --- the live window ----------------------------------------------------------------------------------------
 
 
-GaugeFn = Callable[[str, str, float], None]  # (model, feature, psi)
+GaugeFn = Callable[[str, str, FeatureDrift], None]  # (model, feature, its drift)
 
 
 @dataclass
@@ -238,7 +238,7 @@ class DriftMonitor:
         self.last = report
         if self._gauge is not None:
             for feature, drift in scores.items():
-                self._gauge(self.name, feature, drift.psi)
+                self._gauge(self.name, feature, drift)
         return report
 
     def to_json(self) -> dict[str, Any]:

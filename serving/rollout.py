@@ -35,6 +35,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.preprocess import Geometry
+from core.profile import FeatureDrift
 from registry.canary import CANARY_TAG, CanarySpec, end_canary
 from serving.batching import Batcher
 from serving.canary import CanaryDeployment, Verdict, pinned_version, routing_key
@@ -69,6 +70,8 @@ class RolloutMetrics:
                                         ["model", "side"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.drift_psi = Gauge("kiln_drift_psi", "Population stability index of a feature's live window",
                                ["model", "feature"], registry=r, **mode)  # fmt: skip
+        self.drift_shift = Gauge("kiln_drift_shift", "1 while a feature's PSI is over 0.2 and over sampling noise",
+                                 ["model", "feature"], registry=r, **mode)  # fmt: skip
         self.canary_percent = Gauge("kiln_canary_percent", "Share of the model's requests routed to its canary",
                                     ["model", "version"], registry=r, **mode)  # fmt: skip
         self.canary_rollbacks = Counter("kiln_canary_rollbacks", "Canaries this server ended on a failed guard rail",
@@ -337,10 +340,14 @@ class Rollout:
             found = DriftMonitor(
                 model.name, model.version, profile, window=self.settings.drift_window,
                 min_samples=self.settings.drift_min_samples, score_every=max(50, self.settings.drift_min_samples),
-                gauge=lambda m, f, v: self.prom.drift_psi.labels(m, f).set(v),
+                gauge=self._drift_gauges,
             )  # fmt: skip
             self.monitors[key] = found
         return found
+
+    def _drift_gauges(self, model: str, feature: str, drift: FeatureDrift) -> None:
+        self.prom.drift_psi.labels(model, feature).set(drift.psi)
+        self.prom.drift_shift.labels(model, feature).set(1 if drift.level == "shift" else 0)
 
     def close(self) -> None:
         self.offpath.close()
