@@ -118,7 +118,7 @@ def test_failure_file_names_the_cause(team: Team, tmp_path: Path) -> None:
     root = opt_ml(tmp_path, {"kiln_entry_point": "no_such_entry", "kiln_run_id": "0" * 32, "kiln_source": "s3://x/y"})
     channel = root / "input" / "data" / "code"
     channel.mkdir(parents=True)
-    pack_source(REPO, ["MLproject"], channel / "source.tar.gz")  # the code channel, as SageMaker fills it
+    pack_source(REPO, ["MLproject", "conda.yaml"], channel / "source.tar.gz")  # the code channel, as SageMaker fills it
     proc = container(root, team.client_env(), "train")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1
