@@ -5,8 +5,9 @@
 
 Key metrics, unless named: the `kiln.metric` hint first (a version, source run or model tag), then the
 run's `val_*`, `test_*` and `best_*` metrics; a run with none of those shows its other metrics, leaving
-out system metrics and bookkeeping (lr, epoch, timings). At most `MAX_KEY_METRICS` are shown per version. The latest version's metrics are listed too, alias or not,
-so that the first promotion can be decided from `kiln models` alone.
+out system metrics and bookkeeping (lr, epoch, timings). At most `MAX_KEY_METRICS` are shown per version.
+The latest version's metrics are listed too, alias or not, so that the first promotion can be decided from
+`kiln models` alone.
 """
 
 from __future__ import annotations
