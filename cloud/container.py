@@ -162,22 +162,26 @@ def _has_checkpoint(run_id: str) -> bool:
         return False
 
 
-def entry_command(workdir: Path, entry_point: str, params: dict[str, str]) -> str:
+def _entry(workdir: Path, entry_point: str) -> Any:
+    from mlflow.projects import ExecutionException
     from mlflow.projects.utils import load_project
 
-    project = load_project(str(workdir))
-    entry = project.get_entry_point(entry_point)
+    try:
+        entry = load_project(str(workdir)).get_entry_point(entry_point)
+    except ExecutionException:
+        entry = None
     if entry is None:
         raise UserError(f"entry point {entry_point!r} is not in the source's MLproject")
+    return entry
+
+
+def entry_command(workdir: Path, entry_point: str, params: dict[str, str]) -> str:
     storage = tempfile.mkdtemp(prefix="kiln-sm-storage-")
-    return str(entry.compute_command(params, storage))
+    return str(_entry(workdir, entry_point).compute_command(params, storage))
 
 
 def takes_resume(workdir: Path, entry_point: str) -> bool:
-    from mlflow.projects.utils import load_project
-
-    entry = load_project(str(workdir)).get_entry_point(entry_point)
-    return entry is not None and "resume" in entry.parameters
+    return "resume" in _entry(workdir, entry_point).parameters
 
 
 def training_env(job: Job) -> dict[str, str]:
