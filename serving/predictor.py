@@ -183,9 +183,16 @@ class Predictor:
     def output_names(self) -> list[str]:
         return [s.name for s in self.outputs]
 
+    # Image runs over this many pixels (N*H*W) give onnxruntime's arena back afterwards; 0 = never. The server
+    # sets it to a full batch at the model's own size (RequestLimits), so only unusually large runs shrink.
+    shrink_above_pixels: int = 0
+
     def run(self, feeds: Feeds) -> Feeds:
         """One session run: input name -> array in, output name -> array out."""
-        results = self.session.run(None, feeds)
+        options = None
+        if self.shrink_above_pixels and _pixels(feeds) > self.shrink_above_pixels:
+            options = runtime.shrink_arena_options()
+        results = self.session.run(None, feeds, options)
         return {spec.name: np.asarray(value) for spec, value in zip(self.outputs, results, strict=True)}
 
     def predict_array(self, x: np.ndarray) -> np.ndarray:
@@ -277,6 +284,10 @@ class Predictor:
 
     def __repr__(self) -> str:
         return f"Predictor({self.name!r}, version={self.version!r}, task={self.contract.task!r})"
+
+
+def _pixels(feeds: Feeds) -> int:
+    return sum(int(a.shape[0]) * int(a.shape[2]) * int(a.shape[3]) for a in feeds.values() if a.ndim == 4)
 
 
 def _as_image(i: int, image: Any) -> np.ndarray:

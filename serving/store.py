@@ -235,6 +235,7 @@ class ModelStore:
         limits = RequestLimits.for_model(
             loaded.inputs, loaded.contract.preprocess, config.max_batch_size, self.settings.max_request_pixels
         )
+        loaded.predictor.shrink_above_pixels = limits.usual_pixels
         old, slot.current = slot.current, Deployed(loaded, batcher, limits)
         timing = ", ".join(f"{k} {v:.2f}s" for k, v in loaded.load_seconds.items())
         if old is not None:

@@ -161,6 +161,7 @@ class RequestLimits:
     every rank-4 input) and the side multiple its contract declares for dynamic H/W graphs."""
 
     max_pixels: int  # 0 = no cap
+    usual_pixels: int = 0  # a full batch at the model's own size: larger runs give the ORT arena back afterwards
     size_multiple: int = 1  # every H and W of a rank-4 input must be a multiple of this
     native: tuple[int, int] | None = None  # (H, W) the model was trained at, for messages
 
@@ -179,10 +180,10 @@ class RequestLimits:
         multiple = int(getattr(preprocess, "size_multiple", 1) or 1)
         if not images:
             return cls(max_pixels=0, size_multiple=1, native=native)
+        usual = max(1, batch_rows) * (native[0] * native[1] if native else FALLBACK_NATIVE_PIXELS)
         if max_pixels == 0:
-            area = native[0] * native[1] if native else FALLBACK_NATIVE_PIXELS
-            max_pixels = AUTO_PIXEL_FACTOR * max(1, batch_rows) * area
-        return cls(max_pixels=max_pixels, size_multiple=multiple, native=native)
+            max_pixels = AUTO_PIXEL_FACTOR * usual
+        return cls(max_pixels=max_pixels, usual_pixels=usual, size_multiple=multiple, native=native)
 
     def check(self, model: str, feeds: dict[str, np.ndarray]) -> None:
         """Raise PayloadTooLarge or BadRequest before a run this model should not be asked to do."""
