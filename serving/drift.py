@@ -156,6 +156,12 @@ def with_reference_profile(proto: Any, samples: Any, source: str = "export sampl
 
     meta = {p.key: p.value for p in proto.metadata_props}
     contract = ModelContract.parse(meta)
+    if contract.task is None:  # a generic model: no task, so no features or predictions to describe
+        return proto
+    if hasattr(samples, "to_numpy"):  # a pandas DataFrame
+        samples = samples.to_numpy()
+    if isinstance(samples, dict) and len(samples) == 1:  # {input name: array}
+        samples = next(iter(samples.values()))
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     predictor = Predictor(session, contract, name=contract.model_name or "model", source="the exported model")
     profile = reference_profile(predictor, samples, source)

@@ -26,6 +26,7 @@ from mlflow.types import Schema, TensorSpec
 
 from core.contract import ModelContract
 from projects.common.tracking import kiln_tags
+from serving.drift import with_reference_profile
 
 if TYPE_CHECKING:  # torch is imported where it is used, so XGBoost-only runs never load it
     import torch
@@ -114,6 +115,7 @@ def log_onnx_model(
     input_example: np.ndarray | dict[str, Any] | Any,
     model_name: str,
     contract: ModelContract,
+    profile_samples: Any = None,
 ) -> ModelVersion:
     """Log the ONNX model to the active run under `model/` with signature, example and `contract` (its model_name
     and run_id filled in), register it as `model_name` and tag the version with the contract's task and ranking."""
@@ -124,6 +126,9 @@ def log_onnx_model(
     mlflow.set_tag("kiln.phase", "registering")
     full_meta = contract.with_ids(model_name=model_name, run_id=run.info.run_id).to_metadata()
     proto = embed_metadata(proto, full_meta)
+    # the reference profile the server's drift monitor compares live traffic with (serving/drift.py)
+    samples, source = (input_example, "input example") if profile_samples is None else (profile_samples, "validation")
+    proto = with_reference_profile(proto, samples, f"{source}: {len(samples)} samples")
     info = mlflow.onnx.log_model(
         proto,
         name="model",

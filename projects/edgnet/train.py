@@ -133,6 +133,7 @@ def export_and_register(cfg: EDGNetConfig, model: torch.nn.Module, val_batch: to
         version = log_onnx_model(
             path,
             input_example=val_batch[:1].numpy(),
+            profile_samples=val_batch.numpy(),
             model_name=cfg.model_name or cfg.variant,
             contract=contract(cfg, 2 ** int(getattr(model, "depth", 0))),
         )

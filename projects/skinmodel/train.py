@@ -185,8 +185,9 @@ def export_and_register(cfg: SkinConfig, model: object, table: Table, split: Spl
     diff = xgbcore.check_onnx(onnx_model, model, split.x_val)  # type: ignore[arg-type]
     mlflow.log_metric("onnx_max_abs_diff", diff)
     version = log_onnx_model(
-        onnx_model, input_example=split.x_val[:5], model_name=cfg.model_name, contract=contract(table)
-    )
+        onnx_model, input_example=split.x_val[:5], model_name=cfg.model_name, contract=contract(table),
+        profile_samples=split.x_val,
+    )  # fmt: skip
     return int(version.version)
 
 
