@@ -12,6 +12,7 @@ stopping at a 404. Afterwards the server must still answer a valid request of ea
 from __future__ import annotations
 
 import collections
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,7 @@ class FuzzResult:
 
 def fuzz(raw_schema: dict[str, Any], base_url: str, examples: int, headers: dict[str, str] | None = None) -> FuzzResult:
     """Every operation, positive and negative cases, `examples` of each; returns the statuses seen."""
-    import hypothesis
     import schemathesis
-    from hypothesis import HealthCheck, Phase
     from hypothesis.errors import Unsatisfiable
     from schemathesis import GenerationMode
 
@@ -49,33 +48,37 @@ def fuzz(raw_schema: dict[str, Any], base_url: str, examples: int, headers: dict
     result = FuzzResult()
     session = requests.Session()
     for operation in schema.get_all_operations():
-        op = operation.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @hypothesis.settings(
-                max_examples=examples,
-                deadline=None,
-                database=None,
-                derandomize=True,
-                suppress_health_check=list(HealthCheck),
-                phases=[Phase.generate],
-            )
-            @hypothesis.given(op.as_strategy(generation_mode=mode))
-            def call(case: Any) -> None:
-                try:
-                    response = case.call(base_url=base_url, session=session, headers=headers, timeout=60)
-                except (requests.exceptions.InvalidHeader, UnicodeEncodeError, ValueError):
-                    result.unsendable += 1
-                    return
-                result.statuses[(op.label, response.status_code)] += 1
-                if response.status_code >= 500:
-                    result.server_errors.append(f"{response.status_code} {case.as_curl_command()[:400]}")
-
-            try:
-                call()
-            except Unsatisfiable:  # a negative case of an operation that takes nothing cannot exist
-                pass
+            with contextlib.suppress(Unsatisfiable):  # a negative case of an operation that takes nothing
+                fuzz_operation(operation.ok(), mode, examples, result, lambda case: case.call(
+                    base_url=base_url, session=session, headers=headers, timeout=60))  # fmt: skip
     return result
+
+
+def fuzz_operation(op: Any, mode: Any, examples: int, result: FuzzResult, send: Any) -> None:
+    import hypothesis
+    from hypothesis import HealthCheck, Phase
+
+    @hypothesis.settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate],
+    )
+    @hypothesis.given(op.as_strategy(generation_mode=mode))
+    def call(case: Any) -> None:
+        try:
+            response = send(case)
+        except (requests.exceptions.InvalidHeader, UnicodeEncodeError, ValueError):
+            result.unsendable += 1
+            return
+        result.statuses[(op.label, response.status_code)] += 1
+        if response.status_code >= 500:
+            result.server_errors.append(f"{response.status_code} {case.as_curl_command()[:400]}")
+
+    call()
 
 
 def narrow(raw: dict[str, Any], values: dict[str, list[str]]) -> dict[str, Any]:
