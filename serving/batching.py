@@ -179,6 +179,48 @@ class Batcher:
             _resolve(pending, part, None)
 
 
+MIN_GAIN = 1.5  # a batched run must be this much faster per row than single runs ...
+MIN_SAVED_MS = 0.05  # ... and save at least this much run time per row: below it, stacking, splitting and the
+# per-batch wake-ups cost as much as they save (serve_bench: the 7 us XGBoost lost 4-8% to batching)
+
+
+@dataclass(frozen=True)
+class BatchingTrial:
+    """What one batched run of `rows` copies saved against single runs, measured at warm-up."""
+
+    rows: int
+    single_ms: float  # one row alone
+    batch_ms: float  # `rows` rows in one run
+    gain: float  # rows * single / batch: how much faster per row
+
+    @property
+    def saved_ms_per_row(self) -> float:
+        return self.single_ms - self.batch_ms / self.rows
+
+    @property
+    def pays(self) -> bool:
+        return self.gain >= MIN_GAIN and self.saved_ms_per_row >= MIN_SAVED_MS
+
+
+def try_batching(run: RunFn, feeds: Feeds, rows: int, repeats: int = 7) -> BatchingTrial:
+    """Time one run of the first row alone and of `rows` stacked copies of it (best of `repeats` each). A
+    memory-bound network reads its weights once per run, so 16 rows cost little more than one (batching pays);
+    a tree ensemble runs in microseconds, so what batching could save is less than what it costs."""
+    single = {n: a[:1] for n, a in feeds.items()}
+    stacked = {n: np.repeat(a[:1], rows, axis=0) for n, a in feeds.items()}
+    run(single)
+    run(stacked)
+    one = min(_timed(run, single) for _ in range(repeats))
+    many = min(_timed(run, stacked) for _ in range(repeats))
+    return BatchingTrial(rows, one * 1000, many * 1000, rows * one / max(many, 1e-9))
+
+
+def _timed(run: RunFn, feeds: Feeds) -> float:
+    start = time.perf_counter()
+    run(feeds)
+    return time.perf_counter() - start
+
+
 def _resolve(pending: _Pending, outputs: Feeds | None, error: Exception | None) -> None:
     if pending.future.done():  # the caller went away
         return

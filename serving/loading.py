@@ -22,7 +22,7 @@ import numpy as np
 from core.contract import ModelContract, TabularPost
 from serving import runtime
 from serving.artifacts import download, input_example, onnx_file, onnx_metadata, reason
-from serving.batching import BatchConfig, Feeds
+from serving.batching import BatchConfig, Feeds, try_batching
 from serving.errors import SwapRefused
 from serving.predictor import Predictor
 from serving.settings import ServeSettings
@@ -221,6 +221,14 @@ def warm(loaded: LoadedModel, example: Any, settings: ServeSettings) -> LoadedMo
     ms_per_row = run_ms / rows
     may_batch = settings.max_batch_size >= 2 and _fits(settings.max_batch_ms, max(ms_per_row, 1e-6)) >= 2
     batchable = may_batch and _try_batch(loaded, feeds)
+    if batchable:  # batch only where it pays, as measured here (serving/batching.py try_batching)
+        rows = min(settings.max_batch_size, _fits(settings.max_batch_ms, max(ms_per_row, 1e-6)))
+        trial = try_batching(loaded.run, feeds, rows)
+        verdict = "batched" if trial.pays else "not batched"
+        source += (
+            f"; {rows} rows a run: {trial.gain:.1f}x per row, {trial.saved_ms_per_row:.3f} ms saved a row, {verdict}"
+        )
+        batchable = trial.pays
     return replace(loaded, batchable=batchable, warmup=source, run_ms=run_ms, ms_per_row=ms_per_row)
 
 

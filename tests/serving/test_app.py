@@ -21,8 +21,9 @@ def test_v1_models_lists_what_is_served(client: Any) -> None:
         assert key in tab
     assert (tab["version"], tab["alias"], tab["last_swap_error"]) == ("1", "production", None)
     assert tab["ort_threads"] == 1  # tabular runs single-threaded on purpose
-    assert tab["warmup"] == "logged input example"
-    assert tab["batching"]["enabled"] is True
+    assert tab["warmup"].startswith("logged input example")
+    # an 8-tree XGBoost runs in microseconds: batching would cost more than it saves (serving/batching.py)
+    assert tab["batching"]["enabled"] is False and "not batched" in tab["warmup"]
     assert models["plain"]["task"] is None
     assert client.get("/v1/models/seg").json()["task"] == "segmentation"
     assert client.get("/v1/models/ghost").status_code == 404

@@ -194,3 +194,19 @@ def test_instances_bound_runs_in_flight(instances: int) -> None:
 
     asyncio.run(scenario())
     assert peak == instances
+
+
+def test_batching_is_decided_by_measurement() -> None:
+    """A run of microseconds gains nothing worth the stacking; a run with a fixed cost per call does."""
+    from serving.batching import try_batching
+
+    feeds = {"x": np.ones((1, 3), np.float32)}
+    fast = try_batching(lambda f: {"y": f["x"] * 2}, feeds, 16)
+    assert not fast.pays and fast.saved_ms_per_row < 0.05
+
+    def fixed_cost(f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(0.002)  # like a memory-bound network: reading the weights costs the same for 1 or 16 rows
+        return {"y": f["x"]}
+
+    slow = try_batching(fixed_cost, feeds, 16, repeats=3)
+    assert slow.pays and slow.gain > 8 and slow.saved_ms_per_row > 1
