@@ -42,7 +42,9 @@ def test_start_step_finish_through_the_cli(client: MlflowClient, make_version: M
     assert finished.exit_code == 0, finished.output
     assert "canary finished: seg production v1 -> v2" in finished.output
     model = client.get_registered_model("seg")
-    assert str(model.aliases["production"]) == "2" and CANARY_ALIAS not in model.aliases and CANARY_TAG not in model.tags
+    assert (
+        str(model.aliases["production"]) == "2" and CANARY_ALIAS not in model.aliases and CANARY_TAG not in model.tags
+    )
     actions = [e.action for e in history("seg", client=client)]
     assert actions == ["promote", "canary-start", "canary-step", "promote", "canary-finish"]
     shown = kiln("history", "seg").output

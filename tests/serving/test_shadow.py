@@ -18,7 +18,9 @@ PNG = {"content-type": "image/png"}
 
 
 def _seg(mask: np.ndarray) -> SegmentationResult:
-    return SegmentationResult(mask=mask.astype(np.uint8), logits=mask.astype(np.float32), activation="none", threshold=0.5)
+    return SegmentationResult(
+        mask=mask.astype(np.uint8), logits=mask.astype(np.float32), activation="none", threshold=0.5
+    )
 
 
 def _det(*boxes: tuple[int, tuple[float, float, float, float]]) -> DetectionResult:
@@ -43,7 +45,9 @@ def test_mask_iou_and_box_f1() -> None:
 
 def test_tabular_and_regression_agreement() -> None:
     def results(*rows: tuple[str, list[float]]) -> TabularResults:
-        return TabularResults((TabularResult(label=lab, probabilities=np.array(p)) for lab, p in rows), ["a", "b"], False)
+        return TabularResults(
+            (TabularResult(label=lab, probabilities=np.array(p)) for lab, p in rows), ["a", "b"], False
+        )
 
     same = agreement(results(("a", [0.9, 0.1]), ("b", [0.2, 0.8])), results(("a", [0.8, 0.2]), ("a", [0.6, 0.4])))
     assert same["label_agreement"] == 0.5 and same["probability_mad"] == pytest.approx(0.25)
@@ -144,3 +148,19 @@ def test_a_failing_challenger_costs_the_client_nothing(shadowed: TestClient, mon
 def test_unknown_model_is_404(shadowed: TestClient) -> None:
     r = shadowed.get("/v1/models/ghost/shadow")
     assert r.status_code == 404 and "ghost" in r.json()["error"]
+
+
+def test_deploy_rules_and_dashboard_use_metrics_the_server_exports(shadowed: TestClient) -> None:
+    """Every kiln_* series the alert rules and the Grafana dashboard query is one /metrics declares."""
+    import re
+    from pathlib import Path
+
+    def base(name: str) -> str:
+        return re.sub(r"_(total|bucket|sum|count)$", "", name)
+
+    exported = {base(n) for n in re.findall(r"^# TYPE (kiln_\w+) ", shadowed.get("/metrics").text, re.MULTILINE)}
+    deploy = Path(__file__).parents[2] / "deploy"
+    for path in (deploy / "prometheus" / "kiln-alerts.yml", deploy / "grafana" / "kiln-dashboard.json"):
+        used = set(re.findall(r"\b(kiln_[a-z_]+)", path.read_text()))
+        bases = {base(name) for name in used}
+        assert bases and bases <= exported, (path.name, sorted(bases - exported))
