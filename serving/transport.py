@@ -38,7 +38,7 @@ class KilnHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_head_bytes, self.max_header_fields = head_limits()
-        self._in_head = True  # between a request's first byte and the end of its headers
+        self._head_open = False  # between a request's first byte and the end of its headers
         self._head_bytes = 0
         self._fields = 0
         self._refusal: str | None = None
@@ -46,15 +46,18 @@ class KilnHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
             return
+        was_open = self._head_open
         super().data_received(data)
-        if self._refusal is None and self._in_head:
-            self._head_bytes += len(data)  # all of it was head: the head did not end in this chunk
+        # Counted only when the whole chunk was head: a head that starts inside a chunk (after a body) may be
+        # under-counted by one chunk, never a body over-counted, so the bound is the limit plus one read.
+        if self._refusal is None and was_open and self._head_open:
+            self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse(f"the request line and headers are over {self.max_head_bytes} bytes")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_bytes, self._fields = True, 0, 0
+        self._head_open, self._head_bytes, self._fields = True, 0, 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._fields += 1
@@ -64,12 +67,8 @@ class KilnHttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._head_open = False
         super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._in_head, self._head_bytes = True, 0
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a parser error; a refusal of ours raised inside the parser becomes a 431."""

@@ -362,6 +362,10 @@ def test_uvicorn_with_kilns_protocol_refuses_huge_heads_and_counts_disconnects(r
         assert raw_request(port, b"GET /ping HTTP/1.1\r\nHost: x\r\n" + few_too_many + b"\r\n").startswith(
             b"HTTP/1.1 431"
         )
+        body = json.dumps({"inputs": [[0.5, 1.5, 2.5]] * 20_000}).encode()  # ~400 KB: bodies are not head
+        posted = raw_request(port, b"POST /invocations HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body) + body)  # fmt: skip
+        assert posted.startswith(b"HTTP/1.1 200"), posted[:300]
         slow = raw_request(port, b'POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"in')
         assert slow.startswith(b"HTTP/1.1 408")
         raw_request(port, b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", read=False)
