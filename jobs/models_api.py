@@ -19,6 +19,8 @@ from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.baseline import baseline_warning
+from registry.canary import GuardRails, NoCanaryError, end_canary, finish_canary, read_canary, start_canary
+from registry.errors import InvalidRequestError
 from registry.lookup import get_model, run_metrics
 from registry.models import key_metrics, list_models
 from registry.promotion import DEFAULT_ALIAS, history, promote, rollback
@@ -48,6 +50,31 @@ class RollbackRequest(BaseModel):
 
     alias: str = DEFAULT_ALIAS
     to_version: int | str | None = None  # None: the version that held the alias before the current one
+    reason: str = ""
+    by: str | None = Field(default=None, max_length=200)
+
+
+class CanaryRequest(BaseModel):
+    """Start a canary (`version` given) or change the running one's percent (`version` omitted)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | str | None = None
+    percent: float = Field(gt=0, lt=100)
+    alias: str = DEFAULT_ALIAS
+    guards: dict[str, float] = Field(default_factory=dict)  # registry.canary.GuardRails fields to change
+    reason: str = ""
+    by: str | None = Field(default=None, max_length=200)
+
+
+class FinishCanaryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str | None = None
+    mode: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    force: bool = False
     reason: str = ""
     by: str | None = Field(default=None, max_length=200)
 
@@ -128,6 +155,35 @@ def models_router() -> APIRouter:
             warning = baseline_warning(client, name, result.version, metric=body.metric)
         data["warnings"] = [warning] if warning else []
         return data
+
+    @router.get("/{name}/canary")
+    def canary(name: str, request: Request) -> dict[str, Any]:
+        spec = read_canary(_client(request), name)
+        return {"running": False} if spec is None else {"running": True, **spec.to_json()}
+
+    @router.post("/{name}/canary")
+    def start_or_step_canary(name: str, body: CanaryRequest, request: Request) -> dict[str, Any]:
+        client = _client(request)
+        running = read_canary(client, name)
+        base = running.guards.to_json() if running is not None else GuardRails().to_json()
+        unknown = sorted(set(body.guards) - set(base))
+        if unknown:
+            raise InvalidRequestError(f"unknown guard rails {unknown}; known: {sorted(base)}")
+        guards = GuardRails(**{**base, **body.guards}) if body.guards else None
+        spec = start_canary(name, version=body.version, percent=body.percent, alias=body.alias, guards=guards,
+                            reason=body.reason, by=body.by, client=client)  # fmt: skip
+        return {"running": True, **spec.to_json()}
+
+    @router.post("/{name}/canary/finish")
+    def finish(name: str, body: FinishCanaryRequest, request: Request) -> dict[str, Any]:
+        return _result_json(finish_canary(name, **body.model_dump(), client=_client(request)))
+
+    @router.delete("/{name}/canary")
+    def end(name: str, request: Request, reason: str = "ended from the jobs API") -> dict[str, Any]:
+        event = end_canary(name, outcome="rollback", reason=reason, client=_client(request))
+        if event is None:
+            raise NoCanaryError(f"no canary is running on {name}")
+        return event.to_json()
 
     @router.post("/{name}/rollback")
     def rollback_alias(name: str, body: RollbackRequest, request: Request) -> dict[str, Any]:

@@ -110,3 +110,26 @@ def test_a_run_knows_its_registered_versions_and_newest_picture(settings: Settin
         mlflow.log_artifact(run_id, str(tmp_path / name), "overlays")
     assert latest_preview(mlflow, run_id, finished=False) == "overlays/epoch_010.png"
     assert latest_preview(mlflow, run_id, finished=True) == "overlays/best.png"  # the registered weights
+
+
+def test_canary_through_the_api(client: TestClient, settings: Settings, tmp_path: Path) -> None:
+    mlflow = MlflowClient(settings.tracking_uri)
+    mlflow.create_registered_model("canaried", tags={"kiln.metric": "val_iou"})
+    (tmp_path / "canaried").mkdir()
+    for iou in (0.6, 0.7):
+        run_id = mlflow.create_run("0").info.run_id
+        mlflow.log_metric(run_id, "val_iou", iou)
+        mlflow.create_model_version("canaried", source=str(tmp_path / "canaried"), run_id=run_id)
+    assert client.post("/api/models/canaried/promote", json={"version": 1}).status_code == 200
+    assert client.get("/api/models/canaried/canary").json() == {"running": False}
+    started = client.post("/api/models/canaried/canary", json={"version": 2, "percent": 10,
+                                                                "guards": {"min_requests": 40}})  # fmt: skip
+    assert started.status_code == 200 and started.json()["percent"] == 10
+    assert started.json()["guards"]["min_requests"] == 40
+    assert client.post("/api/models/canaried/canary", json={"percent": 30}).json()["step"] == 1
+    bad = client.post("/api/models/canaried/canary", json={"percent": 30, "guards": {"max_errors": 1}})
+    assert bad.status_code == 400 and "max_errors" in bad.json()["detail"]
+    assert client.post("/api/models/canaried/canary", json={"percent": 130}).status_code == 422
+    finished = client.post("/api/models/canaried/canary/finish", json={})
+    assert finished.status_code == 200 and finished.json()["version"] == 2
+    assert client.delete("/api/models/canaried/canary").status_code == 409  # nothing left to end
