@@ -74,7 +74,68 @@ def record_event(client: MlflowClient, event: AliasEvent, at: datetime) -> Alias
     key = event_key(at)
     payload = {k: v for k, v in event.to_json().items() if k not in ("model", "key")}
     client.set_registered_model_tag(event.model, key, json.dumps(payload, sort_keys=True))
+    refresh_description(client, event.model)
     return AliasEvent(**{**event.__dict__, "key": key})
+
+
+# The registered model's description (MLflow renders it as Markdown on the model's page) ends with the timeline
+# as readable lines, newest first; the text above the heading (training's model card) is kept as it is.
+HISTORY_HEADING = "### Promotion history"
+HISTORY_LINES = 15  # newest events shown; `kiln history` has them all
+DESCRIPTION_LIMIT = 5000  # MLflow's registered_models.description column (enforced by PostgreSQL and MySQL)
+
+
+def split_description(description: str | None) -> tuple[str, str]:
+    """(the text above the history heading, the history section) of a model description."""
+    text = description or ""
+    at = text.find(HISTORY_HEADING)
+    return (text, "") if at < 0 else (text[:at].rstrip(), text[at:])
+
+
+def event_line(event: AliasEvent) -> str:
+    """One readable line: `2025-06-01 12:00 UTC: promote production -> v3 (was v2) by ana, best_val_iou 0.81
+    (was 0.78), "new data"`."""
+    when = event.at[:16].replace("T", " ") + " UTC"
+    if event.action == "refused":
+        kept = f" (kept v{event.previous_version})" if event.previous_version is not None else ""
+        head = f"refused v{event.version} for {event.alias}{kept}"
+    else:
+        was = f" (was v{event.previous_version})" if event.previous_version is not None else ""
+        head = f"{event.action} {event.alias} -> v{event.version}{was}"
+    parts = [f"{when}: {head} by {event.by}"]
+    if event.metric and event.value is not None:
+        before = f" (was {event.previous_value:.4g})" if event.previous_value is not None else ""
+        parts.append(f"{event.metric} {event.value:.4g}{before}")
+    if event.forced:
+        parts.append("forced")
+    if event.reason:
+        parts.append(f'"{event.reason[:120]}"')
+    return ", ".join(parts)
+
+
+def history_section(model: str, events: Sequence[AliasEvent]) -> str:
+    """The Markdown history section: the newest `HISTORY_LINES` events, newest first."""
+    shown = list(reversed(events))[:HISTORY_LINES]
+    lines = [f"- {event_line(e)}" for e in shown]
+    if len(events) > len(shown):
+        lines.append(f"- ... {len(events) - len(shown)} earlier events: `kiln history {model}`")
+    return "\n".join([HISTORY_HEADING, "", *lines])
+
+
+def with_history(description: str | None, section: str) -> str:
+    """`description` with its history section replaced by `section`, cut to MLflow's length limit."""
+    card = split_description(description)[0]
+    text = f"{card}\n\n{section}" if card else section
+    return text if len(text) <= DESCRIPTION_LIMIT else text[: DESCRIPTION_LIMIT - 4] + "\n..."
+
+
+def refresh_description(client: MlflowClient, model: str) -> None:
+    """Rewrite the history section of `model`'s description from its timeline tags (after each move)."""
+    registered = client.get_registered_model(model)
+    events = parse_events(model, registered.tags or {})
+    updated = with_history(registered.description, history_section(model, events))
+    if updated != (registered.description or ""):
+        client.update_registered_model(model, description=updated)
 
 
 def parse_events(model: str, tags: Mapping[str, str]) -> list[AliasEvent]:

@@ -118,27 +118,86 @@ def _flatten_sections(loaded: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def config_options(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+class Lenient(click.ParamType[Any, Any]):
+    """INTEGER or FLOAT in `--help`, checked as such, but passed on as given: MLproject passes every param as a
+    string (`--epochs 3.0` for a float param), "" means "not given", and `resolve_config` types the value."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+        self.name = {int: "integer", float: "float"}[kind]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or value == "" or not isinstance(value, str):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a {'whole number' if self.kind is int else 'number'}", param, ctx)
+        if self.kind is int and not number.is_integer():
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        return value
+
+
+INTEGER, FLOAT = Lenient(int), Lenient(float)
+
+
+class OneOf(click.Choice):  # type: ignore[type-arg]
+    """A choice that also takes "" (MLproject's "not given")."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return value if value in (None, "") else super().convert(value, param, ctx)
+
+
+def _field_kind(cls: type, name: str) -> Any:
+    kind = typing.get_type_hints(cls).get(name)
+    if typing.get_origin(kind) in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        kind = args[0] if len(args) == 1 else kind
+    return kind
+
+
+def config_options(
+    cls: type, defaults: Mapping[str, Any] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add one kebab-case click option per dataclass field, plus `--config`; all default to "not given".
 
-    Help text comes from the field's `metadata["help"]`. Values stay raw strings here and are typed by
-    `resolve_config`, so a bad value is reported with the field name the same way for YAML and flags.
+    Help text comes from the field's `metadata["help"]`; `defaults` (a preset's overrides) replace the dataclass
+    defaults shown there. Integers and floats show as INTEGER and FLOAT and are checked, booleans are flags
+    (`--skip-bad` / `--no-skip-bad`); values are typed by `resolve_config`, so a bad value in a YAML file and in a
+    flag is reported with the field name the same way.
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         for field in reversed(dataclasses.fields(cls)):
-            flag = "--" + field.name.replace("_", "-")
-            default = field.default if field.default is not dataclasses.MISSING else None
-            help_text = f"{field.metadata.get('help', '')} [default: {default!r}]".strip()
-            func = click.option(flag, field.name, default=None, help=help_text)(func)
+            func = _option(cls, field, (defaults or {}))(func)
         return click.option("--config", "config_path", default=None, help="YAML file of option: value pairs.")(func)
 
     return decorate
 
 
-def cfg_field(default: Any, help: str) -> Any:
-    """A dataclass field with a help string used by `config_options` (the comment on the default)."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def _option(cls: type, field: dataclasses.Field[Any], defaults: Mapping[str, Any]) -> Callable[..., Any]:
+    flag = "--" + field.name.replace("_", "-")
+    if field.name in defaults:
+        default = defaults[field.name]
+    elif field.default is not dataclasses.MISSING:
+        default = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    else:
+        default = None
+    help_text = f"{field.metadata.get('help', '')} [default: {default!r}]".strip()
+    kind = _field_kind(cls, field.name)
+    if kind is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", field.name, default=None, help=help_text)
+    choices = field.metadata.get("choices")
+    param_type = OneOf(list(choices)) if choices else {int: INTEGER, float: FLOAT}.get(kind)
+    return click.option(flag, field.name, default=None, type=param_type, help=help_text)
+
+
+def cfg_field(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
+    """A dataclass field with a help string used by `config_options` (the comment on the default), and the
+    values a flag may take when it is one of a few words."""
+    return dataclasses.field(default=default, metadata={"help": help, **({"choices": choices} if choices else {})})
 
 
 def entry_point(
@@ -158,7 +217,7 @@ def entry_point(
 
     @click.command(help=help)
     @config_options(cls)
-    def main(config_path: str | None, **flags: str | None) -> None:
+    def main(config_path: str | None, **flags: Any) -> None:
         run_cli(train, run_cli(resolve, config_path, flags))
 
     return main

@@ -25,12 +25,16 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from core.contract import ModelContract
+from projects.common.modelcard import write_cards
 from projects.common.tracking import kiln_tags
 from serving.drift import with_reference_profile
 
 if TYPE_CHECKING:  # torch is imported where it is used, so XGBoost-only runs never load it
     import torch
     from torch import nn
+
+
+ONNX_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")  # preferred first, as MLflow's default
 
 
 class OnnxMismatchError(RuntimeError):
@@ -116,9 +120,12 @@ def log_onnx_model(
     model_name: str,
     contract: ModelContract,
     profile_samples: Any = None,
-) -> ModelVersion:
+    register: bool = True,
+) -> ModelVersion | None:
     """Log the ONNX model to the active run under `model/` with signature, example and `contract` (its model_name
-    and run_id filled in), register it as `model_name` and tag the version with the contract's task and ranking."""
+    and run_id filled in), register it as `model_name` and tag the version with the contract's task and ranking;
+    describe the version and the model with a model card (`projects.common.modelcard`). With `register=False`
+    the model is only logged in the run (`projects.common.registration` decides) and None is returned."""
     proto = onnx.load(str(onnx_path)) if isinstance(onnx_path, Path | str) else onnx_path
     run = mlflow.active_run()
     if run is None:
@@ -136,13 +143,18 @@ def log_onnx_model(
         input_example=input_example,
         metadata=_metadata_strings(full_meta),
         save_as_external_data=False,
+        # The providers this onnxruntime has: MLflow's default names CUDA and warns on every CPU-only machine.
+        onnx_execution_providers=[p for p in ONNX_PROVIDERS if p in ort.get_available_providers()],
         # Stated rather than inferred: inference re-imports and scans the model's dependencies (~10 s a call).
         pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}", f"numpy=={np.__version__}"],
     )
+    if not register:
+        return None
     version = mlflow.register_model(info.model_uri, model_name, await_registration_for=60)
     client = mlflow.MlflowClient()
     for key, value in version_tags(contract).items():
         client.set_model_version_tag(model_name, version.version, key, value)
+    write_cards(client, model_name, int(version.version), contract, run.info.run_id)
     return client.get_model_version(model_name, version.version)
 
 

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,6 +33,7 @@ def start_run(run_name: str | None = None, resume_run_id: str | None = None) -> 
     so a finished run always holds every metric.
     """
     _enable_system_metrics()
+    _buffer_async_logging()
     env_run = os.environ.get("MLFLOW_RUN_ID")
     if resume_run_id and env_run and env_run != resume_run_id:
         # `mlflow run -P resume=<id>` creates a fresh run before our code starts; resuming means continuing
@@ -60,11 +62,24 @@ def mark_training_experiment(experiment_id: str) -> None:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
 
 
+def _buffer_async_logging() -> None:
+    """Let MLflow's async logging thread wake as soon as the run flushes or ends.
+
+    By default the thread waits on its queue with a one-second timeout before it checks for a flush or shutdown,
+    and a run waits for it twice (the flush here, then `end_run`): about 1.9 s added to every run, measured with
+    bench/train_overhead.py. With a buffering interval the thread sleeps on the stop event instead, so a flush
+    returns at once; metrics are written in batches once a second meanwhile. (MLflow reads the value as an int.)
+    """
+    os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
+
+
 def _enable_system_metrics() -> None:
     try:
         import psutil  # noqa: F401
     except ImportError:
         return
+    # Its "Started/Stopping monitoring" INFO lines say nothing a person acts on: keep the console for kiln's lines.
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     mlflow.enable_system_metrics_logging()  # type: ignore[no-untyped-call]
 
 

@@ -115,6 +115,7 @@ def train_one_epoch(
         total=steps_in_epoch(task.train_loader, cfg.max_train_batches),
         desc=f"Epoch {epoch}/{cfg.epochs}",
         leave=False,
+        disable=None,  # no bar when stderr is not a terminal (a job log): the epoch's summary line follows anyway
     )
     for inputs, targets in bar:
         inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
@@ -217,6 +218,7 @@ class Trainer:
                     f"Early stopping at epoch {epoch}: no {self.cfg.monitor} improvement in {self.cfg.patience} epochs"
                 )
                 break
+        self.writer.flush()  # checkpoints are written at most every WRITE_EVERY_SECONDS while training runs
         return self.state
 
     def _run_epoch(self, epoch: int) -> dict[str, float]:

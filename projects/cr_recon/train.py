@@ -29,12 +29,13 @@ from torch.utils.data import DataLoader
 from core.contract import ModelContract, Preprocess, Ranking, RegressionPost
 from core.errors import UserError
 from data.spectra import ensure_sample, generate
-from projects.common import tracking
+from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import cfg_field, entry_point, resolve_config
 from projects.common.families import Family, register_family
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
 from projects.common.plots import save_loss_curve
+from projects.common.registration import register_field
 from projects.common.runtime import pick_device, seed_everything
 from projects.common.trainer import FitConfig, FitState, Task, Trainer
 from projects.cr_recon import data as crdata
@@ -102,6 +103,7 @@ class CRConfig:
     seed: int = cfg_field(0, "seed for the split, shuffling and init")
     resume: str = cfg_field("", "MLflow run id to continue from its checkpoints/last.pt")
     model_name: str = cfg_field("cr_recon", "registered model name")
+    register: str = register_field()
     device: str = cfg_field("auto", "auto, cpu, cuda or cuda:N")
     num_threads: int = cfg_field(0, "PyTorch CPU threads; 0 = PyTorch's default (one per core)")
     max_train_batches: int = cfg_field(0, "cap on training batches per epoch; 0 = all (for smoke tests)")
@@ -265,19 +267,21 @@ def contract(cfg: CRConfig, img_size: int) -> ModelContract:
     return ModelContract(task="regression", family="cr_recon", preprocess=pre, postprocess=post, ranking=RANKING)
 
 
-def export_and_register(cfg: CRConfig, model: nn.Module, val_batch: torch.Tensor) -> int:
-    """Export the best weights, check them against PyTorch on real val samples, log and register."""
+def export_and_register(cfg: CRConfig, model: nn.Module, val_batch: torch.Tensor, register: bool = True) -> int | None:
+    """Export the best weights, check them against PyTorch on real val samples, log and (when `register`)
+    register. Returns the version, None when not registered."""
     with tempfile.TemporaryDirectory() as tmp, onnx_exportable():
         path = export_onnx(model, val_batch[:1], Path(tmp) / "model.onnx", dynamic_hw=False)
         diff = check_onnx(path, model, val_batch)
-        mlflow.log_metric("onnx_max_abs_diff", diff)
+        registration.bookkeeping(onnx_max_abs_diff=diff)
         version = log_onnx_model(
             path,
             input_example=val_batch[:1].numpy(),
             model_name=cfg.model_name,
             contract=contract(cfg, int(val_batch.shape[-1])),
+            register=register,
         )
-    return int(version.version)
+    return int(version.version) if version is not None else None
 
 
 def _log_context(cfg: CRConfig, folder: Path, prepared: crdata.Prepared, n_params: int) -> None:
@@ -313,16 +317,20 @@ def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLo
     if state.history:
         mlflow.log_figure(save_loss_curve(state.history, extra=("val_pearson",)), "loss_curve.png")
     mlflow.log_figure(spectra_figure(model, _plot_samples(val_loader), "best model"), "plots/spectra_best.png")
-    final = {**best, "best_epoch": float(state.best_epoch)}
-    registered = "not registered"
-    if wants_export(trainer.stop_request):
-        version = export_and_register(cfg, model, next(iter(val_loader))[0][:8])
-        final["registered_version"] = float(version)
-        registered = f"registered {cfg.model_name} v{version}"
-    mlflow.log_metrics(final)
+    final = dict(best)
+    mlflow.log_metrics(final)  # measured; the counters below are tags
+    registration.bookkeeping(best_epoch=state.best_epoch)
+    batch = next(iter(val_loader))[0][:8]
+    outcome = registration.export_and_register(
+        cfg.register, RANKING, final, cfg.model_name,
+        lambda register: export_and_register(cfg, model, batch, register), allowed=wants_export(trainer.stop_request),
+    )  # fmt: skip
+    final["best_epoch"] = float(state.best_epoch)
+    if outcome.version is not None:
+        final["registered_version"] = float(outcome.version)
     tracking.set_note(
         f"{cfg.model} + {cfg.loss}: best val Pearson {best['best_val_pearson']:.4f}, val MSE "
-        f"{best['best_val_mse']:.3g} at epoch {state.best_epoch}/{cfg.epochs}; {registered}"
+        f"{best['best_val_mse']:.3g} at epoch {state.best_epoch}/{cfg.epochs}; {outcome.note}"
     )
     return final
 
@@ -357,7 +365,10 @@ def train(cfg: CRConfig) -> dict[str, float]:
     folder, prepared, train_loader, val_loader = prepare(cfg)  # bad data fails here, before any run
     model = build_model(cfg, int(prepared.struct.shape[-1]))
     baseline = mean_baseline_pearson(prepared, val_loader)
+    registration.check_mode(cfg.register)
     with tracking.start_run(run_name=f"{cfg.model}-{cfg.loss}", resume_run_id=cfg.resume or None):
+        data_text = f"{folder.name} ({len(prepared.bayer)} samples)"
+        console.header("cr_recon", f"{cfg.model} + {cfg.loss}", data_text, str(device))
         _log_context(cfg, folder, prepared, count_parameters(model))
         tracking.set_kiln_tags(baseline=f"{baseline:.6g}", baseline_kind="always predicting the mean spectrum")
         samples = _plot_samples(val_loader)
@@ -368,9 +379,12 @@ def train(cfg: CRConfig) -> dict[str, float]:
             trainer.resume_from(cfg.resume)
         state = trainer.fit()
         final = _finish(cfg, trainer, state, val_loader)
-    version = f"v{int(final['registered_version'])}" if "registered_version" in final else "(not registered)"
+        url = console.active_run_url()
+    version = int(final["registered_version"]) if "registered_version" in final else None
     print(f"best val Pearson {final['best_val_pearson']:.4f} (predict-the-mean baseline {baseline:.4f}), "
-          f"val MSE {final['best_val_mse']:.4g} -> registered {cfg.model_name} {version}")  # fmt: skip
+          f"val MSE {final['best_val_mse']:.4g} -> "
+          + (f"registered {cfg.model_name} v{version}" if version is not None else "not registered"))  # fmt: skip
+    console.footer(url, cfg.model_name, version)
     return final
 
 
@@ -391,7 +405,8 @@ def smoke(folder: Path) -> dict[str, Any]:
     generate(data, num_samples=40, num_files=2, seed=1)
     tiny = {"cnn_xattn": {"d_model": 16, "nhead": 2, "dec_layers": 1, "widths": [8, 8, 8, 8, 8]}}
     return {"data": str(data), "cache_dir": str(folder / "cache"), "train_ratio": 0.8, "model_params": tiny,
-            "epochs": 2, "batch_size": 16, "patience": 0, "num_threads": 1, "plot_every": 0}  # fmt: skip
+            "epochs": 2, "batch_size": 16, "patience": 0, "num_threads": 1, "plot_every": 0,
+            "register": "always"}  # fmt: skip
 
 
 FAMILY = register_family(

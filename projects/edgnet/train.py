@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import mlflow
 import numpy as np
 import torch
@@ -22,12 +21,13 @@ from torch.utils.data import DataLoader
 from core.contract import ModelContract, Preprocess, Ranking, SegmentationPost
 from core.errors import DatasetError
 from data.drawings import ensure_sample
-from projects.common import tracking
+from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import cfg_field, entry_point
 from projects.common.families import Family, Preset, register_family
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
-from projects.common.plots import save_loss_curve
+from projects.common.plots import overlay_rows, save_loss_curve
+from projects.common.registration import register_field
 from projects.common.runtime import pick_device, seed_everything
 from projects.common.trainer import FitConfig, FitState, Task, Trainer
 from projects.edgnet import data as edgdata
@@ -50,6 +50,7 @@ class EDGNetConfig:
     seed: int = cfg_field(0, "seed for the split, augmentation, init and generated sample")
     resume: str = cfg_field("", "MLflow run id to continue from its checkpoints/last.pt")
     model_name: str = cfg_field("", "registered model name; empty = the variant name")
+    register: str = register_field()
     max_train_batches: int = cfg_field(0, "cap on training batches per epoch; 0 = all (for smoke tests)")
     num_samples: int = cfg_field(200, "drawings to generate when --data is empty")
     val_fraction: float = cfg_field(0.2, "share of images held out for validation")
@@ -95,12 +96,6 @@ def make_loaders(cfg: EDGNetConfig, folder: Path) -> tuple[DataLoader, DataLoade
     return train, val, val_s
 
 
-def overlay_image(image: np.ndarray, mask: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """input | target | prediction, side by side, as one BGR image."""
-    tiles = [image, (mask * 255).astype(np.uint8), (pred * 255).astype(np.uint8)]
-    return cv2.cvtColor(np.hstack(tiles), cv2.COLOR_GRAY2BGR)
-
-
 def log_overlays(model: torch.nn.Module, samples: list[edgdata.Sample], name: str, count: int = 4) -> None:
     device = next(model.parameters()).device
     model.eval()
@@ -109,8 +104,9 @@ def log_overlays(model: torch.nn.Module, samples: list[edgdata.Sample], name: st
         for s in samples[:count]:
             logits = model(edgdata.to_tensor(s.image)[None].to(device))
             pred = (torch.sigmoid(logits)[0, 0] > 0.5).cpu().numpy().astype(np.uint8)
-            rows.append(overlay_image(s.image, s.mask, pred))
-    mlflow.log_image(np.vstack(rows)[:, :, ::-1], f"overlays/{name}.png")
+            rows.append((s.image, s.mask, pred))
+    # labelled input | target | prediction, each tile at least 256 px wide, so a 64 px sample is visible
+    mlflow.log_image(overlay_rows(rows), f"overlays/{name}.png")
 
 
 RANKING = Ranking("best_val_iou", "max")  # val IoU of best.pt, the exported weights, logged once
@@ -124,20 +120,24 @@ def contract(cfg: EDGNetConfig, size_multiple: int = 1) -> ModelContract:
                          ranking=RANKING)  # fmt: skip
 
 
-def export_and_register(cfg: EDGNetConfig, model: torch.nn.Module, val_batch: torch.Tensor) -> int:
-    """Export best weights to ONNX, check them on a real val batch, log and register. Returns the version."""
+def export_and_register(
+    cfg: EDGNetConfig, model: torch.nn.Module, val_batch: torch.Tensor, register: bool = True
+) -> int | None:
+    """Export best weights to ONNX, check them on a real val batch, log and (when `register`) register.
+    Returns the version, None when not registered."""
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, val_batch[:1], Path(tmp) / "model.onnx", dynamic_hw=True)
         diff = check_onnx(path, model, val_batch)
-        mlflow.log_metric("onnx_max_abs_diff", diff)
+        registration.bookkeeping(onnx_max_abs_diff=diff)
         version = log_onnx_model(
             path,
             input_example=val_batch[:1].numpy(),
             profile_samples=val_batch.numpy(),
             model_name=cfg.model_name or cfg.variant,
             contract=contract(cfg, 2 ** int(getattr(model, "depth", 0))),
+            register=register,
         )
-    return int(version.version)
+    return int(version.version) if version is not None else None
 
 
 def fit_config(cfg: EDGNetConfig) -> FitConfig:
@@ -165,15 +165,20 @@ def _finish(
         mlflow.log_figure(save_loss_curve(state.history, extra=("val_iou",)), "loss_curve.png")
     log_overlays(model, val_s, name="best")
     best = float(state.best_score or 0.0)
-    final = {"best_val_iou": best, "best_epoch": float(state.best_epoch)}
-    name = cfg.model_name or cfg.variant
-    registered = "not registered"
-    if wants_export(trainer.stop_request):
-        version = export_and_register(cfg, model, next(iter(val_loader))[0])
-        final["registered_version"] = float(version)
-        registered = f"registered {name} v{version}"
-    mlflow.log_metrics(final)
-    tracking.set_note(f"{cfg.variant}: best val IoU {best:.3f} at epoch {state.best_epoch}/{cfg.epochs}; {registered}")
+    final = {"best_val_iou": best}
+    mlflow.log_metrics(final)  # measured; the counters below are tags
+    registration.bookkeeping(best_epoch=state.best_epoch)
+    batch = next(iter(val_loader))[0]
+    outcome = registration.export_and_register(
+        cfg.register, RANKING, final, cfg.model_name or cfg.variant,
+        lambda register: export_and_register(cfg, model, batch, register), allowed=wants_export(trainer.stop_request),
+    )  # fmt: skip
+    final["best_epoch"] = float(state.best_epoch)
+    if outcome.version is not None:
+        final["registered_version"] = float(outcome.version)
+    tracking.set_note(
+        f"{cfg.variant}: best val IoU {best:.3f} at epoch {state.best_epoch}/{cfg.epochs}; {outcome.note}"
+    )
     return final
 
 
@@ -187,7 +192,10 @@ def train(cfg: EDGNetConfig) -> dict[str, float]:
     model = create_model(cfg.variant, base_channels=cfg.base_channels, depth=cfg.depth)
     if cfg.img_size % 2**model.depth:
         raise DatasetError(f"img_size {cfg.img_size} must be a multiple of {2**model.depth} for {cfg.variant}")
+    registration.check_mode(cfg.register)
     with tracking.start_run(run_name=cfg.variant, resume_run_id=cfg.resume or None):
+        n_images = len(train_loader.dataset) + len(val_s)
+        console.header("edgnet", cfg.variant, f"{folder.name} ({n_images} images)", str(device))
         _log_run_context(cfg, folder, len(train_loader.dataset), len(val_s), count_parameters(model))
         task = Task(model, DiceBCELoss(), train_loader, val_loader, [IoU()], _overlay_hook(cfg, val_s))
         trainer = Trainer(task, fit_config(cfg), device)
@@ -195,10 +203,13 @@ def train(cfg: EDGNetConfig) -> dict[str, float]:
             trainer.resume_from(cfg.resume)
         state = trainer.fit()
         final = _finish(cfg, trainer, state, val_loader, val_s)
+        url = console.active_run_url()
     # An all-background prediction scores IoU 0 on any image with line work: the baseline to beat.
-    version = f"v{int(final['registered_version'])}" if "registered_version" in final else "(not registered)"
-    print(f"best val IoU {final['best_val_iou']:.4f} (all-background baseline 0.0000) "
-          f"-> registered {cfg.model_name or cfg.variant} {version}")  # fmt: skip
+    name = cfg.model_name or cfg.variant
+    version = int(final["registered_version"]) if "registered_version" in final else None
+    print(f"best val IoU {final['best_val_iou']:.4f} (all-background baseline 0.0000) -> "
+          + (f"registered {name} v{version}" if version is not None else "not registered"))  # fmt: skip
+    console.footer(url, name, version)
     return final
 
 
@@ -219,7 +230,7 @@ def smoke(folder: Path) -> dict[str, Any]:
 
     data = generate(folder / "drawings", count=10, size=64, seed=0)
     return {"data": str(data), "epochs": 2, "img_size": 64, "batch_size": 4, "patience": 0, "base_channels": 8,
-            "overlay_every": 0}  # fmt: skip
+            "overlay_every": 0, "register": "always"}  # fmt: skip
 
 
 FAMILY = register_family(

@@ -23,12 +23,13 @@ from torch.utils.data import DataLoader
 from core.contract import ModelContract, Preprocess, Ranking, SegmentationPost
 from core.errors import ConfigError
 from data.segsets import SEGSETS, ensure_segset
-from projects.common import tracking
+from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import cfg_field, entry_point
 from projects.common.families import Family, register_family
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
-from projects.common.plots import save_loss_curve
+from projects.common.plots import overlay_rows, save_loss_curve
+from projects.common.registration import register_field
 from projects.common.runtime import pick_device, seed_everything
 from projects.common.trainer import FitConfig, FitState, Task, Trainer, evaluate
 from projects.edgnet.losses import DiceBCELoss, IoU
@@ -59,6 +60,7 @@ class MicroSegConfig:
     seed: int = cfg_field(0, "seed for the generated set, split, augmentation and init")
     resume: str = cfg_field("", "MLflow run id to continue from its checkpoints/last.pt")
     model_name: str = cfg_field("", "registered model name; empty = microseg_<variant>")
+    register: str = register_field()
     max_train_batches: int = cfg_field(0, "cap on training batches per epoch; 0 = all (for smoke tests)")
     num_samples: int = cfg_field(200, "images to generate when --data is empty")
     num_test: int = cfg_field(60, "images in the generated test set")
@@ -119,14 +121,30 @@ def model_name(cfg: MicroSegConfig) -> str:
     return cfg.model_name or f"microseg_{cfg.variant}"
 
 
-def export_and_register(cfg: MicroSegConfig, model: torch.nn.Module, val_batch: torch.Tensor) -> int:
-    """Export best weights to ONNX, check them on a real val batch, log and register. Returns the version."""
+def export_and_register(
+    cfg: MicroSegConfig, model: torch.nn.Module, val_batch: torch.Tensor, register: bool = True
+) -> int | None:
+    """Export best weights to ONNX, check them on a real val batch, log and (when `register`) register.
+    Returns the version, None when not registered."""
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, val_batch[:1], Path(tmp) / "model.onnx", dynamic_hw=True)
-        mlflow.log_metric("onnx_max_abs_diff", check_onnx(path, model, val_batch))
+        registration.bookkeeping(onnx_max_abs_diff=check_onnx(path, model, val_batch))
         version = log_onnx_model(path, input_example=val_batch[:1].numpy(), model_name=model_name(cfg),
-                                 contract=contract(cfg))  # fmt: skip
-    return int(version.version)
+                                 contract=contract(cfg), register=register)  # fmt: skip
+    return int(version.version) if version is not None else None
+
+
+def log_overlays(model: torch.nn.Module, samples: list[segdata.Sample], name: str, count: int = 4) -> None:
+    """input | target | prediction for the first `count` val samples, labelled, as overlays/<name>.png."""
+    device = next(model.parameters()).device
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for s in samples[:count]:
+            logits = model(segdata.to_tensor(s.image)[None].to(device))
+            rows.append((s.image, s.mask, (torch.sigmoid(logits)[0, 0] > 0.5).cpu().numpy().astype("uint8")))
+    if rows:
+        mlflow.log_image(overlay_rows(rows), f"overlays/{name}.png")
 
 
 def fit_config(cfg: MicroSegConfig) -> FitConfig:
@@ -162,18 +180,24 @@ def _finish(cfg: MicroSegConfig, trainer: Trainer, state: FitState, val_loader: 
     trainer.load_best()
     if state.history:
         mlflow.log_figure(save_loss_curve(state.history, extra=("val_iou",)), "loss_curve.png")
-    final = {"best_val_iou": float(state.best_score or 0.0), "best_epoch": float(state.best_epoch)}
+    log_overlays(trainer.task.model, val_loader.dataset.samples, "best")  # type: ignore[attr-defined]
+    final = {"best_val_iou": float(state.best_score or 0.0)}
     final.update(_test_metrics(trainer, test))
     final["num_parameters"] = float(count_parameters(trainer.task.model))
-    registered = "not registered"
-    if wants_export(trainer.stop_request):
-        version = export_and_register(cfg, trainer.task.model, next(iter(val_loader))[0])
-        final["registered_version"] = float(version)
-        registered = f"registered {model_name(cfg)} v{version}"
-    mlflow.log_metrics(final)
+    mlflow.log_metrics(final)  # measured; the counters below are tags
+    registration.bookkeeping(best_epoch=state.best_epoch)
+    batch = next(iter(val_loader))[0]
+    outcome = registration.export_and_register(
+        cfg.register, RANKING, final, model_name(cfg),
+        lambda register: export_and_register(cfg, trainer.task.model, batch, register),
+        allowed=wants_export(trainer.stop_request),
+    )  # fmt: skip
+    final["best_epoch"] = float(state.best_epoch)
+    if outcome.version is not None:
+        final["registered_version"] = float(outcome.version)
     test_text = f", test IoU {final['test_iou']:.3f}" if "test_iou" in final else ""
     tracking.set_note(f"{cfg.variant} ({int(final['num_parameters']):,} params): best val IoU "
-                      f"{final['best_val_iou']:.3f}{test_text}; {registered}")  # fmt: skip
+                      f"{final['best_val_iou']:.3f}{test_text}; {outcome.note}")  # fmt: skip
     return final
 
 
@@ -188,17 +212,22 @@ def train(cfg: MicroSegConfig) -> dict[str, float]:
     test = test_loader(cfg, test_folder) if test_folder is not None else None
     teacher = Teacher.load(cfg.teacher) if cfg.teacher else None
     loss = DistillLoss(DiceBCELoss(), cfg.distill_weight, cfg.temperature)
+    registration.check_mode(cfg.register)
     with tracking.start_run(run_name=cfg.variant, resume_run_id=cfg.resume or None):
+        console.header("microseg", cfg.variant, f"{folder.name} ({n_train} train images)", str(device))
         _log_run_context(cfg, folder, n_train, count_parameters(model), teacher)
         loader = DistilledLoader(train_loader, teacher) if teacher is not None else train_loader
         trainer = Trainer(Task(model, loss, loader, val_loader, [IoU()]), fit_config(cfg), device)
         if cfg.resume:
             trainer.resume_from(cfg.resume)
         final = _finish(cfg, trainer, trainer.fit(), val_loader, test)
-    version = f"v{int(final['registered_version'])}" if "registered_version" in final else "(not registered)"
+        url = console.active_run_url()
+    version = int(final["registered_version"]) if "registered_version" in final else None
     test_text = f", test IoU {final['test_iou']:.4f}" if "test_iou" in final else ""
     print(f"{cfg.variant}: {int(final['num_parameters']):,} params, best val IoU {final['best_val_iou']:.4f}"
-          f"{test_text} -> {model_name(cfg)} {version}")  # fmt: skip
+          f"{test_text} (all-background baseline 0) -> "
+          + (f"{model_name(cfg)} v{version}" if version is not None else "not registered"))  # fmt: skip
+    console.footer(url, model_name(cfg), version)
     return final
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,12 @@ from core.contract import ModelContract, Ranking, TabularInput, TabularPost
 from core.errors import UserError
 from data.tabular import TARGET as SAMPLE_TARGET
 from data.tabular import ensure_breast_cancer
-from projects.common import tracking
+from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import cfg_field, entry_point
 from projects.common.families import Family, register_family
 from projects.common.onnx_export import log_onnx_model
+from projects.common.registration import register_field
 from projects.skinmodel import model as xgbcore
 from projects.skinmodel.data import Split, Table, load_table, split_table
 
@@ -54,6 +56,7 @@ class SkinConfig:
     val_fraction: float = cfg_field(0.2, "share of rows held out for validation (stratified for classes)")
     seed: int = cfg_field(0, "seed for the split and XGBoost's subsampling")
     model_name: str = cfg_field("skinmodel", "registered model name")
+    register: str = register_field()
     drop_columns: str = cfg_field("", "comma-separated columns to leave out (IDs, free text)")
     subsample: float = cfg_field(0.9, "share of rows sampled per tree")
     colsample_bytree: float = cfg_field(0.8, "share of columns sampled per tree")
@@ -179,16 +182,20 @@ def contract(table: Table) -> ModelContract:
                          tabular_input=TabularInput(feature_names=names))  # fmt: skip
 
 
-def export_and_register(cfg: SkinConfig, model: object, table: Table, split: Split) -> int:
-    """Convert to ONNX, check it against XGBoost on the whole val set, log and register. Returns the version."""
+def export_and_register(
+    cfg: SkinConfig, model: object, table: Table, split: Split, register: bool = True
+) -> int | None:
+    """Convert to ONNX, check it against XGBoost on the whole val set, log and (when `register`) register.
+    Returns the version, None when not registered."""
     onnx_model = xgbcore.to_onnx(model, len(table.feature_names))
     diff = xgbcore.check_onnx(onnx_model, model, split.x_val)  # type: ignore[arg-type]
-    mlflow.log_metric("onnx_max_abs_diff", diff)
+    registration.bookkeeping(onnx_max_abs_diff=diff)
     version = log_onnx_model(
         onnx_model, input_example=split.x_val[:5], model_name=cfg.model_name, contract=contract(table),
         profile_samples=split.x_val,
+        register=register,
     )  # fmt: skip
-    return int(version.version)
+    return int(version.version) if version is not None else None
 
 
 def _log_context(cfg: SkinConfig, path: Path, table: Table, split: Split) -> None:
@@ -224,30 +231,49 @@ def train(cfg: SkinConfig) -> dict[str, float]:
     table = load_table(path, target, cfg.task, drop)
     split = split_table(table, cfg.val_fraction, cfg.seed)
     params = boost_params(cfg)
+    registration.check_mode(cfg.register)
     with tracking.start_run(run_name=cfg.model_name):
+        data_text = f"{path.name} ({len(table.target)} rows, {len(table.feature_names)} features)"
+        console.header("skinmodel", table.task, data_text, params.device)
         _log_context(cfg, path, table, split)
         model, stop = xgbcore.fit_listened(table.task, params, split.x_train, split.y_train, split.x_val,
-                                           split.y_val, tracking.log_epoch)  # fmt: skip
+                                           split.y_val, round_logger(params.n_estimators))  # fmt: skip
         proba = xgbcore.predict(model, split.x_val)
         final = {**final_metrics(table, split, proba), **xgbcore.best_round_metrics(model)}
-        final["best_iteration"] = float(xgbcore.best_round(model))
-        final["n_trees"] = float(model.get_booster().num_boosted_rounds())
-        mlflow.log_metrics(final)
+        mlflow.log_metrics(final)  # measured; the counters below are tags
+        counters = {"best_iteration": xgbcore.best_round(model), "n_trees": model.get_booster().num_boosted_rounds()}
+        registration.bookkeeping(**counters)
+        final.update({k: float(v) for k, v in counters.items()})
         log_artifacts(model, table, split, proba)
-        if wants_export(stop):
-            final["registered_version"] = float(export_and_register(cfg, model, table, split))
-            mlflow.log_metric("registered_version", final["registered_version"])
-        tracking.set_note(_summary(cfg, table, final))
-    print(_summary(cfg, table, final))
+        outcome = registration.export_and_register(
+            cfg.register, RANKING[table.task], final, cfg.model_name,
+            lambda register: export_and_register(cfg, model, table, split, register), allowed=wants_export(stop),
+        )  # fmt: skip
+        if outcome.version is not None:
+            final["registered_version"] = float(outcome.version)
+        tracking.set_note(_summary(cfg, table, final, outcome.note))
+        url = console.active_run_url()
+    print(_summary(cfg, table, final, outcome.note))
+    console.footer(url, cfg.model_name, outcome.version)
     return final
 
 
-def _summary(cfg: SkinConfig, table: Table, final: dict[str, float]) -> str:
+def round_logger(total: int) -> Callable[[Mapping[str, float], int], None]:
+    """Log each round's metrics to the run and print a progress line about ten times over `total` rounds."""
+    every = max(1, total // 10)
+
+    def log(metrics: Mapping[str, float], step: int) -> None:
+        tracking.log_epoch(metrics, step)
+        if step == 0 or (step + 1) % every == 0:
+            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith("val_"))
+            print(f"round {step + 1}/{total}: {shown}", flush=True)
+
+    return log
+
+
+def _summary(cfg: SkinConfig, table: Table, final: dict[str, float], registered: str) -> str:
     headline = {k: v for k, v in final.items() if k.startswith("best_val_") or k == "val_accuracy"}
     scores = ", ".join(f"{k}={v:.4f}" for k, v in headline.items())
-    registered = "not registered"
-    if "registered_version" in final:
-        registered = f"registered {cfg.model_name} v{int(final['registered_version'])}"
     return (f"skinmodel {table.task} on {len(table.feature_names)} features: {scores}; "
             f"{int(final['n_trees'])} trees; {registered}")  # fmt: skip
 
@@ -257,7 +283,7 @@ main = entry_point(SkinConfig, train, "Train an XGBoost model on a CSV and regis
 
 def smoke(folder: Path) -> dict[str, Any]:
     """The bundled sample, 20 shallow rounds with early stopping: the registry's smoke test."""
-    return {"n_estimators": 20, "max_depth": 2, "learning_rate": 0.3, "early_stopping_rounds": 5}
+    return {"n_estimators": 20, "max_depth": 2, "learning_rate": 0.3, "early_stopping_rounds": 5, "register": "always"}
 
 
 FAMILY = register_family(

@@ -26,14 +26,16 @@ from core.errors import UserError
 from data.versions import log_dataset_version
 from data.yolo_layout import YoloDataset
 from data.yolo_validate import Report
-from projects.common import tracking
+from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.checkpoint import ResumeError
 from projects.common.config import cfg_field, entry_point
 from projects.common.families import Family, register_family
 from projects.common.families import Preset as FamilyPreset
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
+from projects.common.registration import register_field
 from projects.common.runtime import pick_device
+from projects.yolo import console as yolo_console
 from projects.yolo import data as yolo_data
 from projects.yolo.model import ModelSpec, export_module, load_model, raw_predictions, resolve_model
 from projects.yolo.offline import load_ultralytics
@@ -89,16 +91,18 @@ class YoloConfig:
     seed: int = cfg_field(0, "seed for initialisation and augmentation")
     resume: str = cfg_field("", "MLflow run id to continue from its weights/last.pt, in that same run")
     model_name: str = cfg_field("", "registered model name; empty = the preset name")
+    register: str = register_field()
     device: str = cfg_field("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     time: float = cfg_field(0.0, "training budget in hours; > 0 overrides epochs (ultralytics `time`)")
     workers: int = cfg_field(8, "dataloader workers on CUDA (ultralytics uses 0 on CPU)")
     hyp: str = cfg_field("", "YAML of further ultralytics train args (mosaic, hsv_h, degrees, close_mosaic, ...)")
+    verbose: bool = cfg_field(False, "show ultralytics' model layer table and its full list of resolved args")
 
 
 # Set through kiln's own flags (or by kiln itself); a --hyp file may not override them.
 KILN_OWNED_ARGS = frozenset(
     {"model", "data", "epochs", "imgsz", "batch", "patience", "lr0", "optimizer", "seed", "device", "time", "workers",
-     "save_dir", "resume", "project", "name", "exist_ok", "mode", "task", "pretrained"}
+     "save_dir", "resume", "project", "name", "exist_ok", "mode", "task", "pretrained", "verbose"}
 )  # fmt: skip
 
 
@@ -231,11 +235,24 @@ def check_resumable(last: Path, run_id: str) -> None:
         raise ResumeError(f"run {run_id!r} already finished its {epochs} epochs; there is nothing to resume")
 
 
+class KilnDetectionTrainer(DetectionTrainer):
+    """ultralytics' trainer, printing its model layer table only with --verbose."""
+
+    show_layers = False
+
+    def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
+        return super().get_model(cfg, weights, verbose=yolo_console.layer_table(self.show_layers, verbose))
+
+
 def build_trainer(cfg: YoloConfig, prep: Prepared) -> DetectionTrainer:
     args = trainer_args(cfg, prep)
     if cfg.resume:
         args["resume"] = str(fetch_resume_state(cfg.resume, Path(args["save_dir"])))
-    return DetectionTrainer(overrides=args)
+    yolo_console.configure()
+    with yolo_console.quiet(not cfg.verbose):  # the trainer logs every resolved arg as it is built
+        trainer = KilnDetectionTrainer(overrides=args)
+    trainer.show_layers = cfg.verbose
+    return trainer
 
 
 def log_run_context(prep: Prepared) -> None:
@@ -257,8 +274,9 @@ def contract(names: list[str], imgsz: int) -> ModelContract:
     return ModelContract(task="detection", family="yolo", preprocess=pre, postprocess=post, ranking=RANKING)
 
 
-def export_and_register(prep: Prepared, best: Path, imgsz: int) -> tuple[int, float]:
-    """Export best.pt, check ONNX against PyTorch on real validation images, log and register it."""
+def export_and_register(prep: Prepared, best: Path, imgsz: int, register: bool = True) -> int | None:
+    """Export best.pt, check ONNX against PyTorch on real validation images, log and (when `register`) register
+    it. Returns the version, None when not registered."""
     trained = load_model(best)
     module = export_module(trained)
     images = yolo_data.read_images(prep.dataset.splits["val"][:CHECK_IMAGES])
@@ -269,44 +287,51 @@ def export_and_register(prep: Prepared, best: Path, imgsz: int) -> tuple[int, fl
     diff = check_onnx(path, module, batch, rtol=ONNX_RTOL, atol=ONNX_ATOL)
     # The fused export module must also agree with the model exactly as trained (unfused, tuple output).
     unfused_diff = float((raw_predictions(trained, batch) - raw_predictions(module, batch)).abs().max())
-    mlflow.log_metrics({"onnx_max_abs_diff": diff, "fuse_max_abs_diff": unfused_diff})
+    registration.bookkeeping(onnx_max_abs_diff=diff, fuse_max_abs_diff=unfused_diff)
     version = log_onnx_model(
-        path, input_example=batch[:1].numpy(), model_name=prep.model_name, contract=contract(prep.dataset.names, imgsz)
-    )
-    return int(version.version), diff
+        path, input_example=batch[:1].numpy(), model_name=prep.model_name,
+        contract=contract(prep.dataset.names, imgsz), register=register,
+    )  # fmt: skip
+    return int(version.version) if version is not None else None
 
 
-def finish(prep: Prepared, trainer: DetectionTrainer, bridge: MlflowBridge) -> dict[str, float]:
+def finish(cfg: YoloConfig, prep: Prepared, trainer: DetectionTrainer, bridge: MlflowBridge) -> dict[str, float]:
     final = {k.replace("metrics/", "best/"): v for k, v in bridge.final.items() if k.startswith("metrics/")}
+    registration.bookkeeping(epochs_run=bridge.epochs_logged)
+    best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
+    outcome = registration.export_and_register(
+        cfg.register, RANKING, final, prep.model_name,
+        lambda register: export_and_register(prep, best, int(trainer.args.imgsz), register),
+        allowed=wants_export(bridge.stop_request),
+    )  # fmt: skip
     final["epochs_run"] = bridge.epochs_logged
-    registered = "not registered"
-    if wants_export(bridge.stop_request):
-        best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
-        version, diff = export_and_register(prep, best, int(trainer.args.imgsz))
-        final.update({"registered_version": version, "onnx_max_abs_diff": diff})
-        registered = f"registered {prep.model_name} v{version}"
+    if outcome.version is not None:
+        final["registered_version"] = outcome.version
     ap50, ap = final.get("best/mAP50", float("nan")), final.get("best/mAP50-95", float("nan"))
     tracking.set_note(
         f"{prep.preset.name} ({prep.model.source}): best mAP50 {ap50:.3f}, mAP50-95 {ap:.3f} "
-        f"after {bridge.epochs_logged} epochs; {registered}"
+        f"after {bridge.epochs_logged} epochs; {outcome.note}"
     )
     return final
 
 
 def train(cfg: YoloConfig) -> dict[str, float]:
     """Check inputs, train in the MLflow run, export and register; returns the final metrics."""
+    registration.check_mode(cfg.register)
     prep = prepare(cfg)
     try:
-        final = _train_in_run(cfg, prep)
+        final, url = _train_in_run(cfg, prep)
     finally:
         shutil.rmtree(prep.work, ignore_errors=True)  # everything worth keeping is in the run by now
     ap50, ap = final.get("best/mAP50", float("nan")), final.get("best/mAP50-95", float("nan"))
-    version = f"v{int(final['registered_version'])}" if "registered_version" in final else "(not registered)"
-    print(f"best mAP50 {ap50:.4f}, mAP50-95 {ap:.4f} -> registered {prep.model_name} {version}")
+    version = int(final["registered_version"]) if "registered_version" in final else None
+    print(f"best mAP50 {ap50:.4f}, mAP50-95 {ap:.4f} (a detector that finds nothing: 0) -> "
+          + (f"registered {prep.model_name} v{version}" if version is not None else "not registered"))  # fmt: skip
+    console.footer(url, prep.model_name, version)
     return final
 
 
-def _train_in_run(cfg: YoloConfig, prep: Prepared) -> dict[str, float]:
+def _train_in_run(cfg: YoloConfig, prep: Prepared) -> tuple[dict[str, float], str]:
     run_name = f"{prep.preset.name}-{Path(prep.model.source).stem}"
     trainer = build_trainer(cfg, prep)  # a bad --resume fails here, before the old run is reopened
     with tracking.start_run(run_name=run_name, resume_run_id=cfg.resume or None):
@@ -314,9 +339,12 @@ def _train_in_run(cfg: YoloConfig, prep: Prepared) -> dict[str, float]:
             prep.dataset.names, config=cfg, extra_params=tracking.kiln_tags(model_source=prep.model.source)
         )
         bridge.attach(trainer)
+        images = sum(len(v) for v in prep.dataset.splits.values())
+        data_text = f"{prep.dataset.root.name} ({images} images, classes {', '.join(prep.dataset.names)})"
+        console.header("yolo", f"{prep.preset.name}, {prep.model.source}", data_text, trainer.args.device or "cpu")
         log_run_context(prep)
         trainer.train()
-        return finish(prep, trainer, bridge)
+        return finish(cfg, prep, trainer, bridge), console.active_run_url()
 
 
 main = entry_point(YoloConfig, train, "Train a YOLO detector on ultralytics, tracked in MLflow; register it as ONNX.")
@@ -333,7 +361,15 @@ def smoke(folder: Path) -> dict[str, Any]:
     from data.samples import SampleRequest, make_sample
 
     data = make_sample("safety", SampleRequest(folder / "safety", count=8, size=64, val=0.25))
-    return {"data": str(data), "epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu", "workers": 0}
+    return {
+        "data": str(data),
+        "epochs": 1,
+        "imgsz": 64,
+        "batch": 4,
+        "device": "cpu",
+        "workers": 0,
+        "register": "always",
+    }
 
 
 FAMILY = register_family(

@@ -37,7 +37,8 @@ def test_mlflow_run_tracks_rounds_and_registers_matching_onnx(mlflow_run, three_
     assert run.info.status == "FINISHED" and run.data.params["resolved_task"] == "multiclass"
     for metric in ("train_mlogloss", "val_mlogloss", "train_merror", "val_merror"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == list(range(15)), metric
-    assert run.data.metrics["n_trees"] == 15 and 0 <= run.data.metrics["val_accuracy"] <= 1
+    assert run.data.tags["kiln.n_trees"] == "15" and 0 <= run.data.metrics["val_accuracy"] <= 1
+    assert "n_trees" not in run.data.metrics and "registered_version" not in run.data.metrics  # counters are tags
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"feature_importance.json", "feature_importance.png", "confusion_matrix.json", "xgboost"} <= artifacts
     assert (
