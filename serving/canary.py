@@ -11,7 +11,8 @@ every server and after every restart), one without goes by chance. Each answer i
 status (a 5xx is an error of the model, a 4xx is the client's) and its latency. Guard rails, checked over the
 last `window_seconds` once the candidate has answered `min_requests` there:
 - the candidate's 5xx share above `max_error_rate`, over the window or over its last `min_requests` answers;
-- the candidate's p99 latency above `max_p99_ratio` x production's (once production has as many answers);
+- the candidate's p99 latency above `max_p99_ratio` x production's (once both sides have 100 answers or more:
+  the p99 of fewer is their maximum);
 - when the challenger being shadowed is the candidate, its agreement with production below `min_agreement`.
 A failure stops routing to the candidate at once on this server and ends the canary in the registry with the
 numbers, which every other server then follows on its next poll.
@@ -82,6 +83,9 @@ class Verdict:
     numbers: dict[str, Any]
 
 
+P99_MIN_REQUESTS = 100
+
+
 def judge(
     guards: GuardRails, candidate: dict[str, Any], production: dict[str, Any], agreement: tuple[str, float, int] | None
 ) -> Verdict | None:
@@ -110,7 +114,8 @@ def judge(
             numbers,
         )
     cand_p99, prod_p99 = candidate["p99_s"], production["p99_s"]
-    if cand_p99 is not None and prod_p99 and production["requests"] >= guards.min_requests:
+    enough = max(guards.min_requests, P99_MIN_REQUESTS)  # a p99 of fewer answers is their maximum: noise
+    if cand_p99 is not None and prod_p99 and n >= enough and production["requests"] >= enough:
         ratio = cand_p99 / prod_p99
         if ratio > guards.max_p99_ratio:
             numbers["p99_ratio"] = round(ratio, 3)
