@@ -4,12 +4,18 @@
 
 `last.pt` holds everything resume needs: epoch, model, optimizer, scheduler, AMP scaler, early-stopping
 state and the best score so far.
+
+Writing both files every epoch cost about 50 ms an epoch on a 0.5M-parameter model, 5% of a short epoch (bench/
+train_overhead.py). So while training runs the writer writes at most every `WRITE_EVERY_SECONDS`: a `best` that comes
+sooner is kept as an in-memory copy of its tensors, a `last` is simply written later (it is the latest state either
+way), and `flush()` at the end of training writes whatever is pending. A crash loses at most that much progress.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,7 @@ import torch
 from core.errors import UserError
 
 ARTIFACT_DIR = "checkpoints"
+WRITE_EVERY_SECONDS = 30.0  # while training runs, checkpoints reach the run at most this often; always at the end
 
 
 class ResumeError(UserError, RuntimeError):
@@ -29,12 +36,32 @@ class ResumeError(UserError, RuntimeError):
 class CheckpointWriter:
     """Writes checkpoints into a scratch folder and logs them to the active run under `checkpoints/`."""
 
-    def __init__(self) -> None:
+    def __init__(self, every_seconds: float = WRITE_EVERY_SECONDS) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="kiln-ckpt-"))
         # The files live on as run artifacts; the scratch copies go when the writer does (or at exit).
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
+        self._every = every_seconds
+        self._written_at = time.monotonic()
+        self._pending: dict[str, dict[str, Any]] = {}
 
-    def save(self, name: str, state: dict[str, Any]) -> Path:
+    def save(self, name: str, state: dict[str, Any]) -> None:
+        """Write `name` now when the interval has passed (with anything pending), else keep it for later.
+
+        `best` is kept as a copy of its tensors (training goes on changing them); `last` as given, because at
+        the next write or at `flush()` the live state it points to is the newest state, which `last` stands for.
+        """
+        self._pending[name] = _snapshot(state) if name != "last" else state
+        if time.monotonic() - self._written_at >= self._every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every pending checkpoint to the active run (training calls this when it ends)."""
+        for name, state in list(self._pending.items()):
+            self._write(name, state)
+        self._pending.clear()
+        self._written_at = time.monotonic()
+
+    def _write(self, name: str, state: dict[str, Any]) -> Path:
         path = self._dir / f"{name}.pt"
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -44,6 +71,17 @@ class CheckpointWriter:
 
     def local_path(self, name: str) -> Path:
         return self._dir / f"{name}.pt"
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of every tensor in a (nested) state dict; other values are shared."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_snapshot(v) for v in value)
+    return value
 
 
 def load_checkpoint(run_id: str, name: str = "last", map_location: str | torch.device = "cpu") -> dict[str, Any]:
