@@ -29,11 +29,45 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# name -> the one line `kiln --help` shows, so that listing the commands imports none of them (mlflow alone takes
+# seconds to import). tests/kiln/test_cli.py checks that every command has one.
+SHORT_HELP: dict[str, str] = {
+    "advise": "Diagnose a run's curves and suggest what to change.",
+    "cv": "Cross-validate a family or preset over folds or seeds.",
+    "data": "Dataset tools: validate, convert, split, sample, the data loop.",
+    "history": "Print the timeline of a model's aliases.",
+    "jobs": "The training-job service and its web page.",
+    "leaderboard": "Registered versions on the accuracy/cost Pareto frontier.",
+    "models": "List registered models, their aliases and key metrics.",
+    "optimize": "Quantize a registered version to int8 and register it.",
+    "promote": "Point an alias of a model at a version, through the gates.",
+    "rollback": "Move an alias back to the version it held before.",
+    "sagemaker": "The SageMaker training backend.",
+    "serve": "Serve registered models over HTTP (try-it page, /docs).",
+    "server": "The team tracking server (mlflow server).",
+    "study": "Studies that train many runs under one parent run.",
+    "train": "Train a family or preset and register its ONNX model.",
+    "tune": "Search a family's hyperparameters (Optuna).",
+}
+
+
 class LazyGroup(click.Group):
     """A click group whose sub-commands live in other packages and load on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from SHORT_HELP: no sub-command is imported for `kiln --help`."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in SHORT_HELP:
+                rows.append((name, SHORT_HELP[name]))
+            elif (command := self.get_command(ctx, name)) is not None:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS:

@@ -40,14 +40,55 @@ def run_training(name: str, config_path: str | None, sets: Iterable[str]) -> dic
     return train_family(name, parse_sets(sets), config_path=config_path)
 
 
-@click.command("train")
+def settings_help(name: str) -> list[tuple[str, str]]:
+    """(`key TYPE`, help with the default) for every setting of the family or preset `name`, its defaults being
+    that preset's (`kiln train safety_detection --help` shows epochs 50 and yolov8n.yaml)."""
+    import dataclasses
+
+    from projects.common.config import _field_kind
+    from projects.common.families import lookup
+
+    family, preset = lookup(name)
+    cfg = family.resolve(preset.name if preset else None)
+    rows = []
+    for field in dataclasses.fields(cfg):
+        choices = field.metadata.get("choices")
+        kind = _field_kind(type(cfg), field.name)
+        shown = f"[{'|'.join(choices)}]" if choices else TYPE_NAMES.get(kind, "TEXT")
+        rows.append(
+            (f"{field.name} {shown}", f"{field.metadata.get('help', '')} [default: {getattr(cfg, field.name)!r}]")
+        )
+    return rows
+
+
+TYPE_NAMES = {int: "INTEGER", float: "FLOAT", bool: "BOOLEAN"}
+
+
+class TrainCommand(click.Command):
+    """`kiln train NAME --help` also lists NAME's settings with that family's or preset's defaults."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(a in self.get_help_option_names(ctx) for a in args) and args and not args[0].startswith("-"):
+            formatter = ctx.make_formatter()
+            self.format_help(ctx, formatter)
+            rows = run_cli(settings_help, args[0])
+            heading = f"Settings of {args[0]} (--set KEY=VALUE, as mlflow run's -P KEY=VALUE)"
+            with formatter.section(heading):
+                formatter.write_dl(rows)
+            click.echo(formatter.getvalue().rstrip("\n"), color=ctx.color)
+            ctx.exit()
+        return super().parse_args(ctx, args)
+
+
+@click.command("train", cls=TrainCommand)
 @click.argument("name", metavar="FAMILY_OR_PRESET")
 @click.option("--config", "config_path", default=None, help="YAML file of option: value pairs (after the preset).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one option; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object.")
 def train_command(name: str, config_path: str | None, sets: tuple[str, ...], as_json: bool) -> None:
     """Train FAMILY_OR_PRESET (edgnet, edgnet_large, cr_recon, skinmodel, safety_detection, visitor_detection,
-    yolo_custom, ...) and register its ONNX model; prints the final metrics."""
+    yolo_custom, ...) and register its ONNX model; prints the final metrics. `kiln train NAME --help` lists
+    NAME's settings and their defaults."""
     final = run_cli(run_training, name, config_path, sets)
     if as_json:
         click.echo(json.dumps(final, sort_keys=True))

@@ -13,21 +13,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from registry.canary import (
-    CanarySpec,
-    GuardRails,
-    end_canary,
-    finish_canary,
-    read_canary,
-    start_canary,
-)
 from registry.errors import InvalidRequestError
-from registry.history import AliasEvent
-from registry.promotion import PromotionResult
+
+if TYPE_CHECKING:  # mlflow is imported when a command runs: `kiln promote --help` stays instant
+    from registry.canary import CanarySpec
+    from registry.history import AliasEvent
+    from registry.promotion import PromotionResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,6 +82,8 @@ def canary_command(
     reason: str,
     gates: dict[str, Any],
 ) -> CanaryOutcome:
+    from registry.canary import GuardRails, finish_canary, read_canary, start_canary
+
     if finish and percent is not None:
         raise InvalidRequestError("give --canary PERCENT or --finish-canary, not both")
     if finish:
@@ -127,6 +124,8 @@ def end_running_canary(model: str, to_version: str | None, reason: str) -> Alias
     if to_version is not None:
         return None
     from mlflow import MlflowClient
+
+    from registry.canary import end_canary, read_canary
 
     client = MlflowClient()
     if read_canary(client, model) is None:

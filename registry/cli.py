@@ -16,13 +16,10 @@ import dataclasses
 import functools
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
-from registry.baseline import baseline_warning
 from registry.canary_cli import (
     canary_columns,
     canary_command,
@@ -32,10 +29,13 @@ from registry.canary_cli import (
 )
 from registry.errors import RegistryError
 from registry.gates import better_word, fmt
-from registry.history import AliasEvent
-from registry.lookup import get_model
-from registry.models import ModelSummary, list_models
-from registry.promotion import DEFAULT_ALIAS, PromotionResult, history, promote, rollback
+
+if TYPE_CHECKING:  # mlflow (seconds to import) loads when a command runs, not for `kiln promote --help`
+    from registry.history import AliasEvent
+    from registry.models import ModelSummary
+    from registry.promotion import PromotionResult
+
+DEFAULT_ALIAS = "production"  # registry.promotion.DEFAULT_ALIAS; tests/registry/test_cli.py keeps them equal
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,6 +58,8 @@ def reported(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from mlflow.exceptions import MlflowException
+
         try:
             return fn(*args, **kwargs)
         except RegistryError as err:
@@ -136,9 +138,22 @@ def promote_command(
 
     With --canary PERCENT the version first answers that share of the traffic (sticky per routing key) while
     ALIAS keeps the rest; servers end it by themselves when a guard rail fails. --finish-canary promotes it."""
+    from mlflow import MlflowClient
+
+    from registry.baseline import baseline_warning
+    from registry.promotion import promote
+
     if canary is not None or finish_canary:
-        outcome = canary_command(model, version, alias, canary, finish_canary, guards, reason,
-                                 dict(metric=metric, mode=mode, min_value=min_value, max_value=max_value, force=force))
+        outcome = canary_command(
+            model,
+            version,
+            alias,
+            canary,
+            finish_canary,
+            guards,
+            reason,
+            dict(metric=metric, mode=mode, min_value=min_value, max_value=max_value, force=force),
+        )
         click.echo(to_json(outcome) if as_json else "\n".join(describe_canary(outcome)))
         return
     result = promote(
@@ -162,6 +177,8 @@ def promote_command(
 def rollback_command(model: str, alias: str, to_version: str | None, reason: str, as_json: bool) -> None:
     """Move ALIAS of MODEL back to the version that held it before (no gates); recorded like a promotion.
     While a canary runs on MODEL, end the canary instead (production stays where it is)."""
+    from registry.promotion import rollback
+
     ended = end_running_canary(model, to_version, reason)
     if ended is not None:
         click.echo(to_json(ended) if as_json else f"ended the canary of {model} v{ended.version}; "
@@ -194,6 +211,11 @@ def describe_event(event: AliasEvent) -> list[str]:
 @reported
 def history_command(model: str, alias: str | None, as_json: bool) -> None:
     """Print the timeline of MODEL's aliases, oldest first, and where each alias points now."""
+    from mlflow import MlflowClient
+
+    from registry.lookup import get_model
+    from registry.promotion import history
+
     events = history(model, alias=alias)
     if as_json:
         click.echo(to_json(events))
@@ -229,6 +251,8 @@ def _metrics_text(metrics: dict[str, float]) -> str:
 @reported
 def models_command(metrics: tuple[str, ...], as_json: bool) -> None:
     """List registered models, the version behind each alias, and its source run's key metrics."""
+    from registry.models import list_models
+
     summaries = list_models(metrics=metrics)
     if as_json:
         click.echo(to_json(summaries))
