@@ -12,7 +12,7 @@ logged it (PyTorch's count), else the ONNX graph's. `--measure` profiles version
 registered before the hook) on this machine and logs it to their runs.
 
 A version is on the frontier when no other version is at least as good on all three of metric, parameters and
-p50 latency and strictly better on one.
+p50 latency and strictly better on one (latencies within 10% of each other count as equal: timing noise).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from core.errors import UserError
 from registry.lookup import all_registered_models, run_metrics, tags_of
 
 DEFAULT_PARAM_BUDGETS = (10_000, 50_000, 1_000_000, 10_000_000)
+LATENCY_TOLERANCE = 0.1  # p50 latencies within 10% of each other are treated as equal when ranking
 FOOTPRINT_KEYS = ("onnx_parameters", "onnx_size_bytes", "flops", "latency_p50_ms", "latency_p99_ms")
 
 
@@ -126,12 +127,18 @@ def _score(entry: Entry) -> float:
     return entry.value if entry.mode == "max" else -entry.value
 
 
-def dominates(a: Entry, b: Entry) -> bool:
-    """a is at least as good as b on metric, parameters and p50 latency, and strictly better on one."""
+def dominates(a: Entry, b: Entry, latency_tolerance: float = LATENCY_TOLERANCE) -> bool:
+    """a is at least as good as b on metric, parameters and p50 latency, and strictly better on one.
+
+    Latencies within `latency_tolerance` (relative) of each other count as equal: timing noise on a shared
+    machine must not put a worse model on the frontier for being 1% faster.
+    """
     assert a.parameters is not None and b.parameters is not None
     assert a.latency_p50_ms is not None and b.latency_p50_ms is not None
-    no_worse = _score(a) >= _score(b) and a.parameters <= b.parameters and a.latency_p50_ms <= b.latency_p50_ms
-    better = _score(a) > _score(b) or a.parameters < b.parameters or a.latency_p50_ms < b.latency_p50_ms
+    slower = a.latency_p50_ms > b.latency_p50_ms * (1 + latency_tolerance)
+    faster = a.latency_p50_ms < b.latency_p50_ms * (1 - latency_tolerance)
+    no_worse = _score(a) >= _score(b) and a.parameters <= b.parameters and not slower
+    better = _score(a) > _score(b) or a.parameters < b.parameters or faster
     return no_worse and better
 
 
@@ -244,15 +251,16 @@ def render(board: Leaderboard) -> str:
 
 
 def _table(entries: Sequence[Entry]) -> list[str]:
-    header = f"  {'version':<28} {'metric':<22} {'value':>8} {'params':>12} {'p50 ms':>8} {'p99 ms':>8} "
-    header += f"{'MB':>7} {'MFLOPs':>9}  aliases"
-    rows = [header]
-    for e in entries:
+    labels = [e.label + (f" (int8 of v{e.source_version})" if e.source_version else "") for e in entries]
+    width = max([len("version"), *map(len, labels)])
+    metric_width = max([len("metric"), *(len(e.metric) for e in entries)])
+    header = f"  {'version':<{width}} {'metric':<{metric_width}} {'value':>8} {'params':>12} {'p50 ms':>8} "
+    rows = [header + f"{'p99 ms':>8} {'MB':>7} {'MFLOPs':>9}  aliases"]
+    for label, e in zip(labels, entries, strict=True):
         size = None if e.size_bytes is None else e.size_bytes / 1e6
         flops = None if e.flops is None else e.flops / 1e6
-        source = f" (int8 of v{e.source_version})" if e.source_version else ""
         rows.append(
-            f"  {e.label + source:<28} {e.metric:<22} {_fmt(e.value, '.4f'):>8} {_fmt(e.parameters, ',.0f'):>12} "
+            f"  {label:<{width}} {e.metric:<{metric_width}} {_fmt(e.value, '.4f'):>8} {_fmt(e.parameters, ',.0f'):>12} "
             f"{_fmt(e.latency_p50_ms, '.2f'):>8} {_fmt(e.latency_p99_ms, '.2f'):>8} {_fmt(size, '.2f'):>7} "
             f"{_fmt(flops, ',.1f'):>9}  {','.join(e.aliases)}"
         )

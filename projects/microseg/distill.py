@@ -43,10 +43,13 @@ class Teacher:
 
     @classmethod
     def load(cls, source: str, tracking_uri: str | None = None) -> Teacher:
+        from serving import runtime
         from serving.predictor import Predictor
 
+        # as many onnxruntime threads as torch trains with: more would only fight the training step for cores
+        options = runtime.session_options(torch.get_num_threads())
         try:
-            return cls(Predictor.load(source, tracking_uri=tracking_uri), source)
+            return cls(Predictor.load(source, tracking_uri=tracking_uri, session_options=options), source)
         except ConfigError:
             raise
         except Exception as err:  # the predictor names the source; keep its message, as a config error
