@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -100,11 +102,40 @@ def ensure_sample(name: str, request: SampleRequest) -> Path:
     if stamp_path.is_file() and json.loads(stamp_path.read_text()) == _stamp(kind, request):
         return _result_path(request.dst)
     request.dst.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    say(f"Generating the {name} sample set in {request.dst} (once; later runs reuse it)")
     staging = Path(tempfile.mkdtemp(prefix=f".{request.dst.name}-", dir=request.dst.parent))
     make_sample(name, replace(request, dst=staging / "set"))
     _swap_in(staging / "set", request.dst)
     shutil.rmtree(staging, ignore_errors=True)
+    say(f"Generated the {name} sample set in {time.monotonic() - started:.1f} s")
     return _result_path(request.dst)
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """A line every `every` seconds while a generator works, and one at the end; nothing for a quick set.
+
+    >>> progress = Progress("safety sample", 600, "images")
+    >>> for i in range(600): ...; progress.update(i + 1)  # doctest: +SKIP
+    """
+
+    def __init__(self, label: str, total: int, unit: str, every: float = 3.0) -> None:
+        self.label, self.total, self.unit, self.every = label, total, unit, every
+        self.started = self.last = time.monotonic()
+        self.shown = False
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every and not (done >= self.total and self.shown):
+            return
+        self.last, self.shown = now, True
+        rate = done / max(now - self.started, 1e-9)
+        left = f", about {(self.total - done) / rate:.0f} s left" if done < self.total and rate > 0 else ""
+        say(f"  {self.label}: {done}/{self.total} {self.unit} ({100 * done // max(self.total, 1)}%){left}")
 
 
 def _swap_in(built: Path, dst: Path) -> None:

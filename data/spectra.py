@@ -26,7 +26,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from data.samples import SAMPLES_DIR, SampleRequest, register_sample
+from data.samples import SAMPLES_DIR, Progress, SampleRequest, register_sample
 from data.samples import ensure_sample as ensure_registered_sample
 
 SIZE = 128  # structure image side, pixels (one 2x2 Bayer cell)
@@ -134,6 +134,7 @@ def generate(
     sizes = np.full(num_files, num_samples // num_files)
     sizes[: num_samples % num_files] += 1
     written: list[Path] = []
+    progress, done = Progress("spectra sample", num_samples, "samples"), 0
     for index, size in enumerate(sizes):
         pad = int(round(size * pad_fraction))
         structs = np.zeros((size + pad, 1, SIZE, SIZE), dtype=np.uint8)
@@ -143,6 +144,8 @@ def generate(
             batch = random_structures(stop - start, rng)
             structs[start:stop, 0] = batch.astype(np.uint8) * 255
             spectra[start:stop] = proxy_spectra(batch)
+            done += stop - start
+            progress.update(done)
         written += [_save(out_dir / f"struct_{index}.npy", structs), _save(out_dir / f"spectra_{index}.npy", spectra)]
     return written
 

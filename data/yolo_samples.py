@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import yaml
 
-from data.samples import SampleRequest, register_sample
+from data.samples import Progress, SampleRequest, register_sample
 
 Rng = np.random.Generator
 Box = tuple[int, float, float, float, float]  # class id, x centre, y centre, width, height (normalised)
@@ -356,10 +356,12 @@ def write_set(kind: str, request: SampleRequest) -> Path:
     if count < 2 or side < 32:
         raise ValueError(f"sample {kind!r}: need --count >= 2 and --size >= 32, got {count} and {side}")
     n_val = min(count - 1, max(1, round(count * request.val)))
+    progress = Progress(f"{kind} sample", count, "images")
     for index in range(count):
         split = "val" if index >= count - n_val else "train"
         image, boxes = spec.draw(np.random.default_rng([request.seed, index]), side)
         write_image(request.dst, split, f"{kind}_{index:05d}", image, boxes)
+        progress.update(index + 1)
     yaml_path = request.dst / "data.yaml"
     data = {"train": "images/train", "val": "images/val", "names": dict(enumerate(spec.names))}
     header = f"# `kiln data sample {kind}`: {count} images of {side}x{side}, seed {request.seed}.\n"

@@ -195,7 +195,13 @@ def test_a_stale_command_fails_the_checks() -> None:
 
 # --- the walk itself, tiny ----------------------------------------------------------------------------------------
 
-TINY = {"epochs": 1, "img_size": 32, "num_samples": 4, "batch_size": 2}  # flags that shrink make run's training
+TINY = {
+    "epochs": 1,
+    "img_size": 32,
+    "num_samples": 4,
+    "batch_size": 2,  # flags that shrink make run's training
+    "register": "always",
+}  # a 1-epoch model may sit at its baseline; make run's 6 epochs beat it
 
 
 @pytest.mark.slow

@@ -68,7 +68,9 @@ def test_mlflow_run_trains_exports_and_registers(mlflow_run, tmp_path):
         "model": {"model_params": {"cnn_xattn": TINY_MODEL}},
         "training": {"plot_every": 2, "patience": 0, "num_threads": 1},
     }))  # fmt: skip
-    output = mlflow_run("cr_recon", {"config": config, "epochs": 2, "batch_size": 16, "model_name": "cr_test"})
+    output = mlflow_run(
+        "cr_recon", {"config": config, "epochs": 2, "batch_size": 16, "model_name": "cr_test", "register": "always"}
+    )
     assert "best val Pearson" in output and "predict-the-mean baseline" in output
     (run,) = mlflow.search_runs(["0"], output_format="list")
     client = mlflow.MlflowClient()
@@ -78,7 +80,7 @@ def test_mlflow_run_trains_exports_and_registers(mlflow_run, tmp_path):
     assert run.data.params["resolved.loss"] == "mse_pearson" and run.data.params["weight_decay"] == "0.005"
     for metric in ("train_loss", "val_loss", "val_mse", "val_pearson", "lr"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
-    assert -1 <= run.data.metrics["best_val_pearson"] <= 1 and run.data.metrics["registered_version"] == 1
+    assert -1 <= run.data.metrics["best_val_pearson"] <= 1 and run.data.tags["kiln.registered_version"] == "1"
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/spectra_epoch_002.png", "plots/spectra_best.png"}
     dataset_input = run.inputs.dataset_inputs[0]
@@ -113,7 +115,8 @@ def test_resume_continues_the_run_with_cnn_gru_and_weighted_smooth(mlflow_uri, t
     generate(data, num_samples=24, num_files=1, seed=2)
     flags = {"data": str(data), "cache_dir": str(tmp_path / "cache"), "model": "cnn_gru", "loss": "weighted_smooth",
              "model_params": "{cnn_gru: {hidden: 16, widths: [8, 8, 8, 8, 8]}}", "batch_size": "8",
-             "patience": "0", "plot_every": "0", "num_threads": "1", "model_name": "cr_gru"}  # fmt: skip
+             "patience": "0", "plot_every": "0", "num_threads": "1", "model_name": "cr_gru",
+             "register": "always"}  # fmt: skip
     first = train(load_config(None, {**flags, "epochs": "1"}))
     (run,) = mlflow.search_runs(["0"], output_format="list")
     second = train(load_config(None, {**flags, "epochs": "2", "resume": run.info.run_id}))

@@ -116,7 +116,7 @@ def run_entry_point(tmp_path: Path, data_yaml: Path, net_log: Path) -> subproces
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     })  # fmt: skip
     params = {"data": str(data_yaml), "epochs": "2", "imgsz": "64", "batch": "4", "device": "cpu",
-              "model_name": "safety_e2e"}  # fmt: skip
+              "model_name": "safety_e2e", "register": "always"}  # fmt: skip
     cmd = [sys.executable, "-m", "mlflow", "run", ".", "-e", "safety_detection", "--env-manager", "local"]
     for key, value in params.items():
         cmd += ["-P", f"{key}={value}"]
@@ -199,7 +199,7 @@ def test_resume_continues_the_same_run_offline(
             raise RuntimeError("simulated crash after epoch 1")
 
     cfg = YoloConfig(preset="safety_detection", data=str(tiny_safety), epochs=3, imgsz=64, batch=4, device="cpu",
-                     model_name="safety_resume")  # fmt: skip
+                     model_name="safety_resume", register="always")  # fmt: skip
     monkeypatch.setattr(MlflowBridge, "on_fit_epoch_end", crash_after_first_epoch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg)
