@@ -156,13 +156,13 @@ def test_train_register_promote_serve_and_jobs(team: Team, tmp_path: Path, proce
     params = {"epochs": 200, "img_size": 32, "num_samples": 8, "batch_size": 4, "model_name": "team_jobs"}
     job = httpx.post(f"{api}/training/start", json={"entry_point": "edgnet", "params": params}, timeout=30).json()
     wait_until(
-        lambda: _job(api, job["id"])["status"] == "running" and _has_steps(client, _job(api, job["id"])),
+        lambda: _job(api, job["job_id"])["status"] == "running" and _has_steps(client, _job(api, job["job_id"])),
         240,
         "job never trained",
     )
-    cancelled = httpx.post(f"{api}/training/{job['id']}/cancel", timeout=60).json()
-    wait_until(lambda: _job(api, job["id"])["status"] == "cancelled", 60, f"job not cancelled: {cancelled}")
-    run_id = _job(api, job["id"])["run_id"]
+    cancelled = httpx.post(f"{api}/training/{job['job_id']}/cancel", timeout=60).json()
+    wait_until(lambda: _job(api, job["job_id"])["status"] == "cancelled", 60, f"job not cancelled: {cancelled}")
+    run_id = _job(api, job["job_id"])["run_id"]
     assert client.get_run(run_id).info.status in ("KILLED", "FAILED")
 
 
