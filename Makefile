@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED := 1
 # `mlflow run --env-manager local` runs `python` from PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test test-fast check install browser-deps ui clean
+.PHONY: run test test-fast check install browser-deps postgres-deps ui clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
 
+# Debian's PostgreSQL server for the team-server tests (tests/cloud start their own throwaway cluster).
+postgres-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi; }
+
 # Trains the full 31M-parameter edgnet_large on 60 generated drawings at 96 px: about 6 CPU-minutes of work,
 # a few minutes on 2 idle cores (best val IoU 0.89 when measured), instead of the seed's 100 epochs at 512 px.
 run: $(STAMP)
@@ -38,7 +44,7 @@ run: $(STAMP)
 	@echo "Open the MLflow UI with: $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
 
 # pytest exits 5 when a selection collects no tests; that is not a failure of the suite.
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps postgres-deps
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests selected"; rc=0; fi; exit $$rc
 
 test-fast: $(STAMP)
