@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "jobs": ("jobs.cli", "jobs"),
     "serve": ("serving.cli", "serve"),
     "data": ("data.cli", "data"),
+    "server": ("cloud.cli", "server"),
+    "sagemaker": ("cloud.cli", "sagemaker"),
     "train": ("projects.train_cli", "train_command"),
     "train": ("projects.train_cli", "train_command"),
     "advise": ("experiments.cli", "advise_command"),
