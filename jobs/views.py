@@ -23,6 +23,8 @@ from jobs.progress import METRIC_TAG, Progress
 from jobs.runner import JobRunner
 from jobs.settings import Settings
 from jobs.store import COMPLETED, RUNNING, Job
+from projects.common.registration import REASON_TAG as NOT_REGISTERED_TAG
+from projects.common.registration import REGISTERED_TAG
 
 # Artifact folders holding per-epoch prediction pictures, newest name last when sorted; the first that has any wins.
 PREVIEW_DIRS = ("overlays", "plots")
@@ -128,13 +130,16 @@ class JobViews:
             return {"registered": []}
         client = self.runner.reader.client
         try:
-            task_metric = live.task_metric or client.get_run(run_id).data.tags.get(METRIC_TAG)
+            tags = client.get_run(run_id).data.tags
+            task_metric = live.task_metric or tags.get(METRIC_TAG)
             registered = registered_versions(client, run_id) if job.status != RUNNING else []
         except MlflowException:
             return {"registered": []}
         for item in registered:
             item["mlflow_url"] = self.model_url(item["name"], item["version"])
-        return {"task_metric": task_metric, "registered": registered}
+        # training decides against the family's trivial baseline (projects/common/registration.py)
+        why_not = tags.get(NOT_REGISTERED_TAG) if tags.get(REGISTERED_TAG) == "false" else None
+        return {"task_metric": task_metric, "registered": registered, "not_registered_reason": why_not}
 
 
 def registered_versions(client: MlflowClient, run_id: str) -> list[dict[str, Any]]:

@@ -358,8 +358,16 @@ function rankMetric(main, name) { return main.includes(name) ? main.indexOf(name
 function renderRegistered(job) {
   const box = $("#job-registered");
   const versions = job.registered || [];
-  box.hidden = !versions.length;
-  if (!versions.length) { box.replaceChildren(); return; }
+  const why = job.not_registered_reason;
+  box.hidden = !versions.length && !why;
+  if (!versions.length) {
+    // training registers only a model that beats its family's trivial baseline (or with register=always)
+    if (why && box.dataset.key !== `why:${why}`) {
+      box.dataset.key = `why:${why}`;
+      box.replaceChildren(h("span", {}, "Not registered: ", why, ". Train longer, or set register=always to register it anyway."));
+    } else if (!why) { box.replaceChildren(); box.dataset.key = ""; }
+    return;
+  }
   const key = versions.map((v) => `${v.name}:${v.version}:${v.aliases.join()}`).join(" ");
   if (box.dataset.key === key) return;
   box.dataset.key = key;
@@ -514,7 +522,7 @@ function align(curves) {
   return [xs, ...ys];
 }
 
-// Per-epoch curves get charts; one-off values (best_*, registered_version, logged once at the end) stay in the
+// Per-epoch curves get charts; one-off values (best_*, logged once at the end) stay in the
 // metrics table, unless nothing has a second point yet (the first epoch).
 function chartGroups(metrics, taskMetric) {
   const all = Object.keys(metrics).sort();
