@@ -106,7 +106,7 @@ class Rollout:
     def __init__(self, store: ModelStore, settings: ServeSettings, metrics: Metrics) -> None:
         self.store, self.settings = store, settings
         self.prom = RolloutMetrics(metrics)
-        self.offpath = OffPath()
+        self.offpath = OffPath(budgets={"shadow": settings.shadow_budget, "drift": settings.drift_budget})
         self.shadows: dict[str, Shadow] = {}
         self.monitors: dict[tuple[str, str], DriftMonitor] = {}
         self.refused: dict[tuple[str, str], Refusal] = {}  # (model, role) -> the last version refused
@@ -287,11 +287,11 @@ class Rollout:
             return
         is_production = slot.current is deployed
         if random.random() * 100 < self.settings.drift_percent:
-            self.offpath.submit(lambda: self._observe(model, feeds, geometry, result, data, records))
+            self.offpath.submit(lambda: self._observe(model, feeds, geometry, result, data, records), kind="drift")
         shadow = self.shadows.get(model.name)
         if is_production and shadow is not None and random.random() * 100 < self.settings.shadow_percent:
             request = ShadowRequest(data, records, params, result, seconds)
-            self.offpath.submit(lambda: self._shadow(shadow, request), when_idle=True,
+            self.offpath.submit(lambda: self._shadow(shadow, request), kind="shadow", when_idle=True,
                                 dropped=lambda: self._shadow_dropped(shadow))  # fmt: skip
 
     def _shadow(self, shadow: Shadow, request: ShadowRequest) -> None:

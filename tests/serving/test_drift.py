@@ -61,7 +61,7 @@ def drifting(template_store: Any, tmp_path_factory: pytest.TempPathFactory) -> A
     reg.register("bare", seg_model(0.5), image_example(32))
     capture = tmp_path_factory.mktemp("captured")
     settings = reg.settings(("steady", "shifted", "seg", "bare"), drift_min_samples=50, capture=str(capture),
-                            capture_threshold=0.3, capture_per_minute=10_000)  # fmt: skip
+                            capture_threshold=0.3, capture_per_minute=10_000, drift_budget=1.0)  # fmt: skip
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client, capture
 

@@ -78,7 +78,9 @@ def shadowed(template_store: Any, tmp_path_factory: pytest.TempPathFactory) -> A
     tab, rows = tabular_model(0)
     reg.register("tab", tab, rows)
     reg.register("tab", tabular_model(7)[0], rows, alias="challenger")
-    app = create_app(reg.settings(("same", "differs", "broken", "tab"), shadow="challenger", drift_min_samples=10))
+    app = create_app(
+        reg.settings(("same", "differs", "broken", "tab"), shadow="challenger", drift_min_samples=10, shadow_budget=1.0)
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -164,3 +166,27 @@ def test_deploy_rules_and_dashboard_use_metrics_the_server_exports(shadowed: Tes
         used = set(re.findall(r"\b(kiln_[a-z_]+)", path.read_text()))
         bases = {base(name) for name in used}
         assert bases and bases <= exported, (path.name, sorted(bases - exported))
+
+
+def test_shadow_runs_keep_to_their_share_of_time() -> None:
+    """A shadow job that took d seconds keeps shadow jobs out for d * (1 / budget - 1): dropped, not queued."""
+    import time
+
+    from serving.offpath import OffPath
+
+    worker = OffPath(budgets={"shadow": 0.1})
+    ran: list[int] = []
+
+    def slow() -> None:
+        time.sleep(0.05)
+        ran.append(1)
+
+    assert worker.submit(slow, kind="shadow")
+    assert worker.wait_empty(5)
+    assert not worker.submit(lambda: ran.append(2), kind="shadow")  # within the next ~0.45 s: over budget
+    assert worker.submit(lambda: ran.append(3), kind="drift")  # another kind has its own budget (none here)
+    assert worker.wait_empty(5)
+    time.sleep(0.5)
+    assert worker.submit(lambda: ran.append(4), kind="shadow") and worker.wait_empty(5)
+    assert ran == [1, 3, 4] and worker.dropped == 1
+    worker.close()
