@@ -40,6 +40,18 @@ def configure(tty: bool | None = None) -> None:
         return
     logger.addFilter(StripAnsi())
     ultralytics_tqdm.is_noninteractive_console = _non_interactive
+    bar = ultralytics_tqdm.TQDM
+    if not getattr(bar._display, "kiln_plain", False):  # bars write their (coloured) description themselves
+        bar._display = _plain_display(bar._display)
+
+
+def _plain_display(display: Any) -> Any:
+    def plain(self: Any, final: bool = False) -> None:
+        self.desc = ANSI.sub("", self.desc)
+        display(self, final)
+
+    plain.kiln_plain = True  # type: ignore[attr-defined]
+    return plain
 
 
 def _non_interactive() -> bool:

@@ -19,6 +19,14 @@ def test_a_log_file_gets_no_colour_codes_and_one_line_per_bar():
         record = logging.LogRecord("ultralytics", logging.INFO, __file__, 1, message, None, None)
         assert logging.getLogger("ultralytics").filter(record)  # ultralytics' handler sees it after the filters
         assert record.getMessage() == "train: Scanning labels"
+        import io
+
+        out = io.StringIO()
+        with ultralytics_tqdm.TQDM(range(3), desc=colorstr("train: ") + "Scanning", file=out) as bar:
+            for _ in bar:
+                pass
+        assert "\x1b[" not in out.getvalue() and "train: Scanning" in out.getvalue()
+        assert out.getvalue().count("\r") <= 1  # one finished line, no redraws
         console.configure(tty=True)  # a terminal keeps ultralytics' colours
         assert not any(isinstance(f, console.StripAnsi) for f in logging.getLogger("ultralytics").filters)
     finally:
