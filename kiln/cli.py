@@ -24,10 +24,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "server": ("cloud.cli", "server"),
     "sagemaker": ("cloud.cli", "sagemaker"),
     "train": ("projects.train_cli", "train_command"),
-    "train": ("projects.train_cli", "train_command"),
     "advise": ("experiments.cli", "advise_command"),
     "tune": ("experiments.cli", "tune_command"),
     "cv": ("experiments.cli", "cv_command"),
+    "study": ("efficiency.cli", "study"),
+    "optimize": ("efficiency.cli", "optimize_command"),
+    "leaderboard": ("efficiency.cli", "leaderboard_command"),
 }
 
 

@@ -28,6 +28,7 @@ from core.contract import ModelContract
 from projects.common.modelcard import write_cards
 from projects.common.tracking import kiln_tags
 from serving.drift import with_reference_profile
+from serving.footprint import profile_registered
 
 if TYPE_CHECKING:  # torch is imported where it is used, so XGBoost-only runs never load it
     import torch
@@ -155,6 +156,7 @@ def log_onnx_model(
     for key, value in version_tags(contract).items():
         client.set_model_version_tag(model_name, version.version, key, value)
     write_cards(client, model_name, int(version.version), contract, run.info.run_id)
+    profile_registered(proto, run.info.run_id)  # params, size, FLOPs, batch-1 latency for `kiln leaderboard`
     return client.get_model_version(model_name, version.version)
 
 
