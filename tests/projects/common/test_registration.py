@@ -112,3 +112,16 @@ def test_bookkeeping_values_are_tags_and_the_card_describes_the_version(mlflow_u
     _train(constant_csv, capsys, register="always", n_estimators=4)  # a new version keeps the history section
     described = client.get_registered_model("flat").description
     assert "**flat v2**" in described and "promote production -> v1 by" in described
+
+
+def test_the_contract_fits_one_line_for_every_task():
+    from projects.common.modelcard import contract_line, curl_line
+    from projects.cr_recon.train import CRConfig
+    from projects.cr_recon.train import contract as cr_contract
+    from projects.edgnet.train import EDGNetConfig
+    from projects.edgnet.train import contract as edgnet_contract
+
+    seg = edgnet_contract(EDGNetConfig(img_size=96), 16)
+    assert contract_line(seg) == "gray 96x96 image (stretch), (x/255 - 0.5)/0.5 -> sigmoid mask > 0.5"
+    assert curl_line("edgnet", seg) == "curl -F image=@picture.png 127.0.0.1:8080/v1/models/edgnet/predict"
+    assert contract_line(cr_contract(CRConfig(), 64)).endswith("-> values of shape [2, 2, 30] (BGGR)")
