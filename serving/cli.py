@@ -59,8 +59,8 @@ def serve(
         names = parse_model_list(models) if models is not None else None
         if names == ():
             raise ValueError("--models is empty")
-        rollout = {"shadow": shadow, "shadow_percent": shadow_percent, "capture": capture}
-        settings = ServeSettings.from_env(models=names, alias=alias, **rollout)
+        rollout_flags = {"shadow": shadow, "shadow_percent": shadow_percent, "capture": capture}
+        settings = ServeSettings.from_env(None, models=names, alias=alias, **rollout_flags)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     configure_logging(log_level)
