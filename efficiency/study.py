@@ -292,14 +292,20 @@ def plot_summary(summary: Sequence[dict[str, Any]], labels: Sequence[str], path:
     return path
 
 
+def experiment_id() -> str:
+    """The experiment MLflow's environment names (MLFLOW_EXPERIMENT_NAME, then _ID), else the default one."""
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    experiment = mlflow.get_experiment_by_name(name) if name else None
+    if name and experiment is None:
+        raise ConfigError(f"MLFLOW_EXPERIMENT_NAME={name!r}: no such experiment")
+    return experiment.experiment_id if experiment else os.environ.get("MLFLOW_EXPERIMENT_ID", "0")
+
+
 def run_study(plan: StudyPlan, out_dir: Path | None = None, log: Any = print) -> StudyResult:
     """Run every cell under one parent run; log the tables and files to it; return everything."""
     counts = check_plan(plan)
     client = MlflowClient()
-    experiment = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", "")) if os.environ.get(
-        "MLFLOW_EXPERIMENT_NAME") else None  # fmt: skip
-    experiment_id = experiment.experiment_id if experiment else os.environ.get("MLFLOW_EXPERIMENT_ID", "0")
-    parent = client.create_run(experiment_id, run_name=f"study-budget-{plan.family}",
+    parent = client.create_run(experiment_id(), run_name=f"study-budget-{plan.family}",
                                tags={"kiln.study": "budget", "kiln.family": plan.family})  # fmt: skip
     parent_id = parent.info.run_id
     try:
