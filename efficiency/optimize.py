@@ -36,6 +36,9 @@ from serving.artifacts import onnx_file
 from serving.footprint import example_feeds, latency, log_footprint, open_like_server
 from serving.predictor import Predictor
 
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"}
+)  # fmt: skip  (a graph without one is not int8: tree ensembles, say)
 CALIBRATION_IMAGES = 32  # the onnxruntime docs suggest a few dozen to a few hundred representative inputs
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -165,6 +168,11 @@ def quantize(source: Path, target: Path, contract: ModelContract, calibration: S
         quantize_static(str(prepared), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
     proto = onnx.load(str(target))
+    if not any(node.op_type in QUANTIZED_OPS for node in proto.graph.node):
+        kinds = sorted({node.op_type for node in proto.graph.node})
+        raise OptimizeError(
+            f"nothing to quantize: no operator onnxruntime quantizes in this graph ({', '.join(kinds)})"
+        )
     keep = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
     del proto.metadata_props[:]
     for key, value in keep.items():  # the int8 graph keeps the contract the server reads

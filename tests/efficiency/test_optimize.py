@@ -115,3 +115,30 @@ def test_unknown_model_and_bad_flags_are_one_line_errors(mlflow_uri) -> None:
     assert result.exit_code == 2 and "Error: model 'nope' has no version 1" in result.output
     result = CliRunner().invoke(optimize_command, ["nope", "--version", "1", "--int8", "--max-drop", "-1"])
     assert result.exit_code == 2 and "--max-drop must be >= 0" in result.output
+
+
+@pytest.mark.slow
+def test_a_tabular_regressor_is_quantized_dynamically_and_judged_by_pearson(mlflow_uri, tmp_path) -> None:
+    import pandas as pd
+
+    from core.contract import TabularPost
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)).eval()
+    names = [f"f{i}" for i in range(4)]
+    x = np.random.default_rng(0).normal(size=(120, 4)).astype(np.float32)
+    with torch.no_grad():
+        y = net(torch.from_numpy(x)).numpy()[:, 0]
+    table = pd.DataFrame(x, columns=names).assign(target=y)
+    table.to_csv(tmp_path / "rows.csv", index=False)
+    path = export_onnx(net, torch.zeros(2, 4), tmp_path / "mlp.onnx", dynamic_hw=False)
+    contract = ModelContract(task="tabular", family="test", postprocess=TabularPost("regression", tuple(names)))
+    with mlflow.start_run():
+        mlflow.log_param("target", "target")
+        log_onnx_model(path, input_example=x[:2], model_name="mlp", contract=contract)
+    args = ["mlp", "--version", "1", "--int8", "--data", str(tmp_path / "rows.csv"), "--max-drop", "0.05"]
+    result = CliRunner().invoke(optimize_command, args)
+    assert result.exit_code == 0, result.output
+    assert "pearson" in result.output and "fp32 1.0000" in result.output and "registered mlp v2" in result.output
+    run = mlflow.MlflowClient().get_run(mlflow.MlflowClient().get_model_version("mlp", "2").run_id)
+    assert run.data.params["quantization"] == "dynamic int8"
