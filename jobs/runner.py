@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import secrets
@@ -249,10 +250,22 @@ class JobRunner:
 
     def argv(self, job: Job, experiment_id: str, run_id: str) -> list[str]:
         cmd = [sys.executable, "-m", "mlflow", "run", str(self.settings.project_dir), "-e", job.entry_point]
-        cmd += ["--env-manager", "local", "--experiment-id", experiment_id, "--run-id", run_id]
+        if self.settings.backend_config is not None:  # SageMaker: MLflow passes --run-id to local runs only
+            cmd += ["--backend", "sagemaker", "--backend-config", str(self._backend_config(job, run_id))]
+        else:
+            cmd += ["--env-manager", "local"]
+        cmd += ["--experiment-id", experiment_id, "--run-id", run_id]
         for name, value in job.params.items():
             cmd += ["-P", f"{name}={value}"]
         return cmd
+
+    def _backend_config(self, job: Job, run_id: str) -> Path:
+        """The service's backend config plus the run this job reports into, beside the job's log."""
+        assert self.settings.backend_config is not None
+        config = json.loads(self.settings.backend_config.read_text())
+        path = Path(job.log_path).with_suffix(".backend.json")
+        path.write_text(json.dumps({**config, "run_id": run_id}))
+        return path
 
     def job_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}

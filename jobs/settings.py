@@ -29,6 +29,7 @@ NAMES = {
     "cancel_grace_seconds": "KILN_JOBS_CANCEL_GRACE_SECONDS",
     "poll_seconds": "KILN_JOBS_POLL_SECONDS",
     "access_log": "KILN_JOBS_ACCESS_LOG",
+    "backend_config": "KILN_JOBS_BACKEND_CONFIG",
 }
 
 
@@ -45,6 +46,9 @@ class Settings:
     cancel_grace_seconds: float = 10.0  # KILN_JOBS_CANCEL_GRACE_SECONDS: SIGTERM to SIGKILL wait on cancel
     poll_seconds: float = 0.5  # KILN_JOBS_POLL_SECONDS: how often the supervisor reaps and starts jobs
     access_log: bool = False  # KILN_JOBS_ACCESS_LOG: uvicorn's line per HTTP request (the page polls every second)
+    backend_config: Path | None = (
+        None  # KILN_JOBS_BACKEND_CONFIG: sm.json; jobs then run on SageMaker (docs/sagemaker.md)
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, project_dir: Path | None = None) -> Settings:
@@ -67,6 +71,7 @@ class Settings:
             cancel_grace_seconds=raw.cancel_grace_seconds,
             poll_seconds=raw.poll_seconds,
             access_log=raw.access_log,
+            backend_config=_backend_config(raw.backend_config),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -88,6 +93,21 @@ class _Raw:
     cancel_grace_seconds: float = Settings.cancel_grace_seconds
     poll_seconds: float = Settings.poll_seconds
     access_log: bool = Settings.access_log
+    backend_config: Path | None = None
+
+
+def _backend_config(path: Path | None) -> Path | None:
+    """The SageMaker backend config, checked now (every key) so that a bad one stops the start, not a job."""
+    if path is None:
+        return None
+    from cloud.sagemaker_config import load_backend_config
+    from core.errors import ConfigError
+
+    try:
+        load_backend_config(path)
+    except ConfigError as err:
+        raise SettingsError(f"KILN_JOBS_BACKEND_CONFIG: {err.message}") from None
+    return path.resolve()
 
 
 def _check_tracking_uri(uri: str) -> str:
