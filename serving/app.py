@@ -31,6 +31,8 @@ from serving.http import json_response, request_store
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, configure_logging
 from serving.pages import install_pages
+from serving.rollout import Rollout, RolloutMiddleware
+from serving.rollout import router as rollout_router
 from serving.settings import ServeSettings
 from serving.store import ModelSlot, ModelStore
 
@@ -57,6 +59,7 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in the server log
     metrics = Metrics()
     store = ModelStore(settings, metrics, client)
+    rollout = Rollout(store, settings, metrics)  # challenger, canary, drift (serving/rollout.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,6 +70,7 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
             yield
         finally:
             await app.state.watcher.stop()
+            rollout.close()
             store.close()
 
     app = FastAPI(
@@ -75,11 +79,14 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
     )  # fmt: skip
     app.state.settings, app.state.store, app.state.metrics = settings, store, metrics
     app.state.watcher = watcher.Watcher(store, settings.poll_seconds)
+    app.state.rollout = rollout
     for router in (protocol_v2.router, invocations.router, task_routes.router, status_router, watcher.router):
         app.include_router(router)
+    app.include_router(rollout_router)
     install_pages(app)
     _add_error_handlers(app)
     app.add_middleware(FastPath, routes=_fast_routes(protocol_v2.router, invocations.router, task_routes.router))
+    app.add_middleware(RolloutMiddleware, rollout=rollout, header=settings.routing_header)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -56,16 +56,6 @@ class ServeSettings:
     capture: str | None = None  # folder or s3://bucket/prefix for inputs whose prediction was uncertain
     capture_threshold: float = 0.5  # uncertainty (0 sure .. 1 coin toss) at or above which an input is captured
     capture_per_minute: int = 60  # at most this many captures a minute
-    shadow: str | None = None  # alias of the challenger each model also runs on, after answering; unset = no shadow
-    shadow_percent: float = 100.0  # share of task requests the challenger also answers
-    canary: bool = True  # follow the canary the registry holds for each model (kiln promote --canary)
-    routing_header: str = "X-Kiln-Routing-Key"  # requests with the same value go to the same side of a canary
-    drift_window: int = 2000  # live values kept per feature for the drift scores
-    drift_min_samples: int = 100  # a feature is scored once it has this many live values
-    drift_percent: float = 100.0  # share of task requests whose features are observed
-    capture: str | None = None  # folder or s3://bucket/prefix for inputs whose prediction was uncertain
-    capture_threshold: float = 0.5  # uncertainty (0 sure .. 1 coin toss) at or above which an input is captured
-    capture_per_minute: int = 60  # at most this many captures a minute
     tracking_uri: str | None = None  # the registry (read from MLFLOW_TRACKING_URI); unset = MLflow's default
 
     @classmethod
@@ -95,12 +85,6 @@ class ServeSettings:
             "drift_percent": 0 <= self.drift_percent <= 100,
             "shadow_budget": 0 < self.shadow_budget <= 1,
             "drift_budget": 0 < self.drift_budget <= 1,
-            "capture_threshold": 0 <= self.capture_threshold <= 1,
-            "capture_per_minute": self.capture_per_minute >= 1,
-            "shadow_percent": 0 <= self.shadow_percent <= 100,
-            "drift_window": self.drift_window >= 10,
-            "drift_min_samples": 1 <= self.drift_min_samples <= self.drift_window,
-            "drift_percent": 0 <= self.drift_percent <= 100,
             "capture_threshold": 0 <= self.capture_threshold <= 1,
             "capture_per_minute": self.capture_per_minute >= 1,
         }

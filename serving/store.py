@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from registry.lookup import all_registered_models
 from serving.artifacts import reason, registry_client
@@ -72,6 +73,11 @@ class ModelSlot:
     swaps: int = 0
     failed_at: dict[str, float] = field(default_factory=dict)  # version -> monotonic time it failed
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    canary: Router | None = None  # while a canary runs (serving/canary.py): picks production or the candidate
+
+
+class Router(Protocol):
+    def pick(self, production: Deployed) -> Deployed: ...
 
 
 class ModelStore:
@@ -82,6 +88,8 @@ class ModelStore:
         self.metrics = metrics
         self._client = client
         self.slots: dict[str, ModelSlot] = {}
+        # called after each refresh of a model: its challenger and canary follow the registry too (serving/rollout.py)
+        self.followers: list[Callable[[str], Awaitable[None]]] = []
         self._discovery_failed: dict[str, float] = {}  # name -> monotonic time its first load failed
 
     @property
@@ -106,7 +114,7 @@ class ModelStore:
             raise ModelNotFound(f"no model named {name!r} is served; served: {sorted(self.slots)}")
         if slot.current is None:
             raise ModelNotReady(f"model {name!r} is not loaded yet")
-        return slot.current
+        return slot.current if slot.canary is None else slot.canary.pick(slot.current)
 
     @property
     def ready(self) -> bool:
@@ -148,6 +156,12 @@ class ModelStore:
             except SwapRefused as err:
                 raise RuntimeError(f"cannot serve {name!r}: {err}") from err
             self.install(loaded)
+        for name in names:
+            await self.follow(name)
+
+    async def follow(self, name: str) -> None:
+        for follower in self.followers:
+            await follower(name)
 
     async def discover(self) -> list[str]:
         """Load every model that got the alias since start-up (discovery mode only); returns the names added.
@@ -198,7 +212,12 @@ class ModelStore:
             ) from None
 
     async def refresh(self, name: str) -> bool:
-        """Re-read the alias and swap if it moved. Returns True when a new version went live."""
+        """Re-read the alias and swap if it moved, then let the followers look. True when a new version went live."""
+        swapped = await self._refresh_alias(name)
+        await self.follow(name)
+        return swapped
+
+    async def _refresh_alias(self, name: str) -> bool:
         slot = self.slots[name]
         async with slot.lock:
             try:

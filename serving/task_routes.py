@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from serving.http import json_response, media_type, read_body, read_json, reques
 from serving.loading import LoadedModel
 from serving.pictures import picture, wanted_format
 from serving.postprocess import Task
+from serving.rollout import after_task
 from serving.store import infer
 
 router = APIRouter(tags=["task endpoints"])
@@ -110,6 +112,7 @@ _IMAGE_BODY = {
 @router.post("/v1/models/{name}/predict", openapi_extra=_IMAGE_BODY, summary="Predict with the model's own pre/post")
 async def predict(name: str, request: Request) -> Any:
     """Read the request, hand it to the model object (the predictor), run it through the batcher, answer."""
+    started = time.perf_counter()
     deployed = request_store(request).get(name)
     model = deployed.model
     request.state.model, request.state.version = model.name, model.version
@@ -123,6 +126,7 @@ async def predict(name: str, request: Request) -> Any:
         feeds, geometry = await run_in_threadpool(predictor.prepare_bytes, data)
         outputs = await infer(deployed, feeds)
         result: Any = await run_in_threadpool(predictor.finish_image, outputs, geometry, params)
+        after_task(request, deployed, result, started, feeds=feeds, params=params, data=data, geometry=geometry)
         if fmt != "json":
             png = await run_in_threadpool(picture, result, data, fmt, task.name)
             headers = {"X-Kiln-Model": model.name, "X-Kiln-Model-Version": str(model.version)}
@@ -130,8 +134,10 @@ async def predict(name: str, request: Request) -> Any:
     else:
         if fmt != "json":
             picture(None, b"", fmt, task.name)  # raises the 406 that names what this task answers
-        feeds, rows = predictor.prepare_records(await read_json(request))
+        payload = await read_json(request)
+        feeds, rows = predictor.prepare_records(payload)
         result = predictor.finish_records(await infer(deployed, feeds), rows)
+        after_task(request, deployed, result, started, feeds=feeds, params=params, records=payload)
     return json_response({"model": model.name, "version": model.version, "task": task.name, **result.to_json()}, model)
 
 
