@@ -57,6 +57,8 @@ def study() -> None:
 @click.option("--metric", default="test_iou", show_default=True, help="metric of the table (falls back to ranking)")
 @click.option("--set", "sets", multiple=True, help="config value for every cell, key=value (repeatable)")
 @click.option("--out", type=click.Path(path_type=Path), help="also keep the CSV/plot files in this folder")
+@click.option("--resume", help="parent run id of an interrupted study of the same plan: reuse its finished cells")
+@click.option("--retries", default=1, show_default=True, type=click.IntRange(min=0), help="reruns of a failed cell")
 @cli_errors
 def budget(
     family: str,
@@ -67,6 +69,8 @@ def budget(
     metric: str,
     sets: tuple[str, ...],
     out: Path | None,
+    resume: str | None,
+    retries: int,
 ) -> None:
     """Train every variant on every dataset with every seed; tabulate mean +- std and the distillation effect."""
     from efficiency.study import StudyPlan, run_study
@@ -75,7 +79,7 @@ def budget(
                      teacher, _overrides(sets), metric)  # fmt: skip
     click.echo(f"study: {plan.size} cells ({len(plan.variants)} variants x {len(plan.datasets)} datasets x "
                f"{len(plan.seeds)} seeds{' x 2 arms' if teacher else ''})")  # fmt: skip
-    result = run_study(plan, out, log=lambda text: click.echo(text))
+    result = run_study(plan, out, log=lambda text: click.echo(text), resume=resume, retries=retries)
     click.echo(f"parent run {result.parent_run_id}; files: {', '.join(str(p) for p in result.files)}")
 
 

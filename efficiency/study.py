@@ -33,7 +33,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
-from core.errors import ConfigError, UserError
+from core.errors import ConfigError, KilnError, UserError
 from projects.common.families import get_family, train_family
 
 
@@ -162,7 +162,7 @@ def run_cell(client: MlflowClient, parent: Any, plan: StudyPlan, cell: tuple[str
     overrides.setdefault("model_name", f"{plan.family}_{variant}_{label}")
     if distilled:
         overrides["teacher"] = plan.teacher.replace("{dataset}", label)
-    name = f"{variant}/{label}/seed{seed}{'/distilled' if distilled else ''}"
+    name = cell_name(variant, dataset, seed, distilled)
     tags = {"kiln.study": parent.info.run_id, "kiln.cell": name}
     start = time.perf_counter()
     with child_run(client, parent, name, tags) as run_id:
@@ -301,22 +301,28 @@ def experiment_id() -> str:
     return experiment.experiment_id if experiment else os.environ.get("MLFLOW_EXPERIMENT_ID", "0")
 
 
-def run_study(plan: StudyPlan, out_dir: Path | None = None, log: Any = print) -> StudyResult:
-    """Run every cell under one parent run; log the tables and files to it; return everything."""
+def run_study(
+    plan: StudyPlan, out_dir: Path | None = None, log: Any = print, resume: str | None = None, retries: int = 1
+) -> StudyResult:
+    """Run every cell under one parent run; log the tables and files to it; return everything.
+
+    `resume` (a parent run id) reopens that study and reuses its finished cells. A cell that fails with anything
+    but a KilnError (a user error stops the study) is run again up to `retries` times.
+    """
     counts = check_plan(plan)
     client = MlflowClient()
-    parent = client.create_run(experiment_id(), run_name=f"study-budget-{plan.family}",
-                               tags={"kiln.study": "budget", "kiln.family": plan.family})  # fmt: skip
+    parent = _reopen(client, resume, plan) if resume else _open(client, plan, counts)
     parent_id = parent.info.run_id
+    done = finished_cells(client, parent_id, plan) if resume else {}
     try:
-        _log_plan(client, parent_id, plan, counts)
         cells = []
         for index, spec in enumerate(plan.cells(), start=1):
-            cell = run_cell(client, parent, plan, spec)
+            cell = done.get(cell_name(*spec)) or _run_with_retries(client, parent, plan, spec, retries, log)
             cells.append(cell)
             log(
                 f"[{index}/{plan.size}] {cell.variant}/{cell.dataset}/seed{cell.seed}"
                 f"{' +KD' if cell.distilled else ''}: {cell.metric}={cell.value:.4f} ({cell.seconds:.0f}s)"
+                + (" (resumed)" if cell_name(*spec) in done else "")
             )
         result = _finish(client, parent_id, plan, cells, counts, out_dir, log)
     except BaseException:
@@ -326,11 +332,75 @@ def run_study(plan: StudyPlan, out_dir: Path | None = None, log: Any = print) ->
     return result
 
 
+def cell_name(variant: str, dataset: str, seed: int, distilled: bool) -> str:
+    return f"{variant}/{dataset_label(dataset)}/seed{seed}{'/distilled' if distilled else ''}"
+
+
+def _run_with_retries(
+    client: MlflowClient, parent: Any, plan: StudyPlan, spec: tuple[str, str, int, bool], retries: int, log: Any
+) -> Cell:
+    for attempt in range(retries + 1):
+        try:
+            return run_cell(client, parent, plan, spec)
+        except KilnError:
+            raise
+        except Exception as err:
+            if attempt == retries:
+                raise
+            log(f"cell {cell_name(*spec)} failed ({type(err).__name__}: {err}); running it again")
+    raise AssertionError("unreachable")
+
+
+def _open(client: MlflowClient, plan: StudyPlan, counts: Mapping[str, int]) -> Any:
+    parent = client.create_run(experiment_id(), run_name=f"study-budget-{plan.family}",
+                               tags={"kiln.study": "budget", "kiln.family": plan.family})  # fmt: skip
+    _log_plan(client, parent.info.run_id, plan, counts)
+    return parent
+
+
+def _reopen(client: MlflowClient, run_id: str, plan: StudyPlan) -> Any:
+    """The study run `run_id`, running again; refused unless it is a budget study of the same plan."""
+    from registry.lookup import get_run
+
+    parent = get_run(client, run_id)
+    if parent.data.tags.get("kiln.study") != "budget":
+        raise ConfigError(f"--resume {run_id}: not a budget study's parent run")
+    wanted = _plan_params(plan)
+    keys = set(wanted) | {k for k in parent.data.params if k.startswith("set.")}
+    differs = sorted(k for k in keys if parent.data.params.get(k, "") != wanted.get(k, ""))
+    if differs:
+        raise ConfigError(f"--resume {run_id}: the study was run with other {', '.join(differs)}; "
+                          f"its plan: {', '.join(f'{k}={parent.data.params.get(k)!r}' for k in differs)}")  # fmt: skip
+    client.update_run(run_id, status="RUNNING")
+    return parent
+
+
+def finished_cells(client: MlflowClient, parent_id: str, plan: StudyPlan) -> dict[str, Cell]:
+    """The cells of study `parent_id` whose child run finished, by cell name."""
+    family = get_family(plan.family)
+    runs = client.search_runs([client.get_run(parent_id).info.experiment_id],
+                              f"tags.kiln.study = '{parent_id}' and attributes.status = 'FINISHED'")  # fmt: skip
+    cells: dict[str, Cell] = {}
+    for run in runs:
+        name, metrics = run.data.tags.get("kiln.cell", ""), run.data.metrics
+        metric = plan.metric if plan.metric in metrics else family.ranking.metric
+        if metric not in metrics or not name:
+            continue
+        variant, label, seed, *rest = name.split("/")
+        seconds = ((run.info.end_time or 0) - (run.info.start_time or 0)) / 1000
+        cells[name] = Cell(variant, label, int(seed.removeprefix("seed")), bool(rest), float(metrics[metric]), metric,
+                           float(metrics.get("num_parameters", math.nan)), run.info.run_id, seconds)  # fmt: skip
+    return cells
+
+
+def _plan_params(plan: StudyPlan) -> dict[str, str]:
+    return {"family": plan.family, "variants": ",".join(plan.variants), "datasets": ",".join(plan.datasets),
+            "seeds": ",".join(map(str, plan.seeds)), "teacher": plan.teacher or "", "metric": plan.metric,
+            **{f"set.{k}": str(v) for k, v in plan.overrides.items()}}  # fmt: skip
+
+
 def _log_plan(client: MlflowClient, run_id: str, plan: StudyPlan, counts: Mapping[str, int]) -> None:
-    params = {"family": plan.family, "variants": ",".join(plan.variants), "datasets": ",".join(plan.datasets),
-              "seeds": ",".join(map(str, plan.seeds)), "teacher": plan.teacher or "", "metric": plan.metric,
-              **{f"set.{k}": str(v) for k, v in plan.overrides.items()}}  # fmt: skip
-    for key, value in params.items():
+    for key, value in _plan_params(plan).items():
         client.log_param(run_id, key, value)
     for variant, count in counts.items():
         client.log_metric(run_id, f"params_{variant}", float(count))

@@ -37,6 +37,12 @@ def test_one_cell_runs_in_a_child_of_the_parent_and_tabulates(mlflow_uri, tmp_pa
     assert {"study/cells.csv", "study/summary.csv", "study/summary.png", "study/summary.txt"} <= artifacts
     assert (tmp_path / "summary.csv").read_text().startswith("variant,distilled,parameters,seg_cracks_mean")
 
+    again = CliRunner().invoke(study, args + CELL_SETTINGS + ["--resume", parent.info.run_id])
+    assert again.exit_code == 0 and "seed0: test_iou=" in again.output and "(resumed)" in again.output, again.output
+    assert len(mlflow.search_runs(["0"], output_format="list")) == 2  # no cell trained twice
+    other = CliRunner().invoke(study, args + ["--resume", parent.info.run_id])
+    assert other.exit_code == 1 and "the study was run with other set." in other.output
+
 
 def test_a_variant_over_budget_stops_the_study_before_any_run(mlflow_uri) -> None:
     args = ["budget", "--variants", "micronet,mininet_50k", "--datasets", "seg_cracks", "--seeds", "0"]
