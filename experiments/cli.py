@@ -11,12 +11,12 @@ Each command reads the tracking store from MLFLOW_TRACKING_URI (or --tracking-ur
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 import mlflow
 
 from core.errors import cli_errors
+from experiments.options import parse_overrides
 
 
 def _use_store(tracking_uri: str | None) -> None:
@@ -40,13 +40,6 @@ def advise_command(run_id: str, as_json: bool, no_log: bool, no_compare: bool, t
     if not no_log:
         log_advice(advice)
     click.echo(json.dumps(advice.to_json(), indent=2) if as_json else advice.markdown())
-
-
-def _sets(pairs: tuple[str, ...], joined: str) -> dict[str, str]:
-    """`--set k=v` (repeatable) plus `--sets "k=v k2=v2"` (the MLproject entry points pass one string)."""
-    from projects.train_cli import parse_sets
-
-    return parse_sets([*pairs, *joined.split()])
 
 
 @click.command("tune")
@@ -83,7 +76,7 @@ def tune_command(target: str, space_path: str, trials: int, metric: str | None, 
     result = tune(
         target, space_path, trials, metric=metric, mode=mode, pruner=pruner, sampler=sampler, seed=seed,
         study=study or None, storage=storage or None, workers=workers, timeout=timeout or None,
-        sets=_sets(sets, joined), experiment=experiment or None, register_best=register_best,
+        sets=parse_overrides(sets, joined), experiment=experiment or None, register_best=register_best,
     )  # fmt: skip
     click.echo(json.dumps(dataclasses.asdict(result), indent=2, default=str) if as_json else result.note)
 
@@ -113,8 +106,8 @@ def cv_command(target: str, folds: int | None, seeds_text: str | None, metric: s
     _use_store(tracking_uri)
     seeds = parse_seeds(seeds_text) if seeds_text else None
     result = cv(
-        target, folds=folds or None, seeds=seeds, sets=_sets(sets, joined), metric=metric or None, refit=refit,
-        register=register, experiment=experiment or None, seed=fold_seed,
+        target, folds=folds or None, seeds=seeds, sets=parse_overrides(sets, joined), metric=metric or None,
+        refit=refit, register=register, experiment=experiment or None, seed=fold_seed,
     )  # fmt: skip
     click.echo(json.dumps(dataclasses.asdict(result), indent=2, default=str) if as_json else result.note)
 
@@ -130,80 +123,3 @@ main.add_command(advise_command)
 
 if __name__ == "__main__":
     main()
-
-
-# ---------------------------------------------------------------- the MLproject entry points (`mlflow run -e tune|cv`)
-# MLproject parameters cannot be absent, so every optional value arrives as a string and "" means "not given".
-
-
-def _optional_number(text: str, flag: str, kind: type = float) -> Any:
-    if not text.strip():
-        return None
-    try:
-        return kind(float(text))
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a number", param_hint=flag) from None
-
-
-def _flag(text: str, flag: str) -> bool:
-    value = text.strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise click.BadParameter(f"{text!r} is not true or false", param_hint=flag)
-    return value in ("true", "1", "yes")
-
-
-@click.command("tune")
-@click.option("--target", required=True, help="Family or preset to tune.")
-@click.option("--space", "space_path", required=True, help="YAML search space.")
-@click.option("--trials", default="20", help="Trials to run.")
-@click.option("--metric", default="", help="Objective ('' = the family's ranking metric).")
-@click.option("--mode", default="", help="max or min ('' = the family's).")
-@click.option("--pruner", default="median", help="median, hyperband or none.")
-@click.option("--sampler", default="tpe", help="tpe or random.")
-@click.option("--seed", default="", help="Sampler seed ('' = random).")
-@click.option("--timeout", default="", help="Seconds after which no new trial starts ('' = none).")
-@click.option("--study", default="", help="Study name; the same name resumes ('' = TARGET-<time>).")
-@click.option("--storage", default="", help="Optuna RDB URL ('' = sqlite file under $KILN_HOME).")
-@click.option("--workers", default="1", help="Processes sharing the study.")
-@click.option("--sets", "joined", default="", help="Space-separated key=value config overrides for every trial.")
-@click.option("--register-best", "register_best", default="true", help="true: refit and register the best trial.")
-@cli_errors
-def tune_entry(target: str, space_path: str, trials: str, metric: str, mode: str, pruner: str, sampler: str,
-               seed: str, timeout: str, study: str, storage: str, workers: str, joined: str,
-               register_best: str) -> None:  # fmt: skip
-    """`mlflow run . -e tune`: the same search as `kiln tune`, in the run `mlflow run` created (the parent)."""
-    from experiments.tune import tune
-
-    if mode.strip() and mode not in ("max", "min"):
-        raise click.BadParameter(f"{mode!r} is not max or min", param_hint="--mode")
-    result = tune(
-        target, space_path, _optional_number(trials, "--trials", int), metric=metric or None, mode=mode or None,
-        pruner=pruner, sampler=sampler, seed=_optional_number(seed, "--seed", int), study=study or None,
-        storage=storage or None, workers=_optional_number(workers, "--workers", int) or 1,
-        timeout=_optional_number(timeout, "--timeout"), sets=_sets((), joined),
-        register_best=_flag(register_best, "--register-best"),
-    )  # fmt: skip
-    click.echo(result.note)
-
-
-@click.command("cv")
-@click.option("--target", required=True, help="Family or preset to cross-validate.")
-@click.option("--folds", default="", help="K folds ('' = use --seeds).")
-@click.option("--seeds", "seeds_text", default="", help="Comma-separated seeds ('' = use --folds).")
-@click.option("--metric", default="", help="Metric that picks the registered part ('' = the family's).")
-@click.option("--fold-seed", default="0", help="Shuffle seed for dealing items into folds.")
-@click.option("--refit", default="false", help="true: register a refit instead of the fold closest to the mean.")
-@click.option("--register", default="true", help="false: register nothing.")
-@click.option("--sets", "joined", default="", help="Space-separated key=value config overrides.")
-@cli_errors
-def cv_entry(target: str, folds: str, seeds_text: str, metric: str, fold_seed: str, refit: str, register: str,
-             joined: str) -> None:  # fmt: skip
-    """`mlflow run . -e cv`: the same run as `kiln cv`, in the run `mlflow run` created (the parent)."""
-    from experiments.cv import cv, parse_seeds
-
-    result = cv(
-        target, folds=_optional_number(folds, "--folds", int), seeds=parse_seeds(seeds_text) if seeds_text else None,
-        sets=_sets((), joined), metric=metric or None, refit=_flag(refit, "--refit"),
-        register=_flag(register, "--register"), seed=_optional_number(fold_seed, "--fold-seed", int) or 0,
-    )  # fmt: skip
-    click.echo(result.note)

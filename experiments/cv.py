@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 from mlflow import MlflowClient
 
-from core.errors import ConfigError, UserError
+from core.errors import ConfigError, UserError, cli_errors
+from experiments.options import flag_value, optional_number, parse_overrides
 from experiments.runs import NOTE_TAG, close_parent, create_child, experiment_id, mark_failed, open_parent, stamp
 from experiments.runs import train_in_run as _train
 from experiments.stats import Summary, closest_to_mean, cv_metrics, cv_value_tags, shared_metrics, summarize
@@ -269,17 +271,30 @@ def _note(result: CVResult, target: str) -> str:
     return text + "."
 
 
-def __getattr__(name: str) -> Any:
-    """`main` is the click command of the MLproject entry point `cv` (`python -m experiments.cv`), defined in
-    experiments.cli beside `kiln cv` and loaded on first use."""
-    if name == "main":
-        from experiments.cli import cv_entry
+# ---------------------------------------------------------------- the MLproject entry point `cv`
+# MLproject parameters cannot be absent, so every optional value arrives as a string and "" means "not given".
 
-        return cv_entry
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+@click.command("cv")
+@click.option("--target", required=True, help="Family or preset to cross-validate.")
+@click.option("--folds", default="", help="K folds ('' = use --seeds).")
+@click.option("--seeds", "seeds_text", default="", help="Comma-separated seeds ('' = use --folds).")
+@click.option("--metric", default="", help="Metric that picks the registered part ('' = the family's).")
+@click.option("--fold-seed", default="0", help="Shuffle seed for dealing items into folds.")
+@click.option("--refit", default="false", help="true: register a refit instead of the fold closest to the mean.")
+@click.option("--register", default="true", help="false: register nothing.")
+@click.option("--sets", "joined", default="", help="Space-separated key=value config overrides.")
+@cli_errors
+def main(target: str, folds: str, seeds_text: str, metric: str, fold_seed: str, refit: str, register: str,
+         joined: str) -> None:  # fmt: skip
+    """`mlflow run . -e cv`: the same run as `kiln cv`, in the run `mlflow run` created (the parent)."""
+    result = cv(
+        target, folds=optional_number(folds, "--folds", int), seeds=parse_seeds(seeds_text) if seeds_text else None,
+        sets=parse_overrides((), joined), metric=metric or None, refit=flag_value(refit, "--refit"),
+        register=flag_value(register, "--register"), seed=optional_number(fold_seed, "--fold-seed", int) or 0,
+    )  # fmt: skip
+    click.echo(result.note)
 
 
 if __name__ == "__main__":
-    from experiments.cli import cv_entry
-
-    cv_entry()
+    main()

@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import mlflow
 from mlflow import MlflowClient
 
-from core.errors import ConfigError, KilnError, UserError
+from core.errors import ConfigError, KilnError, UserError, cli_errors
+from experiments.options import flag_value, optional_number, parse_overrides
 from experiments.runs import (
     NOTE_TAG,
     close_parent,
@@ -504,17 +506,41 @@ def _note(spec: TuneSpec, complete: list[Any], best: Any, counts: Mapping[str, i
     return text
 
 
-def __getattr__(name: str) -> Any:
-    """`main` is the click command of the MLproject entry point `tune` (`python -m experiments.tune`), defined in
-    experiments.cli beside `kiln tune` and loaded on first use."""
-    if name == "main":
-        from experiments.cli import tune_entry
+# ---------------------------------------------------------------- the MLproject entry point `tune`
+# MLproject parameters cannot be absent, so every optional value arrives as a string and "" means "not given".
 
-        return tune_entry
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+@click.command("tune")
+@click.option("--target", required=True, help="Family or preset to tune.")
+@click.option("--space", "space_path", required=True, help="YAML search space.")
+@click.option("--trials", default="20", help="Trials to run.")
+@click.option("--metric", default="", help="Objective ('' = the family's ranking metric).")
+@click.option("--mode", default="", help="max or min ('' = the family's).")
+@click.option("--pruner", default="median", help="median, hyperband or none.")
+@click.option("--sampler", default="tpe", help="tpe or random.")
+@click.option("--seed", default="", help="Sampler seed ('' = random).")
+@click.option("--timeout", default="", help="Seconds after which no new trial starts ('' = none).")
+@click.option("--study", default="", help="Study name; the same name resumes ('' = TARGET-<time>).")
+@click.option("--storage", default="", help="Optuna RDB URL ('' = sqlite file under $KILN_HOME).")
+@click.option("--workers", default="1", help="Processes sharing the study.")
+@click.option("--sets", "joined", default="", help="Space-separated key=value config overrides for every trial.")
+@click.option("--register-best", "register_best", default="true", help="true: refit and register the best trial.")
+@cli_errors
+def main(target: str, space_path: str, trials: str, metric: str, mode: str, pruner: str, sampler: str,
+         seed: str, timeout: str, study: str, storage: str, workers: str, joined: str,
+         register_best: str) -> None:  # fmt: skip
+    """`mlflow run . -e tune`: the same search as `kiln tune`, in the run `mlflow run` created (the parent)."""
+    if mode.strip() and mode not in ("max", "min"):
+        raise click.BadParameter(f"{mode!r} is not max or min", param_hint="--mode")
+    result = tune(
+        target, space_path, optional_number(trials, "--trials", int), metric=metric or None, mode=mode or None,
+        pruner=pruner, sampler=sampler, seed=optional_number(seed, "--seed", int), study=study or None,
+        storage=storage or None, workers=optional_number(workers, "--workers", int) or 1,
+        timeout=optional_number(timeout, "--timeout"), sets=parse_overrides((), joined),
+        register_best=flag_value(register_best, "--register-best"),
+    )  # fmt: skip
+    click.echo(result.note)
 
 
 if __name__ == "__main__":
-    from experiments.cli import tune_entry
-
-    tune_entry()
+    main()
