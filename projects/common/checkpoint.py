@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,17 @@ import mlflow
 import torch
 
 from core.errors import UserError
+from core.settings import read_env
 
 ARTIFACT_DIR = "checkpoints"
 WRITE_EVERY_SECONDS = 30.0  # while training runs, checkpoints reach the run at most this often; always at the end
+
+
+@dataclass(frozen=True)
+class CheckpointSettings:
+    # KILN_CHECKPOINT_EVERY_SECONDS: 0 writes every epoch, so that a killed job (a SageMaker spot reclaim) resumes
+    # exactly where its metrics stop; the SageMaker container sets it (docs/sagemaker.md)
+    checkpoint_every_seconds: float = WRITE_EVERY_SECONDS
 
 
 class ResumeError(UserError, RuntimeError):
@@ -36,11 +45,11 @@ class ResumeError(UserError, RuntimeError):
 class CheckpointWriter:
     """Writes checkpoints into a scratch folder and logs them to the active run under `checkpoints/`."""
 
-    def __init__(self, every_seconds: float = WRITE_EVERY_SECONDS) -> None:
+    def __init__(self, every_seconds: float | None = None) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="kiln-ckpt-"))
         # The files live on as run artifacts; the scratch copies go when the writer does (or at exit).
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
-        self._every = every_seconds
+        self._every = read_env(CheckpointSettings).checkpoint_every_seconds if every_seconds is None else every_seconds
         self._written_at = time.monotonic()
         self._pending: dict[str, dict[str, Any]] = {}
 
