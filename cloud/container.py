@@ -188,6 +188,8 @@ def training_env(job: Job) -> dict[str, str]:
     env = dict(os.environ)
     for key, value in RESILIENT_HTTP.items():
         env.setdefault(key, value)
+    # last.pt every epoch: a spot reclaim then loses only the epoch in flight, never a logged one
+    env.setdefault("KILN_CHECKPOINT_EVERY_SECONDS", "0")
     env["MLFLOW_RUN_ID"] = job.run_id
     if job.experiment_id:
         env["MLFLOW_EXPERIMENT_ID"] = job.experiment_id

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m pytest tests/cloud/test_container.py -q
 
-A training is killed (SIGKILL, as a reclaimed spot instance) after its first epoch reached the run, then started
+A training is killed (SIGKILL, as a reclaimed spot instance) once its first checkpoint reached the run, then started
 again with the same /opt/ml tree, as SageMaker restarts an interrupted spot job: it must resume from the run's
 checkpoint in the same run, without repeating an epoch, and leave the model in /opt/ml/model for `serve`.
 """
@@ -27,7 +27,7 @@ from cloud.localstack import free_port
 from cloud.sagemaker_backend import pack_source, tracked_files
 
 pytestmark = pytest.mark.slow
-EPOCHS = 4
+EPOCHS = 6
 
 
 def opt_ml(tmp_path: Path, hyperparameters: dict[str, str]) -> Path:
@@ -46,6 +46,17 @@ def container(root: Path, env: dict[str, str], *args: str) -> subprocess.Popen[s
 
 def steps(client: mlflow.MlflowClient, run_id: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
+
+
+def has_last_checkpoint(client: mlflow.MlflowClient, run_id: str) -> bool:
+    return any(f.path == "checkpoints/last.pt" for f in client.list_artifacts(run_id, "checkpoints"))
+
+
+def checkpoint_epoch(client: mlflow.MlflowClient, run_id: str, tmp_path: Path) -> int:
+    import torch
+
+    local = client.download_artifacts(run_id, "checkpoints/last.pt", str(tmp_path))
+    return int(torch.load(local, weights_only=False)["fit_state"]["epoch"])
 
 
 def test_spot_restart_resumes_in_the_same_run_then_serves(team: Team, tmp_path: Path) -> None:
@@ -73,18 +84,18 @@ def test_spot_restart_resumes_in_the_same_run_then_serves(team: Team, tmp_path: 
 
     first = container(root, env, "train")
     deadline = time.monotonic() + 240
-    while not steps(client, run_id) and time.monotonic() < deadline:
+    while not has_last_checkpoint(client, run_id) and time.monotonic() < deadline:
         assert first.poll() is None, first.stdout.read() if first.stdout else ""
-        time.sleep(0.2)
-    done_before_kill = steps(client, run_id)
+        time.sleep(0.1)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
-    assert done_before_kill and max(done_before_kill) < EPOCHS, "killed too late to test a resume"
+    killed_after = checkpoint_epoch(client, run_id, tmp_path)
+    assert 1 <= killed_after < EPOCHS, f"killed after epoch {killed_after}: too late to test a resume"
 
     second = container(root, env, "train")
     out, _ = second.communicate(timeout=300)
     assert second.returncode == 0, out
-    assert "resuming from its checkpoints/last.pt" in out
+    assert "resuming from its checkpoints/last.pt" in out, out[-4000:]
     assert steps(client, run_id) == list(range(1, EPOCHS + 1)), "an epoch ran twice or went missing"
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and not (root / "output" / "failure").exists()
