@@ -44,7 +44,15 @@ def test_named_metrics_replace_the_key_ones(make_version: MakeVersion) -> None:
 
 
 def test_key_metrics_fall_back_to_plain_metrics_without_val_ones() -> None:
-    metrics = {"auc": 0.9, "lr": 0.1, "epoch": 3.0, "best_epoch": 4.0, "registered_version": 2.0, "system/gpu": 1.0, **{f"m{i}": float(i) for i in range(9)}}
+    metrics = {
+        "auc": 0.9,
+        "lr": 0.1,
+        "epoch": 3.0,
+        "best_epoch": 4.0,
+        "registered_version": 2.0,
+        "system/gpu": 1.0,
+        **{f"m{i}": float(i) for i in range(9)},
+    }
     shown = key_metrics(metrics, (), hint=None)
     assert list(shown) == ["auc", "m0", "m1", "m2", "m3", "m4"]  # sorted, capped at 6, no bookkeeping
 
