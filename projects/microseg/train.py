@@ -15,6 +15,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import torch
@@ -233,6 +234,16 @@ def train(cfg: MicroSegConfig) -> dict[str, float]:
 
 main = entry_point(MicroSegConfig, train, "Train a budgeted microseg variant (optionally distilled) and register it.")
 
+
+def smoke(folder: Path) -> dict[str, Any]:
+    """Twelve generated 32 px objects, two epochs of the smallest variant: the registry's smoke test."""
+    from data.segsets import generate
+
+    data = generate("seg_objects", folder / "seg_objects", count=12, size=32, seed=0)
+    return {"variant": "micronet", "data": str(data), "epochs": 2, "img_size": 32, "batch_size": 4, "patience": 0,
+            "register": "always"}  # fmt: skip
+
+
 FAMILY = register_family(
     Family(
         name="microseg",
@@ -240,6 +251,8 @@ FAMILY = register_family(
         train=train,
         task="segmentation",
         ranking=RANKING,
+        selected_by=Ranking("val_iou", "max"),  # best.pt is the epoch with the highest val IoU
+        smoke=smoke,
         summary="binary segmentation under a parameter budget (seed 003), with optional distillation",
     )
 )
