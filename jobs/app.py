@@ -17,6 +17,7 @@ Routes (all under /api need `Authorization: Bearer $KILN_API_TOKEN` when that va
     DELETE /api/training/{id}               forget a finished job and its log (the MLflow run stays)
     GET  /api/runs, /api/runs/{id}/metrics  recent MLflow runs and their curves, for the compare view
     GET  /api/models, POST /api/models/{name}/promote|rollback   the registry (see jobs.models_api)
+    GET  /api/leaderboard                   the efficiency frontier and best under budget (jobs.leaderboard_api)
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from jobs.models_api import models_router
 
     app.include_router(models_router(), dependencies=[Depends(require_token)])
+    from jobs.leaderboard_api import leaderboard_router
+
+    app.include_router(leaderboard_router(), dependencies=[Depends(require_token)])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
