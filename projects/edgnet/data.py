@@ -10,33 +10,30 @@ brightness/contrast 0.7-1.3, Gaussian blur, noise, horizontal flip) move image a
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from core.errors import DatasetError
 from projects.common.folds import active_fold, fold_indices
+from projects.common.segdata import (
+    MaskDataset,
+    Sample,
+    check_val_fraction,
+    random_split,
+    read_image,
+    sorted_images,
+)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 # Input normalisation: x = (pixel / 255 - MEAN) / STD. Written into the ONNX metadata for the server.
 MEAN, STD = 0.5, 0.5
 CANNY_THRESHOLDS = (50, 150)
 
 
-@dataclass
-class Sample:
-    name: str
-    image: np.ndarray  # uint8 (S, S)
-    mask: np.ndarray  # uint8 (S, S) in {0, 1}
-
-
 def _read_grey(path: Path) -> np.ndarray | None:
-    data = np.fromfile(str(path), dtype=np.uint8)
-    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    return read_image(path, cv2.IMREAD_GRAYSCALE)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -45,10 +42,7 @@ def list_images(folder: Path) -> list[Path]:
         raise DatasetError(f"data folder not found: {folder}")
     if not images_dir.is_dir():
         raise DatasetError(f"{folder}: expected an images/ folder (and optionally masks/)")
-    files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DatasetError(f"{images_dir}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files
+    return sorted_images(images_dir)
 
 
 def _mask_for(image_path: Path, masks_dir: Path) -> Path | None:
@@ -98,14 +92,11 @@ def load_folder(folder: str | Path, size: int, skip_bad: bool = False) -> list[S
 
 
 def split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    if not 0 < val_fraction < 1:
-        raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    check_val_fraction(val_fraction)
     if (fold := active_fold()) is not None:  # kiln cv: this fold of the images is the validation part
         tr, va = fold_indices(len(samples), fold)
         return [samples[i] for i in tr], [samples[i] for i in va]
-    order = np.random.default_rng(seed).permutation(len(samples))
-    n_val = min(max(1, round(len(samples) * val_fraction)), len(samples) - 1)
-    return [samples[i] for i in order[n_val:]], [samples[i] for i in order[:n_val]]
+    return random_split(samples, val_fraction, seed)
 
 
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -132,17 +123,6 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(((image.astype(np.float32) / 255.0 - MEAN) / STD)[None])
 
 
-class DrawingDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    def __init__(self, samples: list[Sample], train: bool, seed: int = 0) -> None:
-        self.samples, self.train = samples, train
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sample = self.samples[index]
-        image, mask = sample.image, sample.mask
-        if self.train:
-            image, mask = augment(image, mask, self.rng)
-        return to_tensor(image), torch.from_numpy(mask.astype(np.float32)[None])
+class DrawingDataset(MaskDataset):
+    augment_fn = staticmethod(augment)
+    to_tensor_fn = staticmethod(to_tensor)

@@ -9,31 +9,24 @@ the seed's kind: flips, rotation of +-15 degrees, brightness/contrast 0.7-1.3, h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from core.errors import DatasetError
+from projects.common.segdata import (
+    MaskDataset,
+    Sample,
+    check_val_fraction,
+    random_split,
+    read_image,
+    sorted_images,
+)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 # x = (pixel / 255 - MEAN) / STD on each RGB channel; written into the contract for the server.
 MEAN, STD = 0.5, 0.5
-
-
-@dataclass
-class Sample:
-    name: str
-    image: np.ndarray  # uint8 (S, S, 3) RGB
-    mask: np.ndarray  # uint8 (S, S) in {0, 1}
-
-
-def _read(path: Path, flags: int) -> np.ndarray | None:
-    data = np.fromfile(str(path), dtype=np.uint8)
-    return cv2.imdecode(data, flags) if data.size else None
 
 
 def list_pairs(folder: Path) -> list[tuple[Path, Path]]:
@@ -43,9 +36,7 @@ def list_pairs(folder: Path) -> list[tuple[Path, Path]]:
     images_dir, masks_dir = folder / "images", folder / "masks"
     if not images_dir.is_dir() or not masks_dir.is_dir():
         raise DatasetError(f"{folder}: expected images/ and masks/ folders (masks: same stem, .png)")
-    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise DatasetError(f"{images_dir}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    images = sorted_images(images_dir)
     pairs = []
     for image in images:
         mask = next((m for m in (masks_dir / f"{image.stem}.png", masks_dir / image.name) if m.is_file()), None)
@@ -56,10 +47,10 @@ def list_pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def load_sample(image_path: Path, mask_path: Path, size: int) -> Sample:
-    image = _read(image_path, cv2.IMREAD_COLOR)
+    image = read_image(image_path, cv2.IMREAD_COLOR)
     if image is None:
         raise DatasetError(f"{image_path}: cannot decode image")
-    mask = _read(mask_path, cv2.IMREAD_GRAYSCALE)
+    mask = read_image(mask_path, cv2.IMREAD_GRAYSCALE)
     if mask is None:
         raise DatasetError(f"{mask_path}: cannot decode mask")
     if mask.shape != image.shape[:2]:
@@ -75,13 +66,10 @@ def load_folder(folder: str | Path, size: int) -> list[Sample]:
 
 
 def split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    if not 0 < val_fraction < 1:
-        raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    check_val_fraction(val_fraction)
     if len(samples) < 2:
         raise DatasetError(f"need at least 2 images for a train/val split, found {len(samples)}")
-    order = np.random.default_rng(seed).permutation(len(samples))
-    n_val = min(max(1, round(len(samples) * val_fraction)), len(samples) - 1)
-    return [samples[i] for i in order[n_val:]], [samples[i] for i in order[:n_val]]
+    return random_split(samples, val_fraction, seed)
 
 
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -115,17 +103,6 @@ def to_pixels(batch: torch.Tensor) -> list[np.ndarray]:
     return [np.ascontiguousarray(cv2.cvtColor(p.transpose(1, 2, 0), cv2.COLOR_RGB2BGR)) for p in pixels]
 
 
-class SegDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    def __init__(self, samples: list[Sample], train: bool, seed: int = 0) -> None:
-        self.samples, self.train = samples, train
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sample = self.samples[index]
-        image, mask = sample.image, sample.mask
-        if self.train:
-            image, mask = augment(image, mask, self.rng)
-        return to_tensor(image), torch.from_numpy(mask.astype(np.float32)[None])
+class SegDataset(MaskDataset):
+    augment_fn = staticmethod(augment)
+    to_tensor_fn = staticmethod(to_tensor)
