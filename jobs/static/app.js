@@ -17,6 +17,7 @@ const state = {
   compareSelected: new Set(),
   compareCurves: new Map(),
   compareChart: null,
+  frontierCharts: [],
 };
 
 // ---- small helpers ------------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ function askToken(reason) {
 function showTab(name) {
   document.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
   document.querySelectorAll(".tab-panel").forEach((p) => { p.hidden = p.id !== `tab-${name}`; });
-  if (name === "compare") loadRuns();
+  if (name === "compare") { loadRuns(); loadFrontier(); }
   if (name === "models") loadModels();
   if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
 }
@@ -668,6 +669,94 @@ function renderCompare() {
   $("#compare-table").replaceChildren(head, ...rows);
 }
 
+// ---- efficiency frontier (GET /api/leaderboard, the same board as `kiln leaderboard`) ---------------------
+const FRONTIER_AXES = [["parameters", "parameters", 3], ["latency_p50_ms", "p50 latency, ms", 1]];
+
+function frontierQuery() {
+  const params = new URLSearchParams();
+  for (const [id, key] of [["#frontier-task", "task"], ["#frontier-metric", "metric"],
+    ["#frontier-max-params", "max_params"], ["#frontier-max-latency", "max_latency_ms"]]) {
+    const v = $(id).value.trim();
+    if (v) params.set(key, v);
+  }
+  return params.toString();
+}
+
+async function loadFrontier(ev) {
+  if (ev) ev.preventDefault();
+  const error = $("#frontier-error");
+  let board;
+  try { board = await api(`/api/leaderboard?${frontierQuery()}`); } catch (e) { error.textContent = e.message; return; }
+  error.textContent = "";
+  renderFrontier(board);
+}
+
+function destroyFrontierCharts() {
+  for (const plot of state.frontierCharts || []) plot.destroy();
+  state.frontierCharts = [];
+}
+
+// A log axis hands uPlot's tick formatter nulls for the ticks it leaves unlabelled.
+function ticksOrBlank(u, ticks) { return ticks.map((v) => (v === null || v === undefined ? "" : fmtTick(v))); }
+
+// One scatter: every placed version as a point, the frontier's versions joined by a line, sorted on x.
+// uPlot wants ascending x; repeated x values are fine. The x legend names the version under the cursor.
+function frontierPlot(el, placed, key, label, distr, metric) {
+  const sorted = [...placed].sort((a, b) => a[key] - b[key]);
+  const data = [sorted.map((e) => e[key]), sorted.map((e) => e.value), sorted.map((e) => (e.frontier ? e.value : null))];
+  const opts = {
+    title: `${metric} vs ${label}`, width: Math.max(300, el.clientWidth - 10), height: 300,
+    scales: { x: { time: false, distr, log: 10 } },
+    axes: [{ label, values: ticksOrBlank }, { size: 60, label: metric, values: ticksOrBlank }],
+    series: [
+      { label: "version", value: (u, v, si, i) => (i === null || i === undefined ? "–" : `${sorted[i].model} v${sorted[i].version} (${fmtNum(v)})`) },
+      { label: "versions", stroke: COLORS[1], paths: () => null, points: { show: true, size: 8, fill: COLORS[1] } },
+      { label: "frontier", stroke: COLORS[0], width: 2, spanGaps: true, points: { show: true, size: 10, fill: COLORS[0] } },
+    ],
+    legend: { live: true },
+  };
+  return new uPlot(opts, data, el);
+}
+
+function renderFrontier(board) {
+  destroyFrontierCharts();
+  const byLabel = Object.fromEntries(board.entries.map((e) => [`${e.model} v${e.version}`, e]));
+  const placed = board.entries.filter((e) => e.value !== null && e.parameters !== null && e.latency_p50_ms !== null);
+  const box = $("#frontier-charts");
+  const metric = board.metric || (placed.length ? placed[0].metric : "metric");
+  if (!placed.length) {
+    box.replaceChildren(h("p", { class: "muted" }, board.entries.length
+      ? "No version has both a metric and a footprint: run `kiln leaderboard --measure`." : "No registered versions match."));
+  } else {
+    box.replaceChildren();
+    for (const [key, label, distr] of FRONTIER_AXES) {
+      const usable = distr === 3 ? placed.filter((e) => e[key] > 0) : placed;
+      const el = h("div", { class: "chart", "data-frontier-chart": key });
+      box.append(el);
+      state.frontierCharts.push(frontierPlot(el, usable, key, label, distr, metric));
+    }
+  }
+  const head = h("tr", {}, ...["version", "metric", "value", "params", "p50 ms", "p99 ms", "MB", "aliases"].map((t) => h("th", {}, t)));
+  const rows = board.frontier.map((name) => byLabel[name]).map((e) => h("tr", { class: "on-frontier", "data-version": `${e.model}:${e.version}` },
+    h("td", {}, `${e.model} v${e.version}`, e.source_version ? h("span", { class: "muted" }, ` int8 of v${e.source_version}`) : null),
+    h("td", {}, e.metric), h("td", {}, fmtNum(e.value)), h("td", {}, fmtNum(e.parameters)),
+    h("td", {}, fmtNum(e.latency_p50_ms)), h("td", {}, fmtNum(e.latency_p99_ms)),
+    h("td", {}, e.size_bytes === null ? "–" : (e.size_bytes / 1e6).toFixed(2)), h("td", {}, e.aliases.join(", "))));
+  $("#frontier-table").replaceChildren(head, ...rows);
+  const budgetRows = board.budgets.map((b) => {
+    const parts = [];
+    if (b.max_params !== null) parts.push(`params ≤ ${b.max_params.toLocaleString()}`);
+    if (b.max_latency_ms !== null) parts.push(`p50 ≤ ${b.max_latency_ms} ms`);
+    const best = b.best ? byLabel[b.best] : null;
+    return h("tr", {}, h("td", {}, parts.join(" and ") || "no budget"),
+      h("td", { "data-best": b.best || "" }, best ? `${b.best}  ${best.metric} ${fmtNum(best.value)}` : "(none fits)"));
+  });
+  $("#frontier-budgets").replaceChildren(h("tr", {}, h("th", {}, "budget"), h("th", {}, "best version")), ...budgetRows);
+  const unplaced = $("#frontier-unplaced");
+  unplaced.hidden = !board.unplaced.length;
+  unplaced.textContent = `Not placed (no metric or no footprint; try kiln leaderboard --measure): ${board.unplaced.join(", ")}`;
+}
+
 // ---- models -------------------------------------------------------------------------------------------
 async function loadModels() {
   const list = $("#model-list");
@@ -770,6 +859,7 @@ async function init() {
   $("#runs-refresh").addEventListener("click", loadRuns);
   $("#models-refresh").addEventListener("click", loadModels);
   $("#compare-metric").addEventListener("change", renderCompare);
+  $("#frontier-form").addEventListener("submit", loadFrontier);
   $("#token-button").addEventListener("click", () => askToken());
   $("#token-dialog").addEventListener("close", () => {
     if ($("#token-dialog").returnValue === "save") {

@@ -132,9 +132,11 @@ def test_models_tab_promotes_and_offers_its_own_force(store_db: Path, served: st
     mlflow = MlflowClient(f"sqlite:///{store_db}")
     mlflow.create_registered_model("seg", tags={"kiln.metric": "val_iou"})
     (tmp_path / "model").mkdir()
-    for iou in (0.8, 0.6):
+    for iou, params, p50 in ((0.8, 1000, 1.0), (0.6, 2000, 2.0)):  # v2 is dominated: worse, bigger, slower
         run_id = mlflow.create_run("0").info.run_id
         mlflow.log_metric(run_id, "val_iou", iou, step=1)
+        mlflow.log_metric(run_id, "num_parameters", params)
+        mlflow.log_metric(run_id, "latency_p50_ms", p50)
         mlflow.create_model_version("seg", source=str(tmp_path / "model"), run_id=run_id)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -154,6 +156,18 @@ def test_models_tab_promotes_and_offers_its_own_force(store_db: Path, served: st
         expect(result).not_to_contain_text("--force")
         page.click("[data-force='seg:2']")
         expect(result).to_contain_text("v2 is now production (was v1), forced.")
+
+        page.click(".tab[data-tab='compare']")  # the efficiency frontier of the same two versions
+        page.fill("#frontier-metric", "val_iou")
+        page.click("#frontier-form button[type=submit]")
+        expect(page.locator("#frontier-table tr.on-frontier")).to_have_count(1)
+        expect(page.locator("#frontier-table tr.on-frontier")).to_contain_text("seg v1")
+        expect(page.locator("#frontier-budgets [data-best='seg v1']")).to_have_count(5)  # 10k ... 10M, no budget
+        expect(page.locator("#frontier-charts canvas")).to_have_count(2)  # vs parameters, vs latency
+        page.wait_for_function(f"({DRAWN_PIXELS_JS.replace('#job-charts', '#frontier-charts')})().every(n => n > 100)")
+        page.fill("#frontier-max-params", "0")
+        page.click("#frontier-form button[type=submit]")
+        expect(page.locator("#frontier-error")).to_contain_text("max_params must be a finite number > 0")
         browser.close()
     assert int(mlflow.get_model_version_by_alias("seg", "production").version) == 2
     assert errors == []
