@@ -11,6 +11,7 @@ metric and mode (`kiln.task`, `kiln.metric`, `kiln.mode`), which `kiln promote` 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from mlflow.types import Schema, TensorSpec
 
 from core.contract import ModelContract
 from projects.common.modelcard import write_cards
+from projects.common.registration import bookkeeping
 from projects.common.tracking import kiln_tags
 from serving.drift import with_reference_profile
 from serving.footprint import profile_registered
@@ -185,3 +187,26 @@ def signature_from_graph(proto: onnx.ModelProto) -> ModelSignature:
     initializers = {i.name for i in proto.graph.initializer}
     inputs = [v for v in proto.graph.input if v.name not in initializers]
     return ModelSignature(inputs=Schema(_tensor_specs(inputs)), outputs=Schema(_tensor_specs(proto.graph.output)))
+
+
+def export_checked(
+    model: nn.Module,
+    val_batch: torch.Tensor,
+    register: bool,
+    *,
+    model_name: str,
+    contract: ModelContract,
+    dynamic_hw: bool = True,
+    profile: bool = False,
+) -> int | None:
+    """The export step of a PyTorch family: export `model` on `val_batch[:1]`, check it against PyTorch on the
+    whole batch (tagging the largest difference), log it with `contract` and, when `register`, register it as
+    `model_name`. `profile` makes the batch the drift monitor's reference profile. Returns the registered
+    version, None when not registered."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, val_batch[:1], Path(tmp) / "model.onnx", dynamic_hw=dynamic_hw)
+        bookkeeping(onnx_max_abs_diff=check_onnx(path, model, val_batch))
+        samples = val_batch.numpy() if profile else None
+        version = log_onnx_model(path, input_example=val_batch[:1].numpy(), profile_samples=samples,
+                                 model_name=model_name, contract=contract, register=register)  # fmt: skip
+    return int(version.version) if version is not None else None

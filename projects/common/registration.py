@@ -146,3 +146,24 @@ def export_and_register(
     hint = "" if mode == "never" else "; -P register=always (--register always) registers it anyway"
     print(f"Not registered: {decision.reason}. The ONNX model is logged in the run{hint}.", flush=True)
     return Outcome(model_name, None, decision)
+
+
+def record_and_register(
+    mode: str,
+    ranking: Ranking,
+    final: dict[str, float],
+    model_name: str,
+    export: Callable[[bool], int | None],
+    *,
+    best_epoch: int,
+    allowed: bool = True,
+) -> Outcome:
+    """The end of a run of the shared trainer: log `final` (what was measured), tag the best epoch, then
+    `export_and_register`; `final` gains `best_epoch` and, when registered, `registered_version`."""
+    mlflow.log_metrics(final)  # measured; the counters below are tags
+    bookkeeping(best_epoch=best_epoch)
+    outcome = export_and_register(mode, ranking, final, model_name, export, allowed=allowed)
+    final["best_epoch"] = float(best_epoch)
+    if outcome.version is not None:
+        final["registered_version"] = float(outcome.version)
+    return outcome

@@ -12,7 +12,6 @@ or loss name, so switching `--model` or `--loss` picks that entry's parameters.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import cfg_field, entry_point, resolve_config
 from projects.common.families import Family, register_family
-from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
+from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
 from projects.common.registration import register_field
 from projects.common.runtime import pick_device, seed_everything
@@ -270,18 +269,9 @@ def contract(cfg: CRConfig, img_size: int) -> ModelContract:
 def export_and_register(cfg: CRConfig, model: nn.Module, val_batch: torch.Tensor, register: bool = True) -> int | None:
     """Export the best weights, check them against PyTorch on real val samples, log and (when `register`)
     register. Returns the version, None when not registered."""
-    with tempfile.TemporaryDirectory() as tmp, onnx_exportable():
-        path = export_onnx(model, val_batch[:1], Path(tmp) / "model.onnx", dynamic_hw=False)
-        diff = check_onnx(path, model, val_batch)
-        registration.bookkeeping(onnx_max_abs_diff=diff)
-        version = log_onnx_model(
-            path,
-            input_example=val_batch[:1].numpy(),
-            model_name=cfg.model_name,
-            contract=contract(cfg, int(val_batch.shape[-1])),
-            register=register,
-        )
-    return int(version.version) if version is not None else None
+    with onnx_exportable():
+        return export_checked(model, val_batch, register, model_name=cfg.model_name,
+                              contract=contract(cfg, int(val_batch.shape[-1])), dynamic_hw=False)  # fmt: skip
 
 
 def _log_context(cfg: CRConfig, folder: Path, prepared: crdata.Prepared, n_params: int) -> None:
@@ -318,16 +308,12 @@ def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLo
         mlflow.log_figure(save_loss_curve(state.history, extra=("val_pearson",)), "loss_curve.png")
     mlflow.log_figure(spectra_figure(model, _plot_samples(val_loader), "best model"), "plots/spectra_best.png")
     final = dict(best)
-    mlflow.log_metrics(final)  # measured; the counters below are tags
-    registration.bookkeeping(best_epoch=state.best_epoch)
     batch = next(iter(val_loader))[0][:8]
-    outcome = registration.export_and_register(
+    outcome = registration.record_and_register(
         cfg.register, RANKING, final, cfg.model_name,
-        lambda register: export_and_register(cfg, model, batch, register), allowed=wants_export(trainer.stop_request),
+        lambda register: export_and_register(cfg, model, batch, register), best_epoch=state.best_epoch,
+        allowed=wants_export(trainer.stop_request),
     )  # fmt: skip
-    final["best_epoch"] = float(state.best_epoch)
-    if outcome.version is not None:
-        final["registered_version"] = float(outcome.version)
     tracking.set_note(
         f"{cfg.model} + {cfg.loss}: best val Pearson {best['best_val_pearson']:.4f}, val MSE "
         f"{best['best_val_mse']:.3g} at epoch {state.best_epoch}/{cfg.epochs}; {outcome.note}"
