@@ -8,7 +8,6 @@ With no `--data`, a sample of synthetic engineering drawings is generated (see `
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,12 @@ from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import cfg_field, entry_point
 from projects.common.families import Family, Preset, register_family
-from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
-from projects.common.plots import overlay_rows, save_loss_curve
+from projects.common.onnx_export import export_checked
+from projects.common.plots import save_loss_curve
 from projects.common.registration import register_field
 from projects.common.runtime import pick_device, seed_everything
-from projects.common.trainer import FitConfig, FitState, Task, Trainer
+from projects.common.segtrain import fit_config, log_overlays
+from projects.common.trainer import FitState, Task, Trainer
 from projects.edgnet import data as edgdata
 from projects.edgnet.losses import DiceBCELoss, IoU
 from projects.edgnet.model import MODELS, count_parameters, create_model
@@ -96,19 +96,6 @@ def make_loaders(cfg: EDGNetConfig, folder: Path) -> tuple[DataLoader, DataLoade
     return train, val, val_s
 
 
-def log_overlays(model: torch.nn.Module, samples: list[edgdata.Sample], name: str, count: int = 4) -> None:
-    device = next(model.parameters()).device
-    model.eval()
-    rows = []
-    with torch.no_grad():
-        for s in samples[:count]:
-            logits = model(edgdata.to_tensor(s.image)[None].to(device))
-            pred = (torch.sigmoid(logits)[0, 0] > 0.5).cpu().numpy().astype(np.uint8)
-            rows.append((s.image, s.mask, pred))
-    # labelled input | target | prediction, each tile at least 256 px wide, so a 64 px sample is visible
-    mlflow.log_image(overlay_rows(rows), f"overlays/{name}.png")
-
-
 RANKING = Ranking("best_val_iou", "max")  # val IoU of best.pt, the exported weights, logged once
 
 
@@ -123,29 +110,11 @@ def contract(cfg: EDGNetConfig, size_multiple: int = 1) -> ModelContract:
 def export_and_register(
     cfg: EDGNetConfig, model: torch.nn.Module, val_batch: torch.Tensor, register: bool = True
 ) -> int | None:
-    """Export best weights to ONNX, check them on a real val batch, log and (when `register`) register.
-    Returns the version, None when not registered."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, val_batch[:1], Path(tmp) / "model.onnx", dynamic_hw=True)
-        diff = check_onnx(path, model, val_batch)
-        registration.bookkeeping(onnx_max_abs_diff=diff)
-        version = log_onnx_model(
-            path,
-            input_example=val_batch[:1].numpy(),
-            profile_samples=val_batch.numpy(),
-            model_name=cfg.model_name or cfg.variant,
-            contract=contract(cfg, 2 ** int(getattr(model, "depth", 0))),
-            register=register,
-        )
-    return int(version.version) if version is not None else None
-
-
-def fit_config(cfg: EDGNetConfig) -> FitConfig:
-    return FitConfig(
-        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs,
-        grad_clip=cfg.grad_clip, patience=cfg.patience, max_train_batches=cfg.max_train_batches,
-        monitor="val_iou", mode="max",
-    )  # fmt: skip
+    """Export best weights to ONNX, check them on a real val batch (also the drift reference profile), log and
+    (when `register`) register. Returns the version, None when not registered."""
+    contract_ = contract(cfg, 2 ** int(getattr(model, "depth", 0)))
+    return export_checked(model, val_batch, register, model_name=cfg.model_name or cfg.variant, contract=contract_,
+                          profile=True)  # fmt: skip
 
 
 def _log_run_context(cfg: EDGNetConfig, folder: Path, n_train: int, n_val: int, n_params: int) -> None:
@@ -163,19 +132,15 @@ def _finish(
     model = trainer.task.model
     if state.history:
         mlflow.log_figure(save_loss_curve(state.history, extra=("val_iou",)), "loss_curve.png")
-    log_overlays(model, val_s, name="best")
+    log_overlays(model, val_s, edgdata.to_tensor, name="best")
     best = float(state.best_score or 0.0)
     final = {"best_val_iou": best}
-    mlflow.log_metrics(final)  # measured; the counters below are tags
-    registration.bookkeeping(best_epoch=state.best_epoch)
     batch = next(iter(val_loader))[0]
-    outcome = registration.export_and_register(
+    outcome = registration.record_and_register(
         cfg.register, RANKING, final, cfg.model_name or cfg.variant,
-        lambda register: export_and_register(cfg, model, batch, register), allowed=wants_export(trainer.stop_request),
+        lambda register: export_and_register(cfg, model, batch, register), best_epoch=state.best_epoch,
+        allowed=wants_export(trainer.stop_request),
     )  # fmt: skip
-    final["best_epoch"] = float(state.best_epoch)
-    if outcome.version is not None:
-        final["registered_version"] = float(outcome.version)
     tracking.set_note(
         f"{cfg.variant}: best val IoU {best:.3f} at epoch {state.best_epoch}/{cfg.epochs}; {outcome.note}"
     )
@@ -216,7 +181,7 @@ def train(cfg: EDGNetConfig) -> dict[str, float]:
 def _overlay_hook(cfg: EDGNetConfig, val_s: list[edgdata.Sample]):  # type: ignore[no-untyped-def]
     def hook(epoch: int, model: torch.nn.Module) -> None:
         if epoch == 1 or (cfg.overlay_every and epoch % cfg.overlay_every == 0):
-            log_overlays(model, val_s, name=f"epoch_{epoch:03d}")
+            log_overlays(model, val_s, edgdata.to_tensor, name=f"epoch_{epoch:03d}")
 
     return hook
 

@@ -12,7 +12,6 @@ neither for training nor for picking the best epoch. A user's own `--data` gets 
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,12 @@ from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import cfg_field, entry_point
 from projects.common.families import Family, register_family
-from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
-from projects.common.plots import overlay_rows, save_loss_curve
+from projects.common.onnx_export import export_checked
+from projects.common.plots import save_loss_curve
 from projects.common.registration import register_field
 from projects.common.runtime import pick_device, seed_everything
-from projects.common.trainer import FitConfig, FitState, Task, Trainer, evaluate
+from projects.common.segtrain import fit_config, log_overlays
+from projects.common.trainer import FitState, Task, Trainer, evaluate
 from projects.edgnet.losses import DiceBCELoss, IoU
 from projects.microseg import data as segdata
 from projects.microseg.distill import DistilledLoader, DistillLoss, Teacher
@@ -127,33 +127,7 @@ def export_and_register(
 ) -> int | None:
     """Export best weights to ONNX, check them on a real val batch, log and (when `register`) register.
     Returns the version, None when not registered."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, val_batch[:1], Path(tmp) / "model.onnx", dynamic_hw=True)
-        registration.bookkeeping(onnx_max_abs_diff=check_onnx(path, model, val_batch))
-        version = log_onnx_model(path, input_example=val_batch[:1].numpy(), model_name=model_name(cfg),
-                                 contract=contract(cfg), register=register)  # fmt: skip
-    return int(version.version) if version is not None else None
-
-
-def log_overlays(model: torch.nn.Module, samples: list[segdata.Sample], name: str, count: int = 4) -> None:
-    """input | target | prediction for the first `count` val samples, labelled, as overlays/<name>.png."""
-    device = next(model.parameters()).device
-    model.eval()
-    rows = []
-    with torch.no_grad():
-        for s in samples[:count]:
-            logits = model(segdata.to_tensor(s.image)[None].to(device))
-            rows.append((s.image, s.mask, (torch.sigmoid(logits)[0, 0] > 0.5).cpu().numpy().astype("uint8")))
-    if rows:
-        mlflow.log_image(overlay_rows(rows), f"overlays/{name}.png")
-
-
-def fit_config(cfg: MicroSegConfig) -> FitConfig:
-    return FitConfig(
-        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs,
-        grad_clip=cfg.grad_clip, patience=cfg.patience, max_train_batches=cfg.max_train_batches,
-        monitor="val_iou", mode="max",
-    )  # fmt: skip
+    return export_checked(model, val_batch, register, model_name=model_name(cfg), contract=contract(cfg))
 
 
 def _log_run_context(cfg: MicroSegConfig, folder: Path, n_train: int, n_params: int, teacher: Teacher | None) -> None:
@@ -181,21 +155,16 @@ def _finish(cfg: MicroSegConfig, trainer: Trainer, state: FitState, val_loader: 
     trainer.load_best()
     if state.history:
         mlflow.log_figure(save_loss_curve(state.history, extra=("val_iou",)), "loss_curve.png")
-    log_overlays(trainer.task.model, val_loader.dataset.samples, "best")  # type: ignore[attr-defined]
+    log_overlays(trainer.task.model, val_loader.dataset.samples, segdata.to_tensor, "best")  # type: ignore[attr-defined]
     final = {"best_val_iou": float(state.best_score or 0.0)}
     final.update(_test_metrics(trainer, test))
     final["num_parameters"] = float(count_parameters(trainer.task.model))
-    mlflow.log_metrics(final)  # measured; the counters below are tags
-    registration.bookkeeping(best_epoch=state.best_epoch)
     batch = next(iter(val_loader))[0]
-    outcome = registration.export_and_register(
+    outcome = registration.record_and_register(
         cfg.register, RANKING, final, model_name(cfg),
-        lambda register: export_and_register(cfg, trainer.task.model, batch, register),
+        lambda register: export_and_register(cfg, trainer.task.model, batch, register), best_epoch=state.best_epoch,
         allowed=wants_export(trainer.stop_request),
     )  # fmt: skip
-    final["best_epoch"] = float(state.best_epoch)
-    if outcome.version is not None:
-        final["registered_version"] = float(outcome.version)
     test_text = f", test IoU {final['test_iou']:.3f}" if "test_iou" in final else ""
     tracking.set_note(f"{cfg.variant} ({int(final['num_parameters']):,} params): best val IoU "
                       f"{final['best_val_iou']:.3f}{test_text}; {outcome.note}")  # fmt: skip
