@@ -20,7 +20,9 @@ import json
 import math
 import multiprocessing
 import os
+import socket
 import statistics
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +51,8 @@ PRUNERS = ("median", "hyperband", "none")
 SAMPLERS = ("tpe", "random")
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
 TAG = "kiln.tune."
+READY_SECONDS = 120.0  # the longest the first process waits for spawned workers to open the study
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which `kiln tune` process ran a trial (several share a study)
 
 
 @dataclass(frozen=True)
@@ -199,9 +203,11 @@ def objective(spec: TuneSpec, client: MlflowClient) -> Any:
 
     def run_trial(trial: optuna.Trial) -> float:
         params = spec.space.suggest(trial)
-        tags = {TAG + "study": spec.study, TAG + "trial": str(trial.number), TAG + "state": "running"}
+        tags = {TAG + "study": spec.study, TAG + "trial": str(trial.number), TAG + "state": "running",
+                TAG + "worker": WORKER}  # fmt: skip
         child = create_child(client, spec.parent_run_id, f"trial-{trial.number}", tags)
         trial.set_user_attr("mlflow_run_id", child)
+        trial.set_user_attr("kiln.worker", WORKER)
         reporter = TrialReporter(trial, spec.step_keys, spec.mode, spec.pruner)
         try:
             final = train_in_run(client, child, spec.target, {**spec.sets, **spec.space.fixed, **params}, [reporter])
@@ -238,14 +244,19 @@ def _print_trial(study: Any, trial: Any) -> None:
     )
 
 
-def run_worker(spec: TuneSpec) -> None:
-    """Run trials until the study holds `trial_cap` trials (or the timeout passes); used by every worker."""
+def run_worker(spec: TuneSpec, ready: Any = None) -> None:
+    """Run trials until the study holds `trial_cap` trials (or the timeout passes); used by every worker.
+
+    A spawned worker releases `ready` once its study is open, so the first process can wait for it.
+    """
     import optuna
 
     if spec.tracking_uri:
         mlflow.set_tracking_uri(spec.tracking_uri)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(spec)
+    if ready is not None:
+        ready.release()
     remaining = spec.trial_cap - len(study.trials)
     if remaining <= 0:
         return
@@ -256,7 +267,7 @@ def run_worker(spec: TuneSpec) -> None:
     )  # fmt: skip
 
 
-def _spawned_worker(spec: TuneSpec, threads: int) -> None:
+def _spawned_worker(spec: TuneSpec, threads: int, ready: Any = None) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         import torch
@@ -264,7 +275,18 @@ def _spawned_worker(spec: TuneSpec, threads: int) -> None:
         torch.set_num_threads(threads)
     except ImportError:
         pass
-    run_worker(spec)
+    run_worker(spec, ready)
+
+
+def _wait_ready(ready: Any, procs: list[Any], limit: float = READY_SECONDS) -> None:
+    """Wait until every spawned worker has its study open (or has died): a spawned process spends seconds on
+    imports, and without the wait this one could run the whole study alone while the others start."""
+    deadline, started = time.monotonic() + limit, 0
+    while started < len(procs) and time.monotonic() < deadline:
+        if ready.acquire(timeout=0.5):
+            started += 1
+        elif started + sum(p.exitcode is not None for p in procs) >= len(procs):
+            return
 
 
 def run_workers(spec: TuneSpec, workers: int) -> None:
@@ -274,10 +296,12 @@ def run_workers(spec: TuneSpec, workers: int) -> None:
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_spawned_worker, args=(spec, threads), daemon=False) for _ in range(workers - 1)]
+    ready = ctx.Semaphore(0)
+    procs = [ctx.Process(target=_spawned_worker, args=(spec, threads, ready)) for _ in range(workers - 1)]
     for proc in procs:
         proc.start()
     try:
+        _wait_ready(ready, procs)
         _spawned_worker(spec, threads)
     finally:
         for proc in procs:
