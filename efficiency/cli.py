@@ -88,8 +88,16 @@ def budget(
 @click.option("--version", "version", required=True, type=int, help="the fp32 version to quantize")
 @click.option("--int8", "int8", is_flag=True, required=True, help="quantize to int8 (the one optimization offered)")
 @click.option("--max-drop", default=0.01, show_default=True, type=float, help="largest metric drop still registered")
-@click.option("--data", type=click.Path(path_type=Path), help="evaluation data (default: the model's own dataset)")
-@click.option("--calibration", type=click.Path(path_type=Path), help="calibration images (default: --data)")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="evaluation data: images/+masks/, a YOLO dataset YAML or folder, a CSV (default: the model's own)",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    help="calibration images, for detection a YOLO dataset YAML or folder (default: --data)",
+)
 @click.option("--target", help="tabular: the label column (default: the training run's target param)")
 @click.option("--max-samples", default=0, type=int, help="evaluate on at most this many samples (0 = all)")
 @click.option("--json", "as_json", is_flag=True, help="print the outcome as JSON")

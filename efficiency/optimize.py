@@ -6,13 +6,14 @@
 Image models are quantized statically (onnxruntime.quantization, QDQ, int8 weights per channel, activations
 calibrated on images run through the model's own preprocessing); tabular models dynamically (weights only, no
 calibration). Both versions are then evaluated on the same data with the family's metric (IoU for segmentation,
-AUC for binary tabular, Pearson's r for regression), and timed side by side at batch 1 with the server's session
-options. The int8 model is registered as a new version of the same model only when the metric drops by at most
-`--max-drop`; it is tagged with the fp32 version it came from (`kiln.source_version`), the drop and the speed-up,
-and carries the source's contract, so it serves and promotes like any other version.
+mAP50 for detection, AUC for binary tabular, Pearson's r for regression), and timed side by side at batch 1 with
+the server's session options. The int8 model is registered as a new version of the same model only when the metric
+drops by at most `--max-drop`; it is tagged with the fp32 version it came from (`kiln.source_version`), the drop and
+the speed-up, and carries the source's contract, so it serves and promotes like any other version.
 
 The data defaults to the model's own: the folder its training run recorded as its dataset. Image data is an
-`images/` + `masks/` folder; tabular data a CSV with the training target column.
+`images/` + `masks/` folder; detection data a YOLO dataset YAML (its val split is evaluated, its train split
+calibrates) or a folder of images with YOLO labels; tabular data a CSV with the training target column.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from mlflow import MlflowClient
 from core.contract import ModelContract
 from core.errors import UserError
 from core.preprocess import prepare
+from efficiency.detection import detection_map50
 from registry.lookup import get_run, get_version, run_data
 from serving.artifacts import onnx_file
 from serving.footprint import example_feeds, latency, log_footprint, open_like_server
@@ -279,9 +281,15 @@ def optimize(
             quantize(fp32, int8, contract, [])
             (name, before), (_, after) = (tabular_metric(_predictor(p), table, column) for p in (fp32, int8))
             count = len(table)
+        elif contract.task == "detection":
+            images, calib = detection_data(folder, calibration, contract)
+            images = images[:max_samples] if max_samples else images
+            quantize(fp32, int8, contract, calib)
+            name, before, after = "map50", *(detection_map50(_predictor(p), images, read_image) for p in (fp32, int8))
+            count = len(images)
         else:
             raise OptimizeError(f"{model} v{version} is a {contract.task!r} model; int8 optimize supports "
-                                "segmentation (IoU) and tabular (AUC, Pearson) models")  # fmt: skip
+                                "segmentation (IoU), detection (mAP50) and tabular (AUC, Pearson) models")  # fmt: skip
         fp32_ms, int8_ms = time_both(fp32, int8, contract)
         outcome = Outcome(
             model=model, source_version=version, metric=name, fp32=before, int8=after, drop=before - after,
@@ -292,6 +300,19 @@ def optimize(
         if outcome.accepted:
             outcome.registered_version = register_int8(client, found, int8, contract, outcome, local)
     return outcome
+
+
+def detection_data(folder: Path, calibration: Path | None, contract: ModelContract) -> tuple[list[Path], list[Path]]:
+    """Evaluation images (the val split, with YOLO labels) and calibration images (train first) of a detector."""
+    from efficiency.detection import calibration_images, evaluation_images, open_dataset
+
+    dataset = open_dataset(folder)
+    model_names = list(getattr(contract.postprocess, "names", ()))
+    if dataset.names and model_names and dataset.names != model_names:
+        raise OptimizeError(f"{dataset.yaml_path or folder}: classes {dataset.names} differ from the model's "
+                            f"{model_names}; evaluate on the dataset it was trained on")  # fmt: skip
+    calib = calibration_images(open_dataset(calibration) if calibration else dataset)[:CALIBRATION_IMAGES]
+    return evaluation_images(dataset), calib
 
 
 def _predictor(path: Path) -> Predictor:
