@@ -70,3 +70,25 @@ def test_flags_are_checked(mlflow_uri: str) -> None:
     assert one.exit_code == 1 and "at least two different seeds" in one.output
     hookless = CliRunner().invoke(main, ["cv", "cr_recon", "--folds", "3"])
     assert hookless.exit_code == 1 and "cr_recon has no fold hook yet" in hookless.output
+
+
+@pytest.mark.slow
+def test_refit_registers_a_model_trained_on_all_data(mlflow_uri: str, skin_sets: dict[str, str]) -> None:
+    from kiln.cli import main
+
+    sets = [f"--set={k}={v}" for k, v in {**skin_sets, "register": "always"}.items()]
+    out = CliRunner().invoke(main, ["cv", "skinmodel", "--folds", "2", "--refit", "--json", *sets])
+    assert out.exit_code == 0, out.output
+    result = json.JSONDecoder().raw_decode(out.output, out.output.index("{\n"))[0]  # mlflow's stderr lines follow
+    client = MlflowClient(mlflow_uri)
+    versions = client.search_model_versions("name = 'skinmodel'")
+    assert [int(v.version) for v in versions] == [result["registered_version"]] == [1]
+    refit = client.get_run(versions[0].run_id)
+    assert refit.data.tags["mlflow.runName"] == "refit" and refit.data.tags["kiln.cv.role"] == "refit"
+    assert refit.data.tags["mlflow.parentRunId"] == result["parent_run_id"]
+    assert int(refit.data.params["val_rows"]) < 30  # the family's usual split, not a 2-fold's half
+    parent = client.get_run(result["parent_run_id"])
+    assert parent.data.tags["kiln.cv.registered_run"] == refit.info.run_id
+    assert parent.data.metrics["cv/best_val_auc/n"] == 2
+    sample = sample_for(client, refit.info.run_id, "best_val_auc")  # the gate finds the parent's statistics
+    assert not isinstance(sample, str) and len(sample.values) == 2
