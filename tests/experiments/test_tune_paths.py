@@ -108,3 +108,40 @@ def test_postgres_storage_resumes_the_study(
     parent = client.get_run(parents.pop())
     assert parent.info.status == "FINISHED" and parent.data.metrics["tune/n_complete"] == 3
     assert "kiln-test-secret" not in parent.data.tags["kiln.tune.storage"]  # the password is not in the tag
+
+
+@pytest.fixture
+def tiny_safety(tmp_path: Path) -> Iterator[Path]:
+    """8 generated 64x64 safety images; ultralytics turns on deterministic algorithms, restored afterwards."""
+    import torch
+
+    import projects.yolo.offline  # noqa: F401  (before ultralytics: kiln's offline settings)
+    from data.samples import SampleRequest, make_sample
+
+    before = torch.are_deterministic_algorithms_enabled()
+    yield make_sample("safety", SampleRequest(tmp_path / "safety", count=8, size=64, val=0.25))
+    torch.use_deterministic_algorithms(before)
+
+
+@pytest.mark.slow
+def test_yolo_preset_through_the_callback_bridge(
+    mlflow_uri: str, kiln_home: Path, tiny_safety: Path, tmp_path: Path
+) -> None:
+    from kiln.cli import main
+
+    space = tmp_path / "yolo.yaml"
+    space.write_text("lr0: {type: float, low: 0.001, high: 0.02, log: true}\nepochs: 2\nimgsz: 32\nbatch: 4\n")
+    args = ["--space", str(space), "--trials", "2", "--study", "y", "--seed", "0", "--no-register-best"]
+    sets = [f"--set=data={tiny_safety}", "--set=device=cpu"]
+    result = CliRunner().invoke(main, ["tune", "safety_detection", *args, *sets])
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="y", storage=f"sqlite:///{kiln_home / 'optuna.db'}").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert [sorted(t.intermediate_values) for t in trials] == [[1, 2], [1, 2]]  # one report per epoch
+    client = MlflowClient(mlflow_uri)
+    for t in trials:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.data.tags["kiln.tune.state"] == "complete" and run.data.params["lr0"] == str(t.params["lr0"])
+        assert len(client.get_metric_history(run.info.run_id, "metrics/mAP50-95")) == 2
+    parent = client.get_run(run.data.tags[PARENT_TAG])
+    assert parent.data.tags["kiln.metric"] == "best/mAP50-95" and "best/mAP50-95" in parent.data.metrics
