@@ -145,3 +145,19 @@ def test_yolo_preset_through_the_callback_bridge(
         assert len(client.get_metric_history(run.info.run_id, "metrics/mAP50-95")) == 2
     parent = client.get_run(run.data.tags[PARENT_TAG])
     assert parent.data.tags["kiln.metric"] == "best/mAP50-95" and "best/mAP50-95" in parent.data.metrics
+
+
+def test_first_worker_does_not_wait_for_a_worker_that_died() -> None:
+    import multiprocessing
+    import sys
+    import time
+
+    from experiments.tune import _wait_ready
+
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=sys.exit, args=(3,))  # dies before it could open the study
+    proc.start()
+    began = time.monotonic()
+    _wait_ready(ctx.Semaphore(0), [proc], limit=60)
+    proc.join()
+    assert proc.exitcode == 3 and time.monotonic() - began < 20
