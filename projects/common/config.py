@@ -200,6 +200,16 @@ def cfg_field(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **({"choices": choices} if choices else {})})
 
 
+REGISTER_MODES = ("auto", "always", "never")
+
+
+def register_field() -> Any:
+    """The `register` option every family config carries (projects/common/registration.py acts on it)."""
+    return cfg_field(
+        "auto", "auto: register only when the model beats the family's trivial baseline; always; never", REGISTER_MODES
+    )
+
+
 def entry_point(
     cls: type[T],
     train: Callable[[T], Any],

@@ -8,9 +8,12 @@ A family is its config dataclass, its `train(cfg) -> dict[str, float]`, the task
 its presets: named overrides of the config defaults, one MLproject entry point each. A family without presets has
 one entry point, under its own name.
 
-Families register from their train module (`projects/<family>/train.py`) with `register_family(Family(...))`.
-`get_family(name)` imports that module only when asked, so the `kiln` command line starts without torch; a name
-that is no family is looked up among every family's presets. Config resolution is the same everywhere
+Families register from a light module, `projects/<family>/config.py` (the config dataclass, the presets and
+`register_family(Family(...))`, importing neither torch nor ultralytics nor mlflow), naming their train and smoke
+functions with `lazy("projects.<family>.train:train")`: the train module is imported on the first call only, so
+`kiln train NAME --help` starts in well under a second. A folder without config.py registers from train.py.
+`get_family(name)` imports that module only when asked; a name that is no family is looked up among every
+family's presets. Config resolution is the same everywhere
 (`mlflow run`, `kiln train`, `train_family`): dataclass defaults, then the preset, then a YAML file, then overrides.
 See docs/families.md ("How to add a family").
 """
@@ -30,6 +33,7 @@ from projects.common.config import resolve_config
 
 PROJECTS_DIR = Path(__file__).resolve().parents[1]
 SHARED_PACKAGES = frozenset({"common"})  # folders of projects/ that are no family
+REGISTERING_MODULES = ("config.py", "train.py")  # the first one a family folder has registers it
 
 # (config_path, flags, base) -> config; base holds a preset's overrides, applied before the YAML and the flags
 ConfigLoader = Callable[[str | None, Mapping[str, Any], Mapping[str, Any]], Any]
@@ -46,7 +50,7 @@ class Preset:
 
 @dataclass(frozen=True)
 class Family:
-    name: str  # the folder under projects/ (the lazy import looks for projects/<name>/train.py)
+    name: str  # the folder under projects/ (the lazy import looks for projects/<name>/config.py, then train.py)
     config_cls: type[Any]  # the @dataclass of every option, with a default and a help string each
     train: Callable[[Any], dict[str, float]]  # trains, tracks, exports and registers; returns the final metrics
     task: str  # the registered model's kiln.task: segmentation, detection, tabular or regression
@@ -94,7 +98,39 @@ class Family:
         return resolve_config(self.config_cls, config_path, flags, base=base)
 
 
-FAMILIES: dict[str, Family] = {}  # family name -> Family, filled as train modules are imported
+class Lazy:
+    """A function named by `"package.module:attr"`, imported on its first call (see `lazy`)."""
+
+    def __init__(self, target: str) -> None:
+        module, sep, attr = target.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"lazy target {target!r}: expected 'package.module:function'")
+        self.target = target
+        self._module, self._attr = module, attr
+        self._function: Callable[..., Any] | None = None
+
+    def resolve(self) -> Callable[..., Any]:
+        if self._function is None:
+            function = getattr(importlib.import_module(self._module), self._attr)
+            if not callable(function):
+                raise TypeError(f"lazy target {self.target!r} is not callable")
+            self._function = function
+        return self._function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"lazy({self.target!r})"
+
+
+def lazy(target: str) -> Any:
+    """`Family(train=lazy("projects.edgnet.train:train"))`: a family registered from its light config module
+    names its train (and smoke) function without importing torch; the module is imported on the first call."""
+    return Lazy(target)
+
+
+FAMILIES: dict[str, Family] = {}  # family name -> Family, filled as config (or train) modules are imported
 
 
 def register_family(family: Family) -> Family:
@@ -111,14 +147,16 @@ def register_family(family: Family) -> Family:
 
 
 def family_folders() -> list[str]:
-    """Folders under projects/ with a train module: each one registers a family when imported."""
+    """Folders under projects/ with a config or train module: each one registers a family when imported."""
     return sorted(
-        p.name for p in PROJECTS_DIR.iterdir() if p.name not in SHARED_PACKAGES and (p / "train.py").is_file()
+        p.name
+        for p in PROJECTS_DIR.iterdir()
+        if p.name not in SHARED_PACKAGES and any((p / m).is_file() for m in REGISTERING_MODULES)
     )
 
 
 def load_all() -> dict[str, Family]:
-    """Import every family's train module; returns the registry."""
+    """Import every family's registering module (config.py, else train.py); returns the registry."""
     for folder in family_folders():
         _import_family(folder)
     return FAMILIES
@@ -126,7 +164,8 @@ def load_all() -> dict[str, Family]:
 
 def _import_family(folder: str) -> None:
     if folder not in FAMILIES:
-        importlib.import_module(f"projects.{folder}.train")
+        module = next(m for m in REGISTERING_MODULES if (PROJECTS_DIR / folder / m).is_file())
+        importlib.import_module(f"projects.{folder}.{module.removesuffix('.py')}")
 
 
 def lookup(name_or_preset: str) -> tuple[Family, Preset | None]:

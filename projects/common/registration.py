@@ -26,20 +26,13 @@ import mlflow
 
 from core.contract import Ranking
 from core.errors import ConfigError
-from projects.common.config import cfg_field
+from projects.common.config import REGISTER_MODES as REGISTER_MODES
+from projects.common.config import register_field as register_field
 from projects.common.tracking import kiln_tags
 from registry.baseline import BASELINE_KIND_TAG, BASELINE_TAG, at_baseline
 
-REGISTER_MODES = ("auto", "always", "never")
 REGISTERED_TAG = "kiln.registered"  # "true" or "false"
 REASON_TAG = "kiln.not_registered_reason"
-
-
-def register_field() -> Any:
-    """The `register` option every family config carries."""
-    return cfg_field(
-        "auto", "auto: register only when the model beats the family's trivial baseline; always; never", REGISTER_MODES
-    )
 
 
 def check_mode(mode: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,88 +24,23 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader
 
-from core.contract import ModelContract, Preprocess, Ranking, RegressionPost
+from core.contract import ModelContract, Preprocess, RegressionPost
 from core.errors import UserError
 from data.spectra import ensure_sample, generate
 from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
-from projects.common.config import cfg_field, entry_point, resolve_config
-from projects.common.families import Family, register_family
+from projects.common.config import entry_point, resolve_config
 from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
-from projects.common.registration import register_field
 from projects.common.runtime import pick_device, seed_everything
 from projects.common.trainer import FitConfig, FitState, Task, Trainer
 from projects.cr_recon import data as crdata
+from projects.cr_recon.config import DEFAULT_CONFIG as DEFAULT_CONFIG
+from projects.cr_recon.config import FAMILY as FAMILY
+from projects.cr_recon.config import RANKING as RANKING
+from projects.cr_recon.config import CRConfig as CRConfig
 from projects.cr_recon.losses import LOSSES, create_loss, pearson
 from projects.cr_recon.model import MODELS, count_parameters, create_model, onnx_exportable
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
-# Val Pearson of best.pt (the epoch with the lowest val_loss, the weights exported), logged once at the end;
-# the per-epoch `val_pearson` series would rank by the last epoch instead.
-RANKING = Ranking("best_val_pearson", "max")
-
-
-def _params_field(default: dict[str, dict[str, Any]], help: str) -> Any:
-    return field(default_factory=lambda: {k: dict(v) for k, v in default.items()}, metadata={"help": help})
-
-
-@dataclass
-class CRConfig:
-    # data
-    data: str = cfg_field("", "folder of struct_*.npy + spectra_*.npy pairs; empty = generated sample")
-    cache_dir: str = cfg_field("", "where preprocessed .npy caches go; empty = <data>/.cache")
-    out_len: int = cfg_field(30, "spectral bins after downsampling (the seed's 301 -> 30)")
-    flip_sign: bool = cfg_field(False, "negate raw spectra (for simulators that export flux as negative)")
-    batch_size: int = cfg_field(400, "samples per optimizer step (the seed's 400 on a 12 GB GPU)")
-    augment_180: bool = cfg_field(True, "add 180-degree rotated copies (R and B swapped) to the train split")
-    train_ratio: float = cfg_field(0.95, "share of samples used for training; the rest is val")
-    num_workers: int = cfg_field(0, "DataLoader worker processes")
-    num_samples: int = cfg_field(4000, "samples to generate when --data is empty")
-    # model
-    model: str = cfg_field("cnn_xattn", f"registered model: {sorted(MODELS)}")
-    model_params: dict[str, dict[str, Any]] = _params_field(
-        {
-            "cnn_xattn": {
-                "d_model": 256,
-                "nhead": 8,
-                "dec_layers": 4,
-                "cnn_dropout": 0.05,
-                "tr_dropout": 0.1,
-                "head_dropout": 0.2,
-                "use_circular_padding": True,
-            },
-            "cnn_gru": {
-                "hidden": 256,
-                "gru_layers": 2,
-                "cnn_dropout": 0.05,
-                "head_dropout": 0.1,
-                "use_circular_padding": True,
-            },
-        },  # fmt: skip
-        "per-model parameters, keyed by model name (the chosen model's entry is used)",
-    )
-    # loss
-    loss: str = cfg_field("mse_pearson", f"registered loss: {sorted(LOSSES)}")
-    loss_params: dict[str, dict[str, Any]] = _params_field(
-        {"mse_pearson": {"w_mse": 1.0, "w_corr": 0.2}, "weighted_smooth": {"w_mse": 1.0, "w_smooth": 0.1}},
-        "per-loss weights, keyed by loss name",
-    )
-    # training
-    epochs: int = cfg_field(300, "training epochs (upper bound; early stopping may end sooner)")
-    lr: float = cfg_field(1e-3, "peak AdamW learning rate after warmup")
-    weight_decay: float = cfg_field(5e-3, "AdamW weight decay")
-    grad_clip: float = cfg_field(1.0, "max gradient norm; 0 disables clipping")
-    warmup_ratio: float = cfg_field(0.05, "share of all steps spent on linear LR warmup")
-    patience: int = cfg_field(30, "epochs without val_loss improvement before stopping; 0 = never")
-    seed: int = cfg_field(0, "seed for the split, shuffling and init")
-    resume: str = cfg_field("", "MLflow run id to continue from its checkpoints/last.pt")
-    model_name: str = cfg_field("cr_recon", "registered model name")
-    register: str = register_field()
-    device: str = cfg_field("auto", "auto, cpu, cuda or cuda:N")
-    num_threads: int = cfg_field(0, "PyTorch CPU threads; 0 = PyTorch's default (one per core)")
-    max_train_batches: int = cfg_field(0, "cap on training batches per epoch; 0 = all (for smoke tests)")
-    plot_every: int = cfg_field(10, "log GT-vs-predicted spectra plots every N epochs (and for the best model)")
 
 
 def load_config(config_path: str | None, flags: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> CRConfig:
@@ -394,20 +328,6 @@ def smoke(folder: Path) -> dict[str, Any]:
             "epochs": 2, "batch_size": 16, "patience": 0, "num_threads": 1, "plot_every": 0,
             "register": "always"}  # fmt: skip
 
-
-FAMILY = register_family(
-    Family(
-        name="cr_recon",
-        config_cls=CRConfig,
-        train=train,
-        task="regression",
-        ranking=RANKING,
-        selected_by=Ranking("val_loss", "min"),  # best.pt is the epoch with the lowest val loss
-        smoke=smoke,
-        load_config=load_config,
-        summary="structure image -> 2x2x30 Bayer spectra (settings from configs/default.yaml)",
-    )
-)
 
 if __name__ == "__main__":
     main()

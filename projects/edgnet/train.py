@@ -8,7 +8,6 @@ With no `--data`, a sample of synthetic engineering drawings is generated (see `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,51 +16,23 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from core.contract import ModelContract, Preprocess, Ranking, SegmentationPost
+from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import DatasetError
 from data.drawings import ensure_sample
 from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
-from projects.common.config import cfg_field, entry_point
-from projects.common.families import Family, Preset, register_family
+from projects.common.config import entry_point
 from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
-from projects.common.registration import register_field
 from projects.common.runtime import pick_device, seed_everything
 from projects.common.segtrain import fit_config, log_overlays
 from projects.common.trainer import FitState, Task, Trainer
 from projects.edgnet import data as edgdata
+from projects.edgnet.config import FAMILY as FAMILY
+from projects.edgnet.config import RANKING as RANKING
+from projects.edgnet.config import EDGNetConfig as EDGNetConfig
 from projects.edgnet.losses import DiceBCELoss, IoU
 from projects.edgnet.model import MODELS, count_parameters, create_model
-
-
-@dataclass
-class EDGNetConfig:
-    variant: str = cfg_field("edgnet_large", "model variant: edgnet (~0.5M params) or edgnet_large (~31M)")
-    data: str = cfg_field("", "folder with images/ and optional masks/; empty = generated sample drawings")
-    epochs: int = cfg_field(100, "training epochs (the seed trains 100)")
-    batch_size: int = cfg_field(8, "images per optimizer step")
-    img_size: int = cfg_field(512, "square side images are resized to; must be a multiple of 2**depth")
-    lr: float = cfg_field(1e-3, "peak AdamW learning rate after warmup")
-    weight_decay: float = cfg_field(1e-4, "AdamW weight decay")
-    warmup_epochs: float = cfg_field(1.0, "linear LR warmup length in epochs")
-    grad_clip: float = cfg_field(1.0, "max gradient norm; 0 disables clipping")
-    patience: int = cfg_field(15, "epochs without val_iou improvement before stopping; 0 = never")
-    seed: int = cfg_field(0, "seed for the split, augmentation, init and generated sample")
-    resume: str = cfg_field("", "MLflow run id to continue from its checkpoints/last.pt")
-    model_name: str = cfg_field("", "registered model name; empty = the variant name")
-    register: str = register_field()
-    max_train_batches: int = cfg_field(0, "cap on training batches per epoch; 0 = all (for smoke tests)")
-    num_samples: int = cfg_field(200, "drawings to generate when --data is empty")
-    val_fraction: float = cfg_field(0.2, "share of images held out for validation")
-    skip_bad: bool = cfg_field(False, "skip images that fail to decode (with a warning) instead of stopping")
-    device: str = cfg_field("auto", "auto, cpu, cuda or cuda:N")
-    num_workers: int = cfg_field(0, "DataLoader worker processes")
-    overlay_every: int = cfg_field(
-        10, "input|target|prediction overlays after epoch 1 and every N epochs (0: epoch 1 only); best.png at the end"
-    )
-    base_channels: int = cfg_field(0, "UNet width at the first level; 0 = the variant's default")
-    depth: int = cfg_field(0, "UNet downsampling levels; 0 = the variant's default")
 
 
 def _check(cfg: EDGNetConfig) -> None:
@@ -94,9 +65,6 @@ def make_loaders(cfg: EDGNetConfig, folder: Path) -> tuple[DataLoader, DataLoade
     train = DataLoader(edgdata.DrawingDataset(train_s, True, cfg.seed), cfg.batch_size, shuffle=True, **common)
     val = DataLoader(edgdata.DrawingDataset(val_s, False), cfg.batch_size, shuffle=False, **common)
     return train, val, val_s
-
-
-RANKING = Ranking("best_val_iou", "max")  # val IoU of best.pt, the exported weights, logged once
 
 
 def contract(cfg: EDGNetConfig, size_multiple: int = 1) -> ModelContract:
@@ -197,23 +165,6 @@ def smoke(folder: Path) -> dict[str, Any]:
     return {"data": str(data), "epochs": 2, "img_size": 64, "batch_size": 4, "patience": 0, "base_channels": 8,
             "overlay_every": 0, "register": "always"}  # fmt: skip
 
-
-FAMILY = register_family(
-    Family(
-        name="edgnet",
-        config_cls=EDGNetConfig,
-        train=train,
-        task="segmentation",
-        ranking=RANKING,
-        selected_by=Ranking("val_iou", "max"),  # best.pt is the epoch with the highest val IoU
-        smoke=smoke,
-        presets=(
-            Preset("edgnet", {"variant": "edgnet", "model_name": "edgnet"}, "UNet line-work segmentation, ~0.5M"),
-            Preset("edgnet_large", {"variant": "edgnet_large", "model_name": "edgnet_large"}, "the seed's ~31M"),
-        ),
-        summary="UNet line-work segmentation of engineering drawings",
-    )
-)
 
 if __name__ == "__main__":
     main()

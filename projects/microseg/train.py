@@ -12,7 +12,6 @@ neither for training nor for picking the best epoch. A user's own `--data` gets 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,57 +19,25 @@ import mlflow
 import torch
 from torch.utils.data import DataLoader
 
-from core.contract import ModelContract, Preprocess, Ranking, SegmentationPost
+from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import ConfigError
 from data.segsets import SEGSETS, ensure_segset
 from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
-from projects.common.config import cfg_field, entry_point
-from projects.common.families import Family, register_family
+from projects.common.config import entry_point
 from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
-from projects.common.registration import register_field
 from projects.common.runtime import pick_device, seed_everything
 from projects.common.segtrain import fit_config, log_overlays
 from projects.common.trainer import FitState, Task, Trainer, evaluate
 from projects.edgnet.losses import DiceBCELoss, IoU
 from projects.microseg import data as segdata
+from projects.microseg.config import FAMILY as FAMILY
+from projects.microseg.config import RANKING as RANKING
+from projects.microseg.config import TEST_SEED as TEST_SEED
+from projects.microseg.config import MicroSegConfig as MicroSegConfig
 from projects.microseg.distill import DistilledLoader, DistillLoss, Teacher
 from projects.microseg.model import MODELS, STRIDE, count_parameters, create_model
-
-RANKING = Ranking("best_val_iou", "max")  # val IoU of best.pt, the exported weights, logged once
-TEST_SEED = 1_000_000  # generated test sets use this seed: no training set (seed = --seed) shares an image
-
-
-@dataclass
-class MicroSegConfig:
-    variant: str = cfg_field("mininet", "model variant: micronet, hwnet, mininet (<10k params) or mininet_50k")
-    max_params: int = cfg_field(10_000, "parameter budget; a bigger model is refused when built; 0 = none")
-    data: str = cfg_field("", "folder with images/ and masks/; empty = the generated --sample set")
-    sample: str = cfg_field("seg_objects", "generated set used when --data is empty: " + ", ".join(sorted(SEGSETS)))
-    test_data: str = cfg_field("", "held-out images/ + masks/ for test_iou; empty = a generated test set "
-                                   "(only when --data is empty)")  # fmt: skip
-    epochs: int = cfg_field(60, "training epochs")
-    batch_size: int = cfg_field(8, "images per optimizer step")
-    img_size: int = cfg_field(128, "square side images are resized to; a multiple of 8")
-    lr: float = cfg_field(4e-3, "peak AdamW learning rate after warmup (small nets take a higher rate)")
-    weight_decay: float = cfg_field(1e-4, "AdamW weight decay")
-    warmup_epochs: float = cfg_field(2.0, "linear LR warmup length in epochs, then cosine decay")
-    grad_clip: float = cfg_field(1.0, "max gradient norm; 0 disables clipping")
-    patience: int = cfg_field(15, "epochs without val_iou improvement before stopping; 0 = never")
-    seed: int = cfg_field(0, "seed for the generated set, split, augmentation and init")
-    resume: str = cfg_field("", "MLflow run id to continue from its checkpoints/last.pt")
-    model_name: str = cfg_field("", "registered model name; empty = microseg_<variant>")
-    register: str = register_field()
-    max_train_batches: int = cfg_field(0, "cap on training batches per epoch; 0 = all (for smoke tests)")
-    num_samples: int = cfg_field(200, "images to generate when --data is empty")
-    num_test: int = cfg_field(60, "images in the generated test set")
-    val_fraction: float = cfg_field(0.2, "share of images held out for validation")
-    teacher: str = cfg_field("", "registered segmentation model to distil from, e.g. models:/edgnet@production")
-    distill_weight: float = cfg_field(0.5, "weight of the teacher term; (1 - weight) goes to Dice+BCE on the mask")
-    temperature: float = cfg_field(2.0, "softens teacher and student logits in the teacher term")
-    device: str = cfg_field("auto", "auto, cpu, cuda or cuda:N")
-    num_workers: int = cfg_field(0, "DataLoader worker processes")
 
 
 def _check(cfg: MicroSegConfig) -> None:
@@ -212,19 +179,6 @@ def smoke(folder: Path) -> dict[str, Any]:
     return {"variant": "micronet", "data": str(data), "epochs": 2, "img_size": 32, "batch_size": 4, "patience": 0,
             "register": "always"}  # fmt: skip
 
-
-FAMILY = register_family(
-    Family(
-        name="microseg",
-        config_cls=MicroSegConfig,
-        train=train,
-        task="segmentation",
-        ranking=RANKING,
-        selected_by=Ranking("val_iou", "max"),  # best.pt is the epoch with the highest val IoU
-        smoke=smoke,
-        summary="binary segmentation under a parameter budget (seed 003), with optional distillation",
-    )
-)
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,45 +21,19 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
-from core.contract import ModelContract, Ranking, TabularInput, TabularPost
+from core.contract import ModelContract, TabularInput, TabularPost
 from core.errors import UserError
 from data.tabular import TARGET as SAMPLE_TARGET
 from data.tabular import ensure_breast_cancer
 from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
-from projects.common.config import cfg_field, entry_point
-from projects.common.families import Family, register_family
+from projects.common.config import entry_point
 from projects.common.onnx_export import log_onnx_model
-from projects.common.registration import register_field
 from projects.skinmodel import model as xgbcore
+from projects.skinmodel.config import FAMILY as FAMILY
+from projects.skinmodel.config import RANKING as RANKING
+from projects.skinmodel.config import SkinConfig as SkinConfig
 from projects.skinmodel.data import Split, Table, load_table, split_table
-
-# task -> the metric that ranks versions: the best (kept) round's value, logged once. The per-round `val_auc`
-# series would rank by the last round trained, whose trees early stopping threw away.
-RANKING = {
-    "binary": Ranking("best_val_auc", "max"),
-    "multiclass": Ranking("best_val_mlogloss", "min"),
-    "regression": Ranking("best_val_rmse", "min"),
-}
-
-
-@dataclass
-class SkinConfig:
-    data: str = cfg_field("", "CSV file with a header row; empty = the bundled breast-cancer sample")
-    target: str = cfg_field("", "target column; empty = 'diagnosis' for the sample, required for other CSVs")
-    task: str = cfg_field("auto", "auto, binary, multiclass or regression")
-    n_estimators: int = cfg_field(500, "maximum boosting rounds")
-    max_depth: int = cfg_field(4, "depth of each tree")
-    learning_rate: float = cfg_field(0.05, "shrinkage per boosting round")
-    early_stopping_rounds: int = cfg_field(30, "stop after this many rounds without val-loss improvement; 0 = never")
-    val_fraction: float = cfg_field(0.2, "share of rows held out for validation (stratified for classes)")
-    seed: int = cfg_field(0, "seed for the split and XGBoost's subsampling")
-    model_name: str = cfg_field("skinmodel", "registered model name")
-    register: str = register_field()
-    drop_columns: str = cfg_field("", "comma-separated columns to leave out (IDs, free text)")
-    subsample: float = cfg_field(0.9, "share of rows sampled per tree")
-    colsample_bytree: float = cfg_field(0.8, "share of columns sampled per tree")
-    device: str = cfg_field("auto", "auto (CUDA when present), cpu or cuda")
 
 
 def check_config(cfg: SkinConfig) -> None:
@@ -285,19 +258,6 @@ def smoke(folder: Path) -> dict[str, Any]:
     """The bundled sample, 20 shallow rounds with early stopping: the registry's smoke test."""
     return {"n_estimators": 20, "max_depth": 2, "learning_rate": 0.3, "early_stopping_rounds": 5, "register": "always"}
 
-
-FAMILY = register_family(
-    Family(
-        name="skinmodel",
-        config_cls=SkinConfig,
-        train=train,
-        task="tabular",
-        ranking=RANKING["binary"],  # the bundled sample's task; multiclass and regression runs rank as RANKING says
-        selected_by=Ranking("val_logloss", "min"),  # early stopping keeps the round with the lowest val loss
-        smoke=smoke,
-        summary="XGBoost on a CSV (binary, multiclass or regression), exported to ONNX",
-    )
-)
 
 if __name__ == "__main__":
     main()

@@ -21,7 +21,7 @@ import mlflow
 import torch
 import yaml
 
-from core.contract import DetectionPost, ModelContract, Ranking
+from core.contract import DetectionPost, ModelContract
 from core.errors import UserError
 from data.versions import log_dataset_version
 from data.yolo_layout import YoloDataset
@@ -29,14 +29,19 @@ from data.yolo_validate import Report
 from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.checkpoint import ResumeError
-from projects.common.config import cfg_field, entry_point
-from projects.common.families import Family, register_family
-from projects.common.families import Preset as FamilyPreset
+from projects.common.config import entry_point
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
-from projects.common.registration import register_field
 from projects.common.runtime import pick_device
 from projects.yolo import console as yolo_console
 from projects.yolo import data as yolo_data
+from projects.yolo.config import FAMILY as FAMILY
+from projects.yolo.config import PRESETS as PRESETS
+from projects.yolo.config import RANKING as RANKING
+from projects.yolo.config import Preset as Preset
+from projects.yolo.config import YoloConfig as YoloConfig
+from projects.yolo.config import family_preset as family_preset
+from projects.yolo.config import get_preset as get_preset
+from projects.yolo.config import register_preset as register_preset
 from projects.yolo.model import ModelSpec, export_module, load_model, raw_predictions, resolve_model
 from projects.yolo.offline import load_ultralytics
 from projects.yolo.tracking import MlflowBridge
@@ -49,54 +54,6 @@ from ultralytics.utils import DEFAULT_CFG_KEYS  # noqa: E402
 
 ONNX_RTOL, ONNX_ATOL = 1e-3, 1e-3  # boxes are in input pixels (0..imgsz), so 1e-3 relative is sub-pixel
 CHECK_IMAGES = 2  # real validation images run through both PyTorch and ONNX Runtime
-# mAP50-95 of ultralytics' final validation of best.pt (the weights exported), logged once as `best/mAP50-95`
-RANKING = Ranking("best/mAP50-95", "max")
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str  # entry point name; also the default registered model name
-    model: str  # default model YAML
-    sample: str | None  # `kiln data sample` kind used when --data is empty; None = --data is required
-    summary: str  # one line for docs and tags
-    epochs: int = 100  # default training epochs (MLproject's default for the entry point)
-
-
-PRESETS: dict[str, Preset] = {}
-
-
-def register_preset(preset: Preset) -> Preset:
-    PRESETS[preset.name] = preset
-    return preset
-
-
-register_preset(
-    Preset("safety_detection", "yolov8n.yaml", "safety", "industrial safety: smoke, fire, person_down", epochs=50)
-)
-register_preset(Preset("visitor_detection", "yolo11n.yaml", "visitor", "door visitors: person, package"))
-register_preset(Preset("yolo_custom", "yolov8n.yaml", None, "any ultralytics dataset YAML"))
-
-
-@dataclass
-class YoloConfig:
-    preset: str = cfg_field("yolo_custom", f"one of {sorted(PRESETS)}: default model, sample set and model name")
-    data: str = cfg_field("", "ultralytics dataset YAML (or a folder holding one); empty = the preset's sample set")
-    model: str = cfg_field("", "model YAML (yolov8n.yaml, yolo11n.yaml, a file) or a local .pt; empty = preset's")
-    epochs: int = cfg_field(100, "training epochs")
-    imgsz: int = cfg_field(640, "square input size; ultralytics rounds it to a multiple of the stride (32)")
-    batch: int = cfg_field(16, "images per batch")
-    patience: int = cfg_field(20, "epochs without fitness (0.1 mAP50 + 0.9 mAP50-95) gain before stopping")
-    lr0: float = cfg_field(0.0, "initial learning rate; 0 = ultralytics picks optimizer and lr0 ('auto')")
-    optimizer: str = cfg_field("auto", "SGD, AdamW, Adam, ...; auto = AdamW for short runs, else SGD")
-    seed: int = cfg_field(0, "seed for initialisation and augmentation")
-    resume: str = cfg_field("", "MLflow run id to continue from its weights/last.pt, in that same run")
-    model_name: str = cfg_field("", "registered model name; empty = the preset name")
-    register: str = register_field()
-    device: str = cfg_field("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
-    time: float = cfg_field(0.0, "training budget in hours; > 0 overrides epochs (ultralytics `time`)")
-    workers: int = cfg_field(8, "dataloader workers on CUDA (ultralytics uses 0 on CPU)")
-    hyp: str = cfg_field("", "YAML of further ultralytics train args (mosaic, hsv_h, degrees, close_mosaic, ...)")
-    verbose: bool = cfg_field(False, "show ultralytics' model layer table and its full list of resolved args")
 
 
 # Set through kiln's own flags (or by kiln itself); a --hyp file may not override them.
@@ -118,12 +75,6 @@ class Prepared:
     data_yaml: Path
     model_name: str
     hyp: dict[str, Any]  # extra ultralytics args from --hyp, checked
-
-
-def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-    return PRESETS[name]
 
 
 def check_numbers(cfg: YoloConfig) -> None:
@@ -350,12 +301,6 @@ def _train_in_run(cfg: YoloConfig, prep: Prepared) -> tuple[dict[str, float], st
 main = entry_point(YoloConfig, train, "Train a YOLO detector on ultralytics, tracked in MLflow; register it as ONNX.")
 
 
-def family_preset(preset: Preset) -> FamilyPreset:
-    """A YOLO preset as registry overrides: the preset, its default model and its model name."""
-    overrides = {"preset": preset.name, "model": preset.model, "model_name": preset.name, "epochs": preset.epochs}
-    return FamilyPreset(preset.name, overrides, preset.summary)
-
-
 def smoke(folder: Path) -> dict[str, Any]:
     """Eight generated 64 px safety images, one epoch at imgsz 64 on the CPU: the registry's smoke test."""
     from data.samples import SampleRequest, make_sample
@@ -370,21 +315,6 @@ def smoke(folder: Path) -> dict[str, Any]:
         "workers": 0,
         "register": "always",
     }
-
-
-FAMILY = register_family(
-    Family(
-        name="yolo",
-        config_cls=YoloConfig,
-        train=train,
-        task="detection",
-        ranking=RANKING,
-        selected_by=Ranking("metrics/fitness", "max"),  # ultralytics keeps the epoch of best fitness as best.pt
-        smoke=smoke,
-        presets=tuple(family_preset(p) for p in PRESETS.values()),
-        summary="ultralytics YOLO detectors (yolov8/yolo11 YAMLs or local weights), exported to ONNX",
-    )
-)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from kiln.cli import COMMANDS, SHORT_HELP, main
@@ -41,6 +42,21 @@ def test_subcommand_help_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "defaults"),
+    [("edgnet", ("[default: 'edgnet']",)), ("safety_detection", ("[default: 50]", "'yolov8n.yaml'"))],
+)
+def test_train_preset_help_imports_no_heavy_library(name, defaults):
+    """`kiln train NAME --help` reads the family's light config module only, and shows the preset's defaults."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "kiln", "train", name, "--help"],
+                         capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
+    modules = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert f"Settings of {name}" in out.stdout
+    assert not {m.split(".")[0] for m in modules} & {"torch", "ultralytics", "mlflow", "onnxruntime"}
+    assert any(m.endswith(".config") and m.startswith("projects.") for m in modules)
+    assert all(d in out.stdout for d in defaults), out.stdout
 
 
 def test_kiln_help_importtime_holds_no_mlflow():

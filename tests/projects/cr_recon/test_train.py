@@ -157,3 +157,12 @@ def test_early_stopped_run_is_promoted_by_its_best_epoch(mlflow_uri, tmp_path):
     else:
         assert result.exit_code != 0 and "best_val_pearson" in result.output, result.output
         assert re.search(r"best_val_pearson \S+ is below --min", result.output), result.output
+
+
+def test_config_names_match_the_registries():
+    """projects/cr_recon/config.py names the models and losses without importing torch; they must stay in step."""
+    from projects.cr_recon import config
+    from projects.cr_recon.losses import LOSSES
+    from projects.cr_recon.model import MODELS
+
+    assert sorted(config.MODEL_NAMES) == sorted(MODELS) and sorted(config.LOSS_NAMES) == sorted(LOSSES)
