@@ -66,7 +66,9 @@ class Team:
 def team() -> Iterator[Team]:
     with stack() as s:
         server = TrackingServer(s.server_env(workers=1, **WEBHOOK_ENV), s.folder).start()
+        team = Team(s, server)
         try:
-            yield Team(s, server)
-        finally:
+            yield team
+        finally:  # a test may have replaced the server (the outage test restarts it): stop whichever runs now
+            team.server.stop()
             server.stop()
