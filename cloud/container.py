@@ -30,9 +30,9 @@ from typing import Any
 
 import click
 
-from cloud.redact import redact
 from cloud.sagemaker_backend import HP_ENTRY_POINT, HP_EXPERIMENT_ID, HP_RUN_ID, HP_SOURCE
 from core.errors import KilnError, UserError
+from core.redact import redact
 from core.settings import read_env
 
 MARKER = "kiln-run.json"

@@ -31,9 +31,9 @@ from typing import Any
 from mlflow.projects.backend.abstract_backend import AbstractBackend
 from mlflow.projects.submitted_run import SubmittedRun
 
-from cloud.redact import mask_uri, redact
 from cloud.sagemaker_config import SageMakerConfig, load_backend_config
 from core.errors import ConfigError, KilnError, UserError
+from core.redact import mask_uri, redact
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 CHECKPOINT_DIR = "/opt/ml/checkpoints"

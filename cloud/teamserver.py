@@ -11,7 +11,7 @@ the workers' connection pools fit in PostgreSQL's `max_connections`. The server 
 `--serve-artifacts`: clients send and fetch artifacts through it and need no S3 credentials.
 
 Secrets stay out of the command line and the logs: the store URI reaches `mlflow server` through its
-MLFLOW_BACKEND_STORE_URI variable, and everything printed goes through `cloud.redact`.
+MLFLOW_BACKEND_STORE_URI variable, and everything printed goes through `core.redact`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloud.redact import mask_uri, redact
 from core.errors import ConfigError, SettingsError
+from core.redact import mask_uri, redact
 from core.settings import read_env
 
 URI_VAR = "KILN_SERVER_BACKEND_STORE_URI"

@@ -34,6 +34,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from core.errors import ConfigError, KilnError, UserError, cli_errors
+from core.redact import mask_uri
 from experiments.options import flag_value, optional_number, parse_overrides
 from experiments.runs import (
     NOTE_TAG,
@@ -102,16 +103,6 @@ def default_storage() -> str:
     return f"sqlite:///{home / 'optuna.db'}"
 
 
-def redact(url: str) -> str:
-    """A storage URL without its password, for tags and messages."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return str(make_url(url).render_as_string(hide_password=True))
-    except Exception:  # an unparsable URL has no password to hide that we could find
-        return url
-
-
 def make_pruner(name: str, trials: int, budget: int = 0) -> Any:
     """Optuna's pruner; `budget` is the epochs (boosting rounds) of a trial, 0 when unknown."""
     import optuna
@@ -150,11 +141,11 @@ def open_study(spec: TuneSpec) -> Any:
             sampler=make_sampler(spec.sampler, spec.seed), pruner=make_pruner(spec.pruner, spec.trials, spec.budget),
         )  # fmt: skip
     except Exception as err:  # storage URL that cannot be opened: SQLAlchemy's or Optuna's own errors
-        raise UserError(f"cannot open Optuna storage {redact(spec.storage)!r}: {err}") from None
+        raise UserError(f"cannot open Optuna storage {mask_uri(spec.storage)!r}: {err}") from None
     attrs = study.user_attrs
     if attrs.get("kiln.target", spec.target) != spec.target or study.direction.name.lower() != direction:
         raise ConfigError(
-            f"study {spec.study!r} in {redact(spec.storage)} was made for {attrs.get('kiln.target')!r} "
+            f"study {spec.study!r} in {mask_uri(spec.storage)} was made for {attrs.get('kiln.target')!r} "
             f"({study.direction.name.lower()}); choose another --study name"
         )
     return study
@@ -385,7 +376,7 @@ def _open_parent(client: MlflowClient, spec: TuneSpec, study: Any, experiment: s
             client.get_run(reuse)
         except Exception:
             reuse = None  # the parent was deleted from the tracking store: start a new one
-    tags = {TAG + "study": spec.study, TAG + "storage": redact(spec.storage), "kiln.metric": spec.metric,
+    tags = {TAG + "study": spec.study, TAG + "storage": mask_uri(spec.storage), "kiln.metric": spec.metric,
             "kiln.mode": spec.mode, TAG + "target": spec.target}  # fmt: skip
     parent = open_parent(client, experiment_id(client, experiment), f"tune-{spec.study}", tags, reuse)
     study.set_user_attr("kiln.parent_run_id", parent)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud.redact import mask_uri, redact
+from core.redact import mask_uri, redact
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Keep credentials out of logs, params, tags and error messages.
 
-    python -c "from cloud.redact import mask_uri; print(mask_uri('postgresql://kiln:s3cret@db:5432/mlflow'))"
+    python -c "from core.redact import mask_uri; print(mask_uri('postgresql://kiln:s3cret@db:5432/mlflow'))"
 
 `mask_uri` hides the password of a `scheme://user:password@host/...` URI; `redact` does that to every URI in a
 text and also removes each known secret value (an S3 secret key, a basic-auth password) wherever it appears.
