@@ -20,6 +20,7 @@ import yaml
 
 from core.errors import ConfigError as ConfigError
 from core.errors import run_cli
+from core.settings import FALSE, TRUE
 
 T = TypeVar("T")
 
@@ -38,9 +39,9 @@ def _coerce(cls_name: str, name: str, kind: Any, value: Any) -> Any:
         kind = args[0]
     if kind is bool and isinstance(value, str):
         lowered = value.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
+        if lowered in TRUE:
             return True
-        if lowered in ("0", "false", "no", "off"):
+        if lowered in FALSE:
             return False
         raise ConfigError(f"{cls_name}.{name}: expected true/false, got {value!r}")
     try:
