@@ -84,9 +84,11 @@ def test_spot_restart_resumes_in_the_same_run_then_serves(team: Team, tmp_path: 
 
     first = container(root, env, "train")
     deadline = time.monotonic() + 240
-    while not has_last_checkpoint(client, run_id) and time.monotonic() < deadline:
+    # An epoch's metrics are logged after its checkpoints finished uploading, so a kill right after they show up
+    # lands in the next epoch's compute, not inside an upload that the artifact proxy would keep half-written.
+    while not (has_last_checkpoint(client, run_id) and steps(client, run_id)) and time.monotonic() < deadline:
         assert first.poll() is None, first.stdout.read() if first.stdout else ""
-        time.sleep(0.1)
+        time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     killed_after = checkpoint_epoch(client, run_id, tmp_path)
