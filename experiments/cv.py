@@ -189,7 +189,7 @@ def _run(client: MlflowClient, parent: str, target: str, parts: list[Part], kind
             f"(failed: {failed or 'none'}; final metrics: {sorted(finals[0]) if finals else 'none'})"
         )
     _log_stats(client, parent, finals, done, children, metric)
-    summary = summarize(values)
+    summary = summarize(values, metric)
     result = CVResult(parent, kind, metric, summary, values, children, failed)
     if register:
         result = _register(client, parent, target, done, values, sets, refit, result)
@@ -224,7 +224,7 @@ def _plot(parts: list[Part], values: list[float], metric: str) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s = summarize(values)
+    s = summarize(values, metric)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(values) + 2), 3.5))
     ax.bar([p.label for p in parts], values, color="#3b7dd8")
     ax.axhline(s.mean, color="black", lw=1, label=f"mean {s.mean:.4g}")

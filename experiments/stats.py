@@ -30,7 +30,28 @@ class Summary:
         return {f"cv/{metric}/{k}": float(v) for k, v in vars(self).items()}
 
 
-def summarize(values: Sequence[float]) -> Summary:
+# Metrics whose values lie in [0, 1] (matched on the name's last part, lower case): a fraction, a probability-like
+# score or an overlap. Losses and errors are >= 0. Any other metric is unbounded.
+UNIT_MARKERS = ("auc", "iou", "acc", "map", "precision", "recall", "f1", "dice", "agreement", "ap50", "fitness")
+NONNEGATIVE_MARKERS = ("loss", "rmse", "mae", "mse", "error", "seconds", "latency", "_ms", "bytes", "size_mb")
+
+
+def metric_range(metric: str | None) -> tuple[float, float]:
+    """(low, high) that a metric's value can take, judged from its name; (-inf, inf) when unknown."""
+    name = (metric or "").lower().rsplit("/", 1)[-1]
+    if any(m in name for m in NONNEGATIVE_MARKERS):
+        return 0.0, math.inf
+    if any(m in name for m in UNIT_MARKERS):
+        return 0.0, 1.0
+    return -math.inf, math.inf
+
+
+def summarize(values: Sequence[float], metric: str | None = None) -> Summary:
+    """Mean, std and a 95% Student-t interval of the mean, clipped to the metric's range (see `metric_range`).
+
+    The t interval is symmetric, so near a bound (AUC 0.99 over 5 folds) it can cross it; an interval past
+    1.0 claims values the metric cannot take, so both ends are clipped to the range of `metric`.
+    """
     from scipy import stats
 
     n = len(values)
@@ -39,7 +60,8 @@ def summarize(values: Sequence[float]) -> Summary:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if n > 1 else 0.0
     half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else 0.0
-    return Summary(mean, std, n, mean - half, mean + half)
+    low, high = metric_range(metric)
+    return Summary(mean, std, n, min(max(mean - half, low), high), max(min(mean + half, high), low))
 
 
 def shared_metrics(per_run: Sequence[Mapping[str, float]]) -> dict[str, list[float]]:
@@ -55,7 +77,7 @@ def cv_metrics(per_run: Sequence[Mapping[str, float]], skip: Sequence[str] = ())
     out: dict[str, float] = {}
     for metric, values in shared_metrics(per_run).items():
         if metric not in skip:
-            out.update(summarize(values).as_metrics(metric))
+            out.update(summarize(values, metric).as_metrics(metric))
     return out
 
 

@@ -56,3 +56,22 @@ def test_edgnet_and_skinmodel_splits_follow_the_active_fold(tiny_csv) -> None:  
     assert len(split.y_val) == 20 and len(split.y_train) == 40
     assert len(val_s) == 3 and sorted(train_s + val_s) == list(range(9))
     assert len(split_table(table, 0.2, seed=0).y_val) == 12  # outside kiln cv the usual hold-out
+
+
+@pytest.mark.parametrize("metric", ["val_auc", "best_val_iou", "cv/accuracy", "metrics/mAP50-95(B)"])
+def test_interval_of_a_unit_metric_stays_in_0_1(metric: str) -> None:
+    """The issue's case: five AUCs near 1 gave `0.9781 .. 1.002`; the interval is clipped to [0, 1]."""
+    values = [0.99, 1.0, 0.97, 1.0, 0.995]
+    raw = summarize(values)
+    assert raw.ci95_high > 1.0  # the unclipped t interval crosses the bound (the bug this guards against)
+    s = summarize(values, metric)
+    assert s.ci95_high == 1.0 and 0.9 < s.ci95_low < s.mean
+    low = summarize([0.0, 0.02, 0.0, 0.05], metric)
+    assert low.ci95_low == 0.0 and low.ci95_high > low.mean
+
+
+def test_loss_interval_is_nonnegative_and_unknown_metrics_are_not_clipped() -> None:
+    assert summarize([0.01, 0.2, 0.0], "val_loss").ci95_low == 0.0
+    assert summarize([-3.0, 1.0, 2.0], "r2_gain").ci95_low < -3.0
+    runs = [{"auc": 0.99}, {"auc": 1.0}, {"auc": 0.97}]
+    assert cv_metrics(runs)["cv/auc/ci95_high"] == 1.0
