@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from typing import Any
 
+from core import vocab
 from core.errors import ContractError
 
 TASKS = ("segmentation", "detection", "tabular", "regression")
@@ -131,9 +132,9 @@ class Ranking:
 
     def __post_init__(self) -> None:
         if not self.metric:
-            raise ContractError("kiln.metric must name a metric")
+            raise ContractError(f"{vocab.METRIC} must name a metric")
         if self.mode not in MODES:
-            raise ContractError(f"kiln.mode={self.mode!r} is not one of {list(MODES)}")
+            raise ContractError(f"{vocab.MODE}={self.mode!r} is not one of {list(MODES)}")
 
 
 @dataclass(frozen=True)
@@ -152,16 +153,16 @@ class ModelContract:
 
     def __post_init__(self) -> None:
         if self.task is not None and self.task not in TASKS:
-            raise ContractError(f"kiln.task={self.task!r} is not one of {list(TASKS)}")
+            raise ContractError(f"{vocab.TASK}={self.task!r} is not one of {list(TASKS)}")
         if self.task is not None and self.postprocess is not None:
             expected = _POST_CLASS[self.task]
             if not isinstance(self.postprocess, expected):
                 raise ContractError(
-                    f"kiln.task={self.task!r} needs a {expected.__name__} postprocess, "
+                    f"{vocab.TASK}={self.task!r} needs a {expected.__name__} postprocess, "
                     f"got {type(self.postprocess).__name__}"
                 )
         if self.task in IMAGE_TASKS and self.preprocess is None:
-            raise ContractError(f"kiln.task={self.task!r} needs kiln.preprocess (an image Preprocess)")
+            raise ContractError(f"{vocab.TASK}={self.task!r} needs {vocab.PREPROCESS} (an image Preprocess)")
 
     @property
     def is_image(self) -> bool:
@@ -176,21 +177,21 @@ class ModelContract:
         """The `kiln.*` metadata_props: every value a string, JSON for the structured ones."""
         meta: dict[str, str] = dict(self.extra)
         if self.task is not None:
-            meta["kiln.task"] = self.task
+            meta[vocab.TASK] = self.task
         if self.family:
-            meta["kiln.family"] = self.family
+            meta[vocab.FAMILY] = self.family
         pre = self.preprocess or self.tabular_input
         if pre is not None:
-            meta["kiln.preprocess"] = json.dumps(pre.to_json())
+            meta[vocab.PREPROCESS] = json.dumps(pre.to_json())
         if self.postprocess is not None:
-            meta["kiln.postprocess"] = json.dumps(self.postprocess.to_json())
+            meta[vocab.POSTPROCESS] = json.dumps(self.postprocess.to_json())
         if self.ranking is not None:
-            meta["kiln.metric"] = self.ranking.metric
-            meta["kiln.mode"] = self.ranking.mode
+            meta[vocab.METRIC] = self.ranking.metric
+            meta[vocab.MODE] = self.ranking.mode
         if self.model_name:
-            meta["kiln.model_name"] = self.model_name
+            meta[vocab.MODEL_NAME] = self.model_name
         if self.run_id:
-            meta["kiln.run_id"] = self.run_id
+            meta[vocab.RUN_ID] = self.run_id
         return meta
 
     def to_json(self) -> dict[str, Any]:
@@ -209,44 +210,41 @@ class ModelContract:
         return parse_contract(meta)
 
 
-KNOWN_KEYS = frozenset(
-    {"kiln.task", "kiln.family", "kiln.preprocess", "kiln.postprocess", "kiln.metric", "kiln.mode"}
-    | {"kiln.model_name", "kiln.run_id"}
-)
+KNOWN_KEYS = vocab.CONTRACT_KEYS
 
 
 def parse_contract(meta: Mapping[str, str]) -> ModelContract:
     """Parse an ONNX model's custom metadata map into a validated contract."""
-    task = meta.get("kiln.task") or None
+    task = meta.get(vocab.TASK) or None
     if task is not None and task not in TASKS:
-        raise ContractError(f"kiln.task={task!r} is not one of {list(TASKS)}")
+        raise ContractError(f"{vocab.TASK}={task!r} is not one of {list(TASKS)}")
     preprocess = None
     tabular_input = None
-    if task in IMAGE_TASKS or (task is None and "kiln.preprocess" in meta and not _is_tabular_input(meta)):
-        preprocess = _parse_preprocess(_json_key(meta, "kiln.preprocess"))
-    elif "kiln.preprocess" in meta:
-        tabular_input = _parse_tabular_input(_json_key(meta, "kiln.preprocess"))
-    postprocess = None if task is None else _POSTPROCESS[task](_json_key(meta, "kiln.postprocess"))
+    if task in IMAGE_TASKS or (task is None and vocab.PREPROCESS in meta and not _is_tabular_input(meta)):
+        preprocess = _parse_preprocess(_json_key(meta, vocab.PREPROCESS))
+    elif vocab.PREPROCESS in meta:
+        tabular_input = _parse_tabular_input(_json_key(meta, vocab.PREPROCESS))
+    postprocess = None if task is None else _POSTPROCESS[task](_json_key(meta, vocab.POSTPROCESS))
     ranking = None
-    if meta.get("kiln.metric"):
-        ranking = Ranking(meta["kiln.metric"], meta.get("kiln.mode") or "max")
-    extra = {k: v for k, v in meta.items() if k.startswith("kiln.") and k not in KNOWN_KEYS}
+    if meta.get(vocab.METRIC):
+        ranking = Ranking(meta[vocab.METRIC], meta.get(vocab.MODE) or "max")
+    extra = {k: v for k, v in meta.items() if k.startswith(vocab.PREFIX) and k not in KNOWN_KEYS}
     return ModelContract(
         task=task,
-        family=meta.get("kiln.family") or None,
+        family=meta.get(vocab.FAMILY) or None,
         preprocess=preprocess,
         postprocess=postprocess,
         ranking=ranking,
         tabular_input=tabular_input,
-        model_name=meta.get("kiln.model_name") or None,
-        run_id=meta.get("kiln.run_id") or None,
+        model_name=meta.get(vocab.MODEL_NAME) or None,
+        run_id=meta.get(vocab.RUN_ID) or None,
         extra=extra,
     )
 
 
 def _is_tabular_input(meta: Mapping[str, str]) -> bool:
     try:
-        raw = json.loads(meta["kiln.preprocess"])
+        raw = json.loads(meta[vocab.PREPROCESS])
     except (json.JSONDecodeError, KeyError, TypeError):
         return False
     return isinstance(raw, dict) and "color" not in raw and "layout" in raw and str(raw["layout"]).startswith("[B")
@@ -254,7 +252,7 @@ def _is_tabular_input(meta: Mapping[str, str]) -> bool:
 
 def _json_key(meta: Mapping[str, str], key: str) -> dict[str, Any]:
     if key not in meta:
-        raise ContractError(f"{key} is missing from the model's metadata (kiln.task={meta.get('kiln.task')!r})")
+        raise ContractError(f"{key} is missing from the model's metadata ({vocab.TASK}={meta.get(vocab.TASK)!r})")
     try:
         value = json.loads(meta[key])
     except (json.JSONDecodeError, TypeError) as err:
@@ -265,34 +263,34 @@ def _json_key(meta: Mapping[str, str], key: str) -> dict[str, Any]:
 
 
 def _parse_preprocess(raw: dict[str, Any]) -> Preprocess:
-    color = _choice(raw, "kiln.preprocess", "color", ("gray", "rgb"))
+    color = _choice(raw, vocab.PREPROCESS, "color", ("gray", "rgb"))
     size = raw.get("size")
     if not (isinstance(size, list) and len(size) == 2 and all(_positive_int(s) for s in size)):
-        raise ContractError(f"kiln.preprocess.size must be [H, W] of positive ints, got {size!r}")
+        raise ContractError(f"{vocab.PREPROCESS}.size must be [H, W] of positive ints, got {size!r}")
     channels = 1 if color == "gray" else 3
     multiple = raw.get("size_multiple", 1)
     if not _positive_int(multiple):
-        raise ContractError(f"kiln.preprocess.size_multiple must be a positive int, got {multiple!r}")
+        raise ContractError(f"{vocab.PREPROCESS}.size_multiple must be a positive int, got {multiple!r}")
     pre = Preprocess(
         color=color,
         size=(size[0], size[1]),
-        resize=_choice(raw, "kiln.preprocess", "resize", ("stretch", "letterbox"), "stretch"),
-        scale=_number(raw.get("scale", 1 / 255), "kiln.preprocess.scale"),
+        resize=_choice(raw, vocab.PREPROCESS, "resize", ("stretch", "letterbox"), "stretch"),
+        scale=_number(raw.get("scale", 1 / 255), f"{vocab.PREPROCESS}.scale"),
         mean=_per_channel(raw.get("mean", [0.0]), "mean", channels),
         std=_per_channel(raw.get("std", [1.0]), "std", channels),
-        layout=_choice(raw, "kiln.preprocess", "layout", ("NCHW",), "NCHW"),
-        pad_value=int(_number(raw.get("pad_value", 114), "kiln.preprocess.pad_value")),
+        layout=_choice(raw, vocab.PREPROCESS, "layout", ("NCHW",), "NCHW"),
+        pad_value=int(_number(raw.get("pad_value", 114), f"{vocab.PREPROCESS}.pad_value")),
         size_multiple=int(multiple),
     )
     if any(s == 0 for s in pre.std):
-        raise ContractError(f"kiln.preprocess.std must not contain 0, got {list(pre.std)}")
+        raise ContractError(f"{vocab.PREPROCESS}.std must not contain 0, got {list(pre.std)}")
     return pre
 
 
 def _parse_tabular_input(raw: dict[str, Any]) -> TabularInput:
     names = raw.get("feature_names") or []
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-        raise ContractError(f"kiln.preprocess.feature_names must be a list of strings, got {names!r}")
+        raise ContractError(f"{vocab.PREPROCESS}.feature_names must be a list of strings, got {names!r}")
     return TabularInput(
         feature_names=tuple(names),
         layout=str(raw.get("layout", "[B, F]")),
@@ -302,10 +300,10 @@ def _parse_tabular_input(raw: dict[str, Any]) -> TabularInput:
 
 
 def _segmentation(raw: dict[str, Any]) -> SegmentationPost:
-    threshold = _number(raw.get("threshold", 0.5), "kiln.postprocess.threshold")
+    threshold = _number(raw.get("threshold", 0.5), f"{vocab.POSTPROCESS}.threshold")
     if not 0.0 <= threshold <= 1.0:
-        raise ContractError(f"kiln.postprocess.threshold must be in [0, 1], got {threshold}")
-    activation = _choice(raw, "kiln.postprocess", "activation", ("sigmoid", "none"), "sigmoid")
+        raise ContractError(f"{vocab.POSTPROCESS}.threshold must be in [0, 1], got {threshold}")
+    activation = _choice(raw, vocab.POSTPROCESS, "activation", ("sigmoid", "none"), "sigmoid")
     return SegmentationPost(activation=activation, threshold=threshold)
 
 
@@ -315,17 +313,17 @@ def _detection(raw: dict[str, Any]) -> DetectionPost:
         try:
             names = [names[k] for k in sorted(names, key=int)]
         except (TypeError, ValueError):
-            raise ContractError(f"kiln.postprocess.names keys must be class ids, got {list(names)!r}") from None
+            raise ContractError(f"{vocab.POSTPROCESS}.names keys must be class ids, got {list(names)!r}") from None
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-        raise ContractError(f"kiln.postprocess.names must be a non-empty list of class names, got {names!r}")
-    max_det = _number(raw.get("max_det", 300), "kiln.postprocess.max_det")
+        raise ContractError(f"{vocab.POSTPROCESS}.names must be a non-empty list of class names, got {names!r}")
+    max_det = _number(raw.get("max_det", 300), f"{vocab.POSTPROCESS}.max_det")
     if max_det < 1 or not float(max_det).is_integer():
-        raise ContractError(f"kiln.postprocess.max_det must be a positive int, got {raw.get('max_det')!r}")
+        raise ContractError(f"{vocab.POSTPROCESS}.max_det must be a positive int, got {raw.get('max_det')!r}")
     return DetectionPost(
         names=tuple(names),
         conf=_unit(raw.get("conf", 0.25), "conf"),
         iou=_unit(raw.get("iou", 0.45), "iou"),
-        box_format=_choice(raw, "kiln.postprocess", "box_format", ("xywh",), "xywh"),
+        box_format=_choice(raw, vocab.POSTPROCESS, "box_format", ("xywh",), "xywh"),
         nms=bool(raw.get("nms", False)),
         max_det=int(max_det),
         layout=str(raw.get("layout", "[B,4+nc,N]")),
@@ -333,22 +331,22 @@ def _detection(raw: dict[str, Any]) -> DetectionPost:
 
 
 def _tabular(raw: dict[str, Any]) -> TabularPost:
-    task = _choice(raw, "kiln.postprocess", "task", ("binary", "multiclass", "regression"))
+    task = _choice(raw, vocab.POSTPROCESS, "task", ("binary", "multiclass", "regression"))
     features = raw.get("feature_names")
     if not (isinstance(features, list) and features and all(isinstance(f, str) for f in features)):
-        raise ContractError(f"kiln.postprocess.feature_names must be a non-empty list of strings, got {features!r}")
+        raise ContractError(f"{vocab.POSTPROCESS}.feature_names must be a non-empty list of strings, got {features!r}")
     if len(set(features)) != len(features):
-        raise ContractError(f"kiln.postprocess.feature_names has duplicates: {features}")
+        raise ContractError(f"{vocab.POSTPROCESS}.feature_names has duplicates: {features}")
     classes = raw.get("classes") or []
     if task != "regression" and not (isinstance(classes, list) and len(classes) >= 2):
-        raise ContractError(f"kiln.postprocess.classes must list at least 2 classes for {task}, got {classes!r}")
+        raise ContractError(f"{vocab.POSTPROCESS}.classes must list at least 2 classes for {task}, got {classes!r}")
     return TabularPost(task=task, feature_names=tuple(features), classes=tuple(classes))
 
 
 def _regression(raw: dict[str, Any]) -> RegressionPost:
     shape = raw.get("output_shape")
     if not (isinstance(shape, list) and shape and all(_positive_int(s) for s in shape)):
-        raise ContractError(f"kiln.postprocess.output_shape must be a list of positive ints, got {shape!r}")
+        raise ContractError(f"{vocab.POSTPROCESS}.output_shape must be a list of positive ints, got {shape!r}")
     return RegressionPost(output_shape=tuple(shape), layout=str(raw.get("layout", "")), cells=raw.get("cells"))
 
 
@@ -386,15 +384,15 @@ def _number(value: Any, where: str) -> float:
 
 
 def _unit(value: Any, name: str) -> float:
-    number = _number(value, f"kiln.postprocess.{name}")
+    number = _number(value, f"{vocab.POSTPROCESS}.{name}")
     if not 0.0 <= number <= 1.0:
-        raise ContractError(f"kiln.postprocess.{name} must be in [0, 1], got {number}")
+        raise ContractError(f"{vocab.POSTPROCESS}.{name} must be in [0, 1], got {number}")
     return number
 
 
 def _per_channel(value: Any, name: str, channels: int) -> tuple[float, ...]:
     values = value if isinstance(value, list) else [value]
-    numbers = tuple(_number(v, f"kiln.preprocess.{name}") for v in values)
+    numbers = tuple(_number(v, f"{vocab.PREPROCESS}.{name}") for v in values)
     return _broadcast(numbers, channels, name)
 
 
@@ -403,7 +401,9 @@ def _broadcast(values: tuple[float, ...] | list[float], channels: int, name: str
     if len(numbers) == 1:
         return numbers * channels
     if len(numbers) != channels:
-        raise ContractError(f"kiln.preprocess.{name} has {len(numbers)} values for {channels} channels: {list(values)}")
+        raise ContractError(
+            f"{vocab.PREPROCESS}.{name} has {len(numbers)} values for {channels} channels: {list(values)}"
+        )
     return numbers
 
 
