@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 
 import yaml
 
+from jobs.paths import PathNotAllowedError, confine_params, default_roots
+
 # MLflow's parameter types (https://mlflow.org/docs/latest/projects.html#specifying-parameters).
 PARAM_TYPES = ("string", "float", "path", "uri")
 
@@ -95,8 +97,9 @@ def _param(mlproject: Path, entry_point: str, name: str, spec: Any) -> Param:
 class MLproject:
     """The MLproject of a project folder, re-read when the file changes (others edit it while the service runs)."""
 
-    def __init__(self, project_dir: Path) -> None:
+    def __init__(self, project_dir: Path, file_roots: tuple[Path, ...] = ()) -> None:
         self.project_dir = project_dir
+        self.file_roots = file_roots or default_roots(project_dir)  # where params naming files may point
         self.path = project_dir / "MLproject"
         self._cache: tuple[float, dict[str, EntryPoint]] | None = None
 
@@ -127,6 +130,12 @@ class MLproject:
         missing = [p.name for p in ep.params.values() if p.required and p.name not in params]
         if missing:
             raise ParamError(f"entry point {entry_point!r} needs a value for {missing[0]!r}", f"params.{missing[0]}")
+        # before any coercion: a `path` param's existence check must not answer for files outside the roots
+        path_params = [p.name for p in ep.params.values() if p.type == "path"]
+        try:
+            confine_params(params, self.file_roots, self.project_dir, path_params)
+        except PathNotAllowedError as exc:
+            raise ParamError(exc.detail, exc.field) from None
         return {name: self._coerce(ep, ep.params[name], value) for name, value in params.items()}
 
     def _coerce(self, ep: EntryPoint, param: Param, value: Any) -> str:

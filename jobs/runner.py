@@ -102,7 +102,7 @@ class JobRunner:
         self.settings = settings
         self._service_lock: TextIO | None = _exclusive_lock(settings.jobs_db)
         self.store = store or JobStore(settings.jobs_db)
-        self.mlproject = MLproject(settings.project_dir)
+        self.mlproject = MLproject(settings.project_dir, settings.file_roots)
         self.runs = JobRuns(settings.tracking_uri, settings.project_dir)
         self.reader = RunReader(settings.tracking_uri)
         settings.logs_dir.mkdir(parents=True, exist_ok=True)

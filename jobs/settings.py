@@ -8,6 +8,7 @@ a bad value fails the start with a message naming the variable.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ NAMES = {
     "poll_seconds": "KILN_JOBS_POLL_SECONDS",
     "access_log": "KILN_JOBS_ACCESS_LOG",
     "backend_config": "KILN_JOBS_BACKEND_CONFIG",
+    "file_roots": "KILN_JOBS_FILE_ROOTS",
 }
 
 
@@ -49,6 +51,9 @@ class Settings:
     backend_config: Path | None = (
         None  # KILN_JOBS_BACKEND_CONFIG: sm.json; jobs then run on SageMaker (docs/sagemaker.md)
     )
+    # KILN_JOBS_FILE_ROOTS: folders (os.pathsep-separated) that job params naming files must lie in (jobs/paths.py);
+    # empty: the project folder and data/samples
+    file_roots: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, project_dir: Path | None = None) -> Settings:
@@ -72,6 +77,7 @@ class Settings:
             poll_seconds=raw.poll_seconds,
             access_log=raw.access_log,
             backend_config=_backend_config(raw.backend_config),
+            file_roots=raw.file_roots,
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -94,6 +100,7 @@ class _Raw:
     poll_seconds: float = Settings.poll_seconds
     access_log: bool = Settings.access_log
     backend_config: Path | None = None
+    file_roots: tuple[Path, ...] = ()
 
 
 def _backend_config(path: Path | None) -> Path | None:
@@ -152,7 +159,17 @@ def _positive_float(var: str, raw: str) -> float:
     return value
 
 
+def _roots(var: str, raw: str) -> tuple[Path, ...]:
+    """Existing folders, os.pathsep-separated; a missing one fails the start (a typo would refuse every job)."""
+    roots = tuple(Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip())
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        raise SettingsError(f"{var}: not a folder: {', '.join(missing)}")
+    return roots
+
+
 PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "file_roots": _roots,
     "max_concurrent_jobs": _positive_int,
     "mlflow_ui_url": _http_url,
     "cancel_grace_seconds": _positive_float,
