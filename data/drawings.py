@@ -97,7 +97,7 @@ def _paper(size: int, rng: np.random.Generator) -> np.ndarray:
         blob = np.zeros((size, size), np.float32)
         centre = (int(rng.integers(0, size)), int(rng.integers(0, size)))
         cv2.circle(blob, centre, int(rng.integers(size // 20, size // 6)), 1.0, -1)
-        blob = cv2.GaussianBlur(blob, (0, 0), size / 30)
+        blob = np.asarray(cv2.GaussianBlur(blob, (0, 0), size / 30), np.float32)
         paper -= blob * float(rng.uniform(20, 60))
     return paper
 
@@ -116,7 +116,7 @@ def render(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     darkness = float(rng.uniform(20, 90))
     image = _paper(size, rng) * (1 - canvas.ink / 255.0) + darkness * (canvas.ink / 255.0)
     if rng.random() < 0.5:  # a slightly out-of-focus scan
-        image = cv2.GaussianBlur(image, (3, 3), 0.6)
+        image = np.asarray(cv2.GaussianBlur(image, (3, 3), 0.6), np.float64)
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 

@@ -120,7 +120,7 @@ def _leaf(size: int, rng: Rng, centre: np.ndarray, length: float, angle: float) 
     upper = np.stack([along, width], axis=1)
     lower = np.stack([along[::-1], -width[::-1]], axis=1)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    return (np.concatenate([upper, lower]) @ rot.T + centre).astype(np.int32)
+    return np.asarray((np.concatenate([upper, lower]) @ rot.T + centre).astype(np.int32))
 
 
 def render_leaves(size: int, rng: Rng) -> tuple[np.ndarray, np.ndarray]:

@@ -49,7 +49,7 @@ class ProxyConfig:
 
 def _periodic_distance(coord: np.ndarray, centre: float) -> np.ndarray:
     d = np.abs(coord - centre)
-    return np.minimum(d, SIZE - d)
+    return np.asarray(np.minimum(d, SIZE - d))
 
 
 def collection_windows() -> np.ndarray:
@@ -92,7 +92,7 @@ def mean_spatial_frequency(structs: np.ndarray) -> np.ndarray:
     centred = structs.astype(np.float64) - structs.mean(axis=(1, 2), keepdims=True)
     power = np.abs(np.fft.fft2(centred)) ** 2
     k = np.sqrt(np.fft.fftfreq(SIZE)[:, None] ** 2 + np.fft.fftfreq(SIZE)[None, :] ** 2)
-    return (power * k).sum(axis=(1, 2)) / (power.sum(axis=(1, 2)) + 1e-12)
+    return np.asarray((power * k).sum(axis=(1, 2)) / (power.sum(axis=(1, 2)) + 1e-12))
 
 
 def proxy_spectra(structs: np.ndarray, cfg: ProxyConfig | None = None) -> np.ndarray:

@@ -157,10 +157,11 @@ def dataset_root(data: dict[str, Any], yaml_path: Path) -> Path:
 
 def split_sources(data: dict[str, Any], key: str, root: Path, yaml_path: Path) -> list[Path]:
     raw = data.get(key)
-    entries = raw if isinstance(raw, list) else [raw]
+    entries: list[Any] = raw if isinstance(raw, list) else [raw]
     if not all(isinstance(e, str) and e for e in entries):
         raise DatasetError(f"{yaml_path}: '{key}' must be a path or a list of paths, got {raw!r}")
-    return [(root / e).resolve() if not Path(e).is_absolute() else Path(e) for e in entries]
+    paths: list[str] = entries
+    return [(root / e).resolve() if not Path(e).is_absolute() else Path(e) for e in paths]
 
 
 def images_from(source: Path, yaml_path: Path | None, key: str) -> list[Path]:

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from data.yolo_layout import SPLITS, DatasetError, find_yaml, label_path, list_images, parse_names, read_yaml
+from core.errors import DatasetError
+from data.yolo_layout import SPLITS, find_yaml, label_path, list_images, parse_names, read_yaml
 
 
 @dataclass(frozen=True)
