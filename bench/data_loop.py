@@ -110,7 +110,7 @@ def raw_ort(onnx_path: Path, files: list[Path]) -> float:
     from core.contract import ModelContract
     from core.preprocess import letterbox
     from projects.yolo.data import model_input
-    from serving import runtime
+    from serving.runtime import runtime
 
     pre = model_input(IMGSZ)
     contract = ModelContract(task="detection", family="yolo", preprocess=pre)

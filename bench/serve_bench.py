@@ -119,7 +119,7 @@ def measure_raw(
 
     options = None
     if kiln_options:
-        from serving.runtime import physical_cores, session_options
+        from serving.runtime.runtime import physical_cores, session_options
 
         options = session_options(physical_cores(), spinning=False)
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])

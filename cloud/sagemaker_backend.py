@@ -32,6 +32,7 @@ from mlflow.projects.backend.abstract_backend import AbstractBackend
 from mlflow.projects.submitted_run import SubmittedRun
 
 from cloud.sagemaker_config import SageMakerConfig, load_backend_config
+from core import vocab
 from core.errors import ConfigError, KilnError, UserError
 from core.redact import mask_uri, redact
 
@@ -320,12 +321,12 @@ def _tag_run(run_id: str, config: SageMakerConfig, job_name: str, arn: str, sour
 
     client = mlflow.MlflowClient()
     tags = {
-        "kiln.sagemaker.job_name": job_name,
-        "kiln.sagemaker.job_arn": arn,
-        "kiln.sagemaker.instance_type": config.instance_type,
-        "kiln.sagemaker.spot": str(config.use_spot).lower(),
-        "kiln.sagemaker.source": source,
-        "kiln.sagemaker.checkpoints": f"s3://{config.bucket}/"
+        vocab.SAGEMAKER_JOB_NAME: job_name,
+        vocab.SAGEMAKER_JOB_ARN: arn,
+        vocab.SAGEMAKER_INSTANCE_TYPE: config.instance_type,
+        vocab.SAGEMAKER_SPOT: str(config.use_spot).lower(),
+        vocab.SAGEMAKER_SOURCE: source,
+        vocab.SAGEMAKER_CHECKPOINTS: f"s3://{config.bucket}/"
         + "/".join(p for p in (config.key_prefix, job_name, "checkpoints") if p),
     }
     for key, value in tags.items():
@@ -337,7 +338,7 @@ def _close_failed(run_id: str, err: BaseException) -> None:
 
     client = mlflow.MlflowClient()
     with contextlib.suppress(Exception):
-        client.set_tag(run_id, "mlflow.note.content", f"SageMaker job not created: {redact(str(err))[:2000]}")
+        client.set_tag(run_id, vocab.NOTE_TAG, f"SageMaker job not created: {redact(str(err))[:2000]}")
         client.set_terminated(run_id, "FAILED")
 
 
@@ -400,11 +401,11 @@ class SageMakerSubmittedRun(SubmittedRun):  # type: ignore[misc]
         client = mlflow.MlflowClient()
         reason = job.get("FailureReason")
         if status == "FAILED" and reason:
-            client.set_tag(self.run_id, "kiln.sagemaker.failure_reason", redact(str(reason))[:5000])
+            client.set_tag(self.run_id, vocab.SAGEMAKER_FAILURE_REASON, redact(str(reason))[:5000])
             print(f"kiln: SageMaker job {self.job_name} failed: {redact(str(reason))}", file=sys.stderr, flush=True)
         seconds = job.get("BillableTimeInSeconds")
         if seconds is not None:
-            client.set_tag(self.run_id, "kiln.sagemaker.billable_seconds", str(seconds))
+            client.set_tag(self.run_id, vocab.SAGEMAKER_BILLABLE_SECONDS, str(seconds))
         client.set_terminated(self.run_id, status)
 
 

@@ -87,7 +87,7 @@ def autolabel(
     progress: bool = False,
 ) -> AutolabelResult:
     """Pre-label every image of DST/images that no person reviewed yet."""
-    from serving.predictor import Predictor
+    from serving.runtime.predictor import Predictor
 
     if not 0.0 < conf < 1.0:
         raise UserError(f"--conf must be in (0, 1), got {conf}")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import vocab
 from core.errors import DatasetError, UserError
 from data.loop import class_names, label_file
 from data.yolo_layout import SPLITS, list_images
@@ -40,7 +41,7 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 REF_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,99})(?:@(?:v(?P<v>\d+)|(?P<n>\d+)|(?P<latest>latest)))?$")
-TAG_NAME, TAG_VERSION, TAG_DIGEST = "kiln.dataset.name", "kiln.dataset.version", "kiln.dataset.digest"
+TAG_NAME, TAG_VERSION, TAG_DIGEST = vocab.DATASET_NAME, vocab.DATASET_VERSION, vocab.DATASET_DIGEST
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def _experiment_id(client: Any, create: bool) -> str | None:
     if not create:
         return None
     try:
-        return str(client.create_experiment(EXPERIMENT, tags={"mlflow.experimentKind": "custom_model_development"}))
+        return str(client.create_experiment(EXPERIMENT, tags={vocab.EXPERIMENT_KIND_TAG: vocab.TRAINING_KIND}))
     except Exception:  # another process created it first
         found = client.get_experiment_by_name(EXPERIMENT)
         if found is None:
@@ -328,9 +329,9 @@ def _upload(
         client.log_metric(run_id, "new_files", new)
         for cls, n in manifest["class_counts"].items():
             client.log_metric(run_id, f"boxes/{cls}", n)
-        client.set_tag(run_id, "mlflow.note.content", _note(manifest))
+        client.set_tag(run_id, vocab.NOTE_TAG, _note(manifest))
         if parent:
-            client.set_tag(run_id, "kiln.dataset.parent", parent)
+            client.set_tag(run_id, vocab.DATASET_PARENT, parent)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
@@ -518,9 +519,9 @@ def _log_input(ref: str, digest: str, run_id: str, images: int, context: str) ->
 
     source = _dataset_source_class()(uri=f"dataset:{ref}", run_id=run_id)
     dataset = MetaDataset(source=source, name=ref, digest=digest[:32])  # type: ignore[abstract]
-    tags = {"kiln.dataset": ref, "kiln.dataset.run_id": run_id, "images": str(images)}
+    tags = {vocab.DATASET: ref, vocab.DATASET_RUN_ID: run_id, "images": str(images)}
     mlflow.log_input(dataset, context=context, tags=tags)
-    mlflow.set_tags({"kiln.dataset": ref, "kiln.dataset.run_id": run_id})
+    mlflow.set_tags({vocab.DATASET: ref, vocab.DATASET_RUN_ID: run_id})
 
 
 @functools.cache

@@ -2,7 +2,7 @@
 
     python -c "from efficiency.detection import average_precision; print(average_precision([0.5, 1.0], [1.0, 0.5]))"
 
-Boxes come from `serving.predictor.Predictor` in original-image pixels; the truth from the dataset's YOLO label
+Boxes come from `serving.runtime.predictor.Predictor` in original-image pixels; the truth from the dataset's YOLO label
 files (`class cx cy w h`, normalised; a polygon line counts as its bounding box). AP is VOC's all-point
 interpolation (VOC 2010 on): the area under the precision envelope over every recall step, with predictions of a
 class matched greedily, highest confidence first, to the unmatched ground-truth box of the same class and image
@@ -20,7 +20,7 @@ import numpy as np
 
 from core.errors import DatasetError
 from data.yolo_layout import YoloDataset, label_path, list_images, load_dataset, text_of
-from serving.predictor import Predictor
+from serving.runtime.predictor import Predictor
 
 IOU_THRESHOLD = 0.5
 

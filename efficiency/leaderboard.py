@@ -6,10 +6,10 @@ and the best version under each budget.
     kiln leaderboard --measure --plot frontier.png
 
 Each version's quality is its run's ranking metric (the version's `kiln.metric` tag, or `--metric`); its size and
-speed are the footprint metrics logged on its run when it was registered (`serving/footprint.py`: onnx_parameters,
-onnx_size_bytes, flops, latency_p50_ms, latency_p99_ms). Parameters are the run's `num_parameters` where training
-logged it (PyTorch's count), else the ONNX graph's. `--measure` profiles versions that have no footprint yet (those
-registered before the hook) on this machine and logs it to their runs.
+speed are the footprint metrics logged on its run when it was registered (`serving/runtime/footprint.py`:
+onnx_parameters, onnx_size_bytes, flops, latency_p50_ms, latency_p99_ms). Parameters are the run's
+`num_parameters` where training logged it (PyTorch's count), else the ONNX graph's. `--measure` profiles versions
+that have no footprint yet (those registered before the hook) on this machine and logs it to their runs.
 
 A version is on the frontier when no other version is at least as good on all three of metric, parameters and
 p50 latency and strictly better on one (latencies within 10% of each other count as equal: timing noise).
@@ -26,6 +26,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 
+from core import vocab
 from core.errors import UserError
 from registry.lookup import all_registered_models, run_metrics, tags_of
 
@@ -109,15 +110,15 @@ def collect(
 def _entry(client: MlflowClient, version: Any, metric: str | None, aliases: list[str]) -> Entry:
     tags = tags_of(version)
     metrics = run_metrics(client, version.run_id) if version.run_id else {}
-    chosen = metric or tags.get("kiln.metric") or ""
-    mode = tags.get("kiln.mode") or ("min" if "loss" in chosen or "rmse" in chosen else "max")
+    chosen = metric or tags.get(vocab.METRIC) or ""
+    mode = tags.get(vocab.MODE) or ("min" if "loss" in chosen or "rmse" in chosen else "max")
     params = metrics.get("num_parameters", metrics.get("onnx_parameters"))
     return Entry(
-        model=str(version.name), version=int(version.version), task=tags.get("kiln.task", ""), metric=chosen,
+        model=str(version.name), version=int(version.version), task=tags.get(vocab.TASK, ""), metric=chosen,
         mode=mode, value=metrics.get(chosen) if chosen else None, parameters=params,
         latency_p50_ms=metrics.get("latency_p50_ms"), latency_p99_ms=metrics.get("latency_p99_ms"),
         size_bytes=metrics.get("onnx_size_bytes"), flops=metrics.get("flops"), aliases=sorted(aliases),
-        source_version=tags.get("kiln.source_version", ""), run_id=version.run_id or "",
+        source_version=tags.get(vocab.SOURCE_VERSION, ""), run_id=version.run_id or "",
     )  # fmt: skip
 
 
@@ -175,8 +176,8 @@ def measure_missing(client: MlflowClient, entries: Sequence[Entry]) -> int:
 
     import mlflow
 
-    from serving.artifacts import onnx_file
-    from serving.footprint import log_footprint
+    from serving.deployment.artifacts import onnx_file
+    from serving.runtime.footprint import log_footprint
 
     done = 0
     for entry in entries:

@@ -29,14 +29,15 @@ import numpy as np
 import onnx
 from mlflow import MlflowClient
 
+from core import vocab
 from core.contract import ModelContract
 from core.errors import UserError
 from core.preprocess import prepare
 from efficiency.detection import detection_map50
 from registry.lookup import get_run, get_version, run_data
-from serving.artifacts import onnx_file
-from serving.footprint import example_feeds, latency, log_footprint, open_like_server
-from serving.predictor import Predictor
+from serving.deployment.artifacts import onnx_file
+from serving.runtime.footprint import example_feeds, latency, log_footprint, open_like_server
+from serving.runtime.predictor import Predictor
 
 QUANTIZED_OPS = frozenset(
     {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"}
@@ -340,12 +341,12 @@ def register_int8(
 ) -> int:
     """Log the int8 model in a run of its own and register it under the same name, tagged with where it came from."""
     from projects.common.onnx_export import log_onnx_model
-    from serving.artifacts import input_example
+    from serving.deployment.artifacts import input_example
 
     source_metrics, _ = run_data(client, source.run_id)
     ranking = contract.ranking
     with mlflow.start_run(run_name=f"{outcome.model}-v{outcome.source_version}-int8") as run:
-        mlflow.set_tags({"kiln.optimized_from": f"{outcome.model}/{outcome.source_version}", "kiln.int8": "true"})
+        mlflow.set_tags({vocab.OPTIMIZED_FROM: f"{outcome.model}/{outcome.source_version}", vocab.INT8: "true"})
         mlflow.log_params({"source_model": outcome.model, "source_version": outcome.source_version,
                            "quantization": "static QDQ int8" if contract.preprocess else "dynamic int8",
                            "max_drop": outcome.max_drop, "evaluated_on": outcome.evaluated_on})  # fmt: skip
@@ -363,8 +364,8 @@ def register_int8(
                                  contract=contract)  # fmt: skip
         if "latency_p50_ms" not in run_data(client, run.info.run_id)[0]:  # registration did not profile it
             log_footprint(int8, run.info.run_id)
-    tags = {"kiln.source_version": str(outcome.source_version), "kiln.int8": "true",
-            "kiln.metric_drop": f"{outcome.drop:.6f}", "kiln.speedup": f"{outcome.speedup:.3f}"}  # fmt: skip
+    tags = {vocab.SOURCE_VERSION: str(outcome.source_version), vocab.INT8: "true",
+            vocab.METRIC_DROP: f"{outcome.drop:.6f}", vocab.SPEEDUP: f"{outcome.speedup:.3f}"}  # fmt: skip
     for key, value in tags.items():
         client.set_model_version_tag(outcome.model, str(version.version), key, value)
     return int(version.version)

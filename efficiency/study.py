@@ -33,6 +33,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
+from core import vocab
 from core.errors import ConfigError, KilnError, UserError
 from projects.common.families import get_family, train_family
 
@@ -137,7 +138,7 @@ def dataset_label(dataset: str) -> str:
 def child_run(client: MlflowClient, parent: Any, name: str, tags: Mapping[str, str]) -> Iterator[str]:
     """A run nested under `parent` that the family's training joins through MLFLOW_RUN_ID, as under `mlflow run`."""
     run = client.create_run(parent.info.experiment_id, run_name=name,
-                            tags={"mlflow.parentRunId": parent.info.run_id, **tags})  # fmt: skip
+                            tags={vocab.PARENT_TAG: parent.info.run_id, **tags})  # fmt: skip
     previous = os.environ.get("MLFLOW_RUN_ID")
     os.environ["MLFLOW_RUN_ID"] = run.info.run_id
     try:
@@ -163,7 +164,7 @@ def run_cell(client: MlflowClient, parent: Any, plan: StudyPlan, cell: tuple[str
     if distilled:
         overrides["teacher"] = plan.teacher.replace("{dataset}", label)
     name = cell_name(variant, dataset, seed, distilled)
-    tags = {"kiln.study": parent.info.run_id, "kiln.cell": name}
+    tags = {vocab.STUDY: parent.info.run_id, vocab.CELL: name}
     start = time.perf_counter()
     with child_run(client, parent, name, tags) as run_id:
         final = train_family(plan.family, overrides)
@@ -353,7 +354,7 @@ def _run_with_retries(
 
 def _open(client: MlflowClient, plan: StudyPlan, counts: Mapping[str, int]) -> Any:
     parent = client.create_run(experiment_id(), run_name=f"study-budget-{plan.family}",
-                               tags={"kiln.study": "budget", "kiln.family": plan.family})  # fmt: skip
+                               tags={vocab.STUDY: "budget", vocab.FAMILY: plan.family})  # fmt: skip
     _log_plan(client, parent.info.run_id, plan, counts)
     return parent
 
@@ -363,7 +364,7 @@ def _reopen(client: MlflowClient, run_id: str, plan: StudyPlan) -> Any:
     from registry.lookup import get_run
 
     parent = get_run(client, run_id)
-    if parent.data.tags.get("kiln.study") != "budget":
+    if parent.data.tags.get(vocab.STUDY) != "budget":
         raise ConfigError(f"--resume {run_id}: not a budget study's parent run")
     wanted = _plan_params(plan)
     keys = set(wanted) | {k for k in parent.data.params if k.startswith("set.")}
@@ -382,7 +383,7 @@ def finished_cells(client: MlflowClient, parent_id: str, plan: StudyPlan) -> dic
                               f"tags.kiln.study = '{parent_id}' and attributes.status = 'FINISHED'")  # fmt: skip
     cells: dict[str, Cell] = {}
     for run in runs:
-        name, metrics = run.data.tags.get("kiln.cell", ""), run.data.metrics
+        name, metrics = run.data.tags.get(vocab.CELL, ""), run.data.metrics
         metric = plan.metric if plan.metric in metrics else family.ranking.metric
         if metric not in metrics or not name:
             continue
@@ -427,5 +428,5 @@ def _finish(client: MlflowClient, run_id: str, plan: StudyPlan, cells: list[Cell
         client.log_metric(run_id, f"{row['variant']}{arm}_std_{metric}", row["mean"][1])
     for effect in effects:
         client.log_metric(run_id, f"distill_effect_{effect['variant']}", effect["effect"])
-    client.set_tag(run_id, "mlflow.note.content", "```\n" + text + "\n```")
+    client.set_tag(run_id, vocab.NOTE_TAG, "```\n" + text + "\n```")
     return StudyResult(run_id, cells, summary, effects, files)

@@ -23,9 +23,10 @@ from typing import Any
 import yaml
 from mlflow import MlflowClient
 
+from core import vocab
 from experiments.runview import STOPPED_BY_TAG, RunView, Series, finite, load_run
 
-ADVICE_TAG = "kiln.advice"
+ADVICE_TAG = vocab.ADVICE
 ADVICE_FILE = "advice.md"
 MLPROJECT = Path(__file__).resolve().parents[1] / "MLproject"
 # Params that say nothing about the training recipe; left out of command lines and run comparisons.
@@ -232,9 +233,9 @@ def entry_point(view: RunView) -> str | None:
     tags = view.tags
     return (
         tags.get("mlflow.project.entryPoint")
-        or tags.get("kiln.preset")
-        or tags.get("kiln.variant")
-        or tags.get("kiln.family")
+        or tags.get(vocab.PRESET)
+        or tags.get(vocab.VARIANT)
+        or tags.get(vocab.FAMILY)
     )
 
 
@@ -533,7 +534,7 @@ def noisy_validation(view: RunView) -> Finding | None:
     )
     evidence = {"direction_changes": flips, "residual_std": resid, "range": span}
     fix = {**setting(view, "val_fraction", 0.3), **scaled(view, "samples", 2.0)}
-    family = view.tags.get("kiln.preset") or view.tags.get("kiln.variant") or view.tags.get("kiln.family") or "FAMILY"
+    family = view.tags.get(vocab.PRESET) or view.tags.get(vocab.VARIANT) or view.tags.get(vocab.FAMILY) or "FAMILY"
     return _finding(
         view, "noisy_validation", summary, evidence, fix, f"Judge with folds: `kiln cv {family} --folds 5`."
     )
@@ -626,7 +627,7 @@ def diagnose(view: RunView) -> list[Finding]:
 
 def headline(view: RunView) -> str:
     n = view.epochs_run()
-    where = view.tags.get("kiln.preset") or view.tags.get("kiln.variant") or view.tags.get("kiln.family") or "run"
+    where = view.tags.get(vocab.PRESET) or view.tags.get(vocab.VARIANT) or view.tags.get(vocab.FAMILY) or "run"
     text = f"{where}: {n} {view.unit}s, status {view.status}."
     values = view.values(view.monitor or "")
     if values:

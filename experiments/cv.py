@@ -25,6 +25,7 @@ import click
 import yaml
 from mlflow import MlflowClient
 
+from core import vocab
 from core.errors import ConfigError, UserError, cli_errors
 from experiments.options import flag_value, optional_number, parse_overrides
 from experiments.runs import NOTE_TAG, close_parent, create_child, experiment_id, mark_failed, open_parent, stamp
@@ -33,7 +34,6 @@ from experiments.stats import Summary, closest_to_mean, cv_metrics, cv_value_tag
 
 FOLD_FAMILIES = ("skinmodel", "edgnet", "yolo")  # families whose split honours a fold (or, YOLO, a fold YAML)
 BOOKKEEPING = ("registered_version", "onnx_max_abs_diff", "fuse_max_abs_diff")
-TAG = "kiln.cv."
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def plan(target: str, folds: int | None, seeds: Sequence[int] | None, sets: Mapp
     if seeds:
         if "seed" in sets:
             raise ConfigError("--seeds and --set seed=... contradict each other; drop one")
-        return [Part(f"seed-{s}", {**sets, "seed": s}, tags={TAG + "seed": str(s)}) for s in seeds]
+        return [Part(f"seed-{s}", {**sets, "seed": s}, tags={vocab.CV_SEED: str(s)}) for s in seeds]
     assert folds is not None
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}")
@@ -89,7 +89,7 @@ def plan(target: str, folds: int | None, seeds: Sequence[int] | None, sets: Mapp
         raise ConfigError(f"{family.name} has no fold hook yet (folds work for {list(FOLD_FAMILIES)}); use --seeds")
     if family.name == "yolo":
         return _yolo_parts(cfg, folds, seed, sets)
-    return [Part(f"fold-{i}", dict(sets), FoldSpec(folds, i, seed), {TAG + "fold": str(i)}) for i in range(folds)]
+    return [Part(f"fold-{i}", dict(sets), FoldSpec(folds, i, seed), {vocab.CV_FOLD: str(i)}) for i in range(folds)]
 
 
 def _yolo_parts(cfg: Any, k: int, seed: int, sets: Mapping[str, Any]) -> list[Part]:
@@ -114,7 +114,7 @@ def _yolo_parts(cfg: Any, k: int, seed: int, sets: Mapping[str, Any]) -> list[Pa
         spec = {"path": str(dataset.root), "train": str(lists["train"]), "val": str(lists["val"]),
                 "names": dict(enumerate(dataset.names))}  # fmt: skip
         data_yaml.write_text(yaml.safe_dump(spec))
-        parts.append(Part(f"fold-{i}", {**sets, "data": str(data_yaml)}, None, {TAG + "fold": str(i)}))
+        parts.append(Part(f"fold-{i}", {**sets, "data": str(data_yaml)}, None, {vocab.CV_FOLD: str(i)}))
     return parts
 
 
@@ -155,8 +155,8 @@ def cv(
     metric = metric or family.ranking.metric
     kind = "folds" if folds else "seeds"
     client = MlflowClient()
-    tags = {TAG + "kind": kind, TAG + "n": str(len(parts)), TAG + "target": target, "kiln.family": family.name,
-            "kiln.metric": metric, "kiln.mode": family.ranking.mode}  # fmt: skip
+    tags = {vocab.CV_KIND: kind, vocab.CV_N: str(len(parts)), vocab.CV_TARGET: target, vocab.FAMILY: family.name,
+            vocab.METRIC: metric, vocab.MODE: family.ranking.mode}  # fmt: skip
     parent = open_parent(client, experiment_id(client, experiment), f"cv-{target}-{stamp()}", tags, None)
     status = "FAILED"
     try:
@@ -245,18 +245,18 @@ def _register(client: MlflowClient, parent: str, target: str, parts: list[Part],
               sets: Mapping[str, Any], refit: bool, result: CVResult) -> CVResult:  # fmt: skip
     """Train once more with export: the part closest to the mean, or (`--refit`) the family's usual run."""
     if refit:
-        part, label = Part("refit", dict(sets), tags={TAG + "role": "refit"}), "refit"
+        part, label = Part("refit", dict(sets), tags={vocab.CV_ROLE: "refit"}), "refit"
     else:
         chosen = parts[closest_to_mean(values)]
-        tags = {**(chosen.tags or {}), TAG + "role": "registered"}
+        tags = {**(chosen.tags or {}), vocab.CV_ROLE: "registered"}
         part, label = Part(chosen.label, chosen.overrides, chosen.fold, tags), f"{chosen.label}-registered"
     print(f"[cv] training {label} with export to register it", flush=True)
     child, final = _run_part(client, parent, target, part, export=True, label=label)
     version = final.get("registered_version")
     if version is None:
         return result
-    client.set_tag(parent, TAG + "registered_version", str(int(version)))
-    client.set_tag(parent, TAG + "registered_run", child)
+    client.set_tag(parent, vocab.CV_REGISTERED_VERSION, str(int(version)))
+    client.set_tag(parent, vocab.CV_REGISTERED_RUN, child)
     return CVResult(**{**result.__dict__, "registered_version": int(version), "registered_run_id": child})
 
 

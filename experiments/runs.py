@@ -19,10 +19,12 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
-PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
-NOTE_TAG = "mlflow.note.content"
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+from core import vocab
+
+PARENT_TAG = vocab.PARENT_TAG
+RUN_NAME_TAG = vocab.RUN_NAME_TAG
+NOTE_TAG = vocab.NOTE_TAG
+EXPERIMENT_KIND = {vocab.EXPERIMENT_KIND_TAG: vocab.TRAINING_KIND}
 
 
 def experiment_id(client: MlflowClient, name: str | None) -> str:
@@ -31,7 +33,9 @@ def experiment_id(client: MlflowClient, name: str | None) -> str:
         found = client.get_experiment_by_name(name)
         if found is not None:
             return str(found.experiment_id)
-        return str(client.create_experiment(name, tags=EXPERIMENT_KIND))
+        from registry.names import check_experiment_name  # a new name follows the registry's rule
+
+        return str(client.create_experiment(check_experiment_name(name), tags=EXPERIMENT_KIND))
     env = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if env:
         return env
@@ -111,7 +115,7 @@ def run_status(client: MlflowClient, run_id: str) -> str:
 
 def mark_failed(client: MlflowClient, run_id: str, error: BaseException) -> None:
     message = f"{type(error).__name__}: {error}"[:4000]
-    client.set_tag(run_id, "kiln.error", message)
+    client.set_tag(run_id, vocab.ERROR, message)
     if run_status(client, run_id) == "RUNNING":
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from core import vocab
 from core.errors import UserError
 
 # Loss curves, most specific first: (train key or prefix, val key or prefix). A prefix ending in "/" sums the
@@ -40,7 +41,7 @@ KNOBS: dict[str, tuple[str, ...]] = {
     "depth": ("max_depth",),
     "weight_decay": ("weight_decay",),
 }
-STOPPED_BY_TAG = "kiln.stopped_by"  # set by the epoch-listener mechanism when a listener ends a run
+STOPPED_BY_TAG = vocab.STOPPED_BY  # set by the epoch-listener mechanism when a listener ends a run
 
 
 class RunNotFound(UserError):
@@ -133,8 +134,8 @@ def resolve_curves(view: RunView) -> None:
         if train or val:
             view.train_loss, view.val_loss = train, val
             break
-    view.ranking = view.tags.get("kiln.metric")
-    view.mode = view.tags.get("kiln.mode") or "max"
+    view.ranking = view.tags.get(vocab.METRIC)
+    view.mode = view.tags.get(vocab.MODE) or "max"
     for candidate in _monitor_candidates(view.ranking):
         if len(view.series.get(candidate, [])) > 1:
             view.monitor = candidate

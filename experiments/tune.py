@@ -33,6 +33,7 @@ import click
 import mlflow
 from mlflow import MlflowClient
 
+from core import vocab
 from core.errors import ConfigError, KilnError, UserError, cli_errors
 from core.redact import mask_uri
 from experiments.options import flag_value, optional_number, parse_overrides
@@ -51,7 +52,6 @@ from experiments.space import Space, load_space
 PRUNERS = ("median", "hyperband", "none")
 SAMPLERS = ("tpe", "random")
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
-TAG = "kiln.tune."
 READY_SECONDS = 120.0  # the longest the first process waits for spawned workers to open the study
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which `kiln tune` process ran a trial (several share a study)
 
@@ -143,9 +143,9 @@ def open_study(spec: TuneSpec) -> Any:
     except Exception as err:  # storage URL that cannot be opened: SQLAlchemy's or Optuna's own errors
         raise UserError(f"cannot open Optuna storage {mask_uri(spec.storage)!r}: {err}") from None
     attrs = study.user_attrs
-    if attrs.get("kiln.target", spec.target) != spec.target or study.direction.name.lower() != direction:
+    if attrs.get(vocab.STUDY_TARGET_ATTR, spec.target) != spec.target or study.direction.name.lower() != direction:
         raise ConfigError(
-            f"study {spec.study!r} in {mask_uri(spec.storage)} was made for {attrs.get('kiln.target')!r} "
+            f"study {spec.study!r} in {mask_uri(spec.storage)} was made for {attrs.get(vocab.STUDY_TARGET_ATTR)!r} "
             f"({study.direction.name.lower()}); choose another --study name"
         )
     return study
@@ -194,31 +194,31 @@ def objective(spec: TuneSpec, client: MlflowClient) -> Any:
 
     def run_trial(trial: optuna.Trial) -> float:
         params = spec.space.suggest(trial)
-        tags = {TAG + "study": spec.study, TAG + "trial": str(trial.number), TAG + "state": "running",
-                TAG + "worker": WORKER}  # fmt: skip
+        tags = {vocab.TUNE_STUDY: spec.study, vocab.TUNE_TRIAL: str(trial.number), vocab.TUNE_STATE: "running",
+                vocab.TUNE_WORKER: WORKER}  # fmt: skip
         child = create_child(client, spec.parent_run_id, f"trial-{trial.number}", tags)
         trial.set_user_attr("mlflow_run_id", child)
-        trial.set_user_attr("kiln.worker", WORKER)
+        trial.set_user_attr(vocab.STUDY_WORKER_ATTR, WORKER)
         reporter = TrialReporter(trial, spec.step_keys, spec.mode, spec.pruner)
         try:
             final = train_in_run(client, child, spec.target, {**spec.sets, **spec.space.fixed, **params}, [reporter])
         except Exception as err:
             mark_failed(client, child, err)
-            client.set_tag(child, TAG + "state", "failed")
+            client.set_tag(child, vocab.TUNE_STATE, "failed")
             raise
         if reporter.pruned_at is not None:
-            client.set_tag(child, TAG + "state", "pruned")
+            client.set_tag(child, vocab.TUNE_STATE, "pruned")
             raise optuna.TrialPruned(f"trial {trial.number} pruned at step {reporter.pruned_at}")
         value = final.get(spec.metric)
         if value is None or not math.isfinite(value):
-            client.set_tag(child, TAG + "state", "failed")
+            client.set_tag(child, vocab.TUNE_STATE, "failed")
             error = UserError(
                 f"trial {trial.number}: training returned {spec.metric}={value}; it returned {sorted(final)}"
             )
-            client.set_tag(child, "kiln.error", error.message)
+            client.set_tag(child, vocab.ERROR, error.message)
             raise error
-        client.set_tag(child, TAG + "state", "complete")
-        client.set_tag(child, TAG + "value", repr(float(value)))
+        client.set_tag(child, vocab.TUNE_STATE, "complete")
+        client.set_tag(child, vocab.TUNE_VALUE, repr(float(value)))
         return float(value)
 
     return run_trial
@@ -370,18 +370,18 @@ def _infer_mode(metric: str) -> str:
 
 
 def _open_parent(client: MlflowClient, spec: TuneSpec, study: Any, experiment: str | None) -> str:
-    reuse = study.user_attrs.get("kiln.parent_run_id")
+    reuse = study.user_attrs.get(vocab.STUDY_PARENT_ATTR)
     if reuse:
         try:
             client.get_run(reuse)
         except Exception:
             reuse = None  # the parent was deleted from the tracking store: start a new one
-    tags = {TAG + "study": spec.study, TAG + "storage": mask_uri(spec.storage), "kiln.metric": spec.metric,
-            "kiln.mode": spec.mode, TAG + "target": spec.target}  # fmt: skip
+    tags = {vocab.TUNE_STUDY: spec.study, vocab.TUNE_STORAGE: mask_uri(spec.storage), vocab.METRIC: spec.metric,
+            vocab.MODE: spec.mode, vocab.TUNE_TARGET: spec.target}  # fmt: skip
     parent = open_parent(client, experiment_id(client, experiment), f"tune-{spec.study}", tags, reuse)
-    study.set_user_attr("kiln.parent_run_id", parent)
-    study.set_user_attr("kiln.target", spec.target)
-    study.set_user_attr("kiln.metric", spec.metric)
+    study.set_user_attr(vocab.STUDY_PARENT_ATTR, parent)
+    study.set_user_attr(vocab.STUDY_TARGET_ATTR, spec.target)
+    study.set_user_attr(vocab.METRIC, spec.metric)
     _log_new_params(client, parent, {
         "target": spec.target, "space": spec.space.source, "metric": spec.metric, "mode": spec.mode,
         "pruner": spec.pruner, "sampler": spec.sampler, "seed": spec.seed, "study": spec.study,
@@ -441,10 +441,10 @@ def _log_best(client: MlflowClient, spec: TuneSpec, best: Any, counts: Mapping[s
                **{f"tune/n_{state}": float(n) for state, n in counts.items()}}  # fmt: skip
     for key, value in metrics.items():
         client.log_metric(parent, key, value)
-    client.set_tag(parent, TAG + "best_trial", str(best.number))
-    client.set_tag(parent, TAG + "best_run", str(best.user_attrs.get("mlflow_run_id", "")))
+    client.set_tag(parent, vocab.TUNE_BEST_TRIAL, str(best.number))
+    client.set_tag(parent, vocab.TUNE_BEST_RUN, str(best.user_attrs.get("mlflow_run_id", "")))
     for key, value in best.params.items():
-        client.set_tag(parent, f"{TAG}best.{key}", repr(value) if isinstance(value, float) else str(value))
+        client.set_tag(parent, vocab.TUNE_BEST_PREFIX + key, repr(value) if isinstance(value, float) else str(value))
     client.log_dict(parent, {"trial": best.number, "value": best.value, "metric": spec.metric, "params": best.params,
                              "fixed": spec.space.fixed, "sets": spec.sets}, "best_params.json")  # fmt: skip
 
@@ -488,7 +488,7 @@ def _plots(study: Any, complete: list[Any]) -> dict[str, Any]:
 
 def _refit_best(client: MlflowClient, spec: TuneSpec, best: Any, result: TuneResult) -> TuneResult:
     """Train the best trial's config once more, with export and registration, as a child of the parent."""
-    tags = {TAG + "study": spec.study, TAG + "trial": str(best.number), TAG + "state": "refit",
+    tags = {vocab.TUNE_STUDY: spec.study, vocab.TUNE_TRIAL: str(best.number), vocab.TUNE_STATE: "refit",
             NOTE_TAG: f"Refit of trial {best.number} (the best of study {spec.study}), registered."}  # fmt: skip
     child = create_child(client, spec.parent_run_id, f"best-trial-{best.number}", tags)
     print(f"[tune] training trial {best.number}'s config again to register it (run {child})", flush=True)
@@ -499,8 +499,8 @@ def _refit_best(client: MlflowClient, spec: TuneSpec, best: Any, result: TuneRes
         raise KilnError(f"the refit of the best trial {best.number} failed: {err}") from err
     version = final.get("registered_version")
     if version is not None:
-        client.set_tag(spec.parent_run_id, TAG + "registered_version", str(int(version)))
-        client.set_tag(spec.parent_run_id, TAG + "refit_run", child)
+        client.set_tag(spec.parent_run_id, vocab.TUNE_REGISTERED_VERSION, str(int(version)))
+        client.set_tag(spec.parent_run_id, vocab.TUNE_REFIT_RUN, child)
     refit_value = final.get(spec.metric)
     return TuneResult(**{**result.__dict__, "registered_version": int(version) if version is not None else None,
                          "refit_run_id": child, "refit_value": refit_value})  # fmt: skip

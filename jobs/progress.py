@@ -21,9 +21,11 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from core import vocab
+
 SYSTEM_PREFIX = "system/"
-PHASE_TAG = "kiln.phase"  # set by training after the epochs: "exporting", then "registering"
-METRIC_TAG = "kiln.metric"  # the metric a run is ranked and promoted by
+PHASE_TAG = vocab.PHASE  # set by training after the epochs: "exporting", then "registering"
+METRIC_TAG = vocab.METRIC  # the metric a run is ranked and promoted by
 
 
 @dataclass(frozen=True)

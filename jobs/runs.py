@@ -19,12 +19,14 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
-JOB_ID_TAG = "kiln.job_id"
-RESUMED_INTO_TAG = "kiln.resumed_into"  # written by projects.common.tracking when a run resumes another
+from core import vocab
+
+JOB_ID_TAG = vocab.JOB_ID
+RESUMED_INTO_TAG = vocab.RESUMED_INTO  # written by projects.common.tracking when a run resumes another
 
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-TRAINING_KIND = "custom_model_development"
+EXPERIMENT_KIND_TAG = vocab.EXPERIMENT_KIND_TAG
+TRAINING_KIND = vocab.TRAINING_KIND
 
 
 class JobRuns:

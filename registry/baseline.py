@@ -16,11 +16,12 @@ import math
 
 from mlflow import MlflowClient
 
+from core import vocab
 from registry.gates import choose_metric, fmt
 from registry.lookup import get_model, get_version, metric_hints, run_data
 
-BASELINE_TAG = "kiln.baseline"  # run tag: the ranking metric's value for the family's trivial model
-BASELINE_KIND_TAG = "kiln.baseline_kind"  # optional run tag: what the trivial model is ("all background")
+BASELINE_TAG = vocab.BASELINE  # run tag: the ranking metric's value for the family's trivial model
+BASELINE_KIND_TAG = vocab.BASELINE_KIND  # optional run tag: what the trivial model is ("all background")
 
 
 def at_baseline(value: float, baseline: float, mode: str) -> bool:

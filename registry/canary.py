@@ -8,7 +8,7 @@
 The split lives in the registry, not in one server: the `canary` alias points at the candidate and the
 registered-model tag `kiln.canary` holds the percentage, the production version it runs against and the guard
 rails (JSON). Every `kiln serve` watching the model reads them on its next poll (or webhook) and routes the same
-share, sticky per client when requests carry a routing key (serving/canary.py). A server whose guard rails fail
+share, sticky per client when requests carry a routing key (serving/rollout/canary.py). A server whose guard rails fail
 calls `end_canary(..., outcome="rollback")` with the numbers that failed; the first call wins, later ones find no
 canary and change nothing. Each start, step, rollback and finish is an event of the model's timeline
 (`kiln history`).
@@ -23,12 +23,13 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from core import vocab
 from registry.errors import InvalidRequestError, RegistryError
 from registry.history import AliasEvent, now_utc, record_event
 from registry.lookup import alias_holder, check_alias, get_model, get_version, parse_version, tags_of
 from registry.promotion import DEFAULT_ALIAS, PromotionResult, default_user, promote
 
-CANARY_TAG = "kiln.canary"
+CANARY_TAG = vocab.CANARY
 CANARY_ALIAS = "canary"
 
 

@@ -13,6 +13,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from core import vocab
 from registry.checks import GateCheck as GateCheck
 from registry.errors import InvalidRequestError
 
@@ -23,8 +24,8 @@ MODES: dict[str, Callable[[float, float], bool]] = {"max": operator.ge, "min": o
 LOWER_IS_BETTER_SUFFIXES = ("loss", "error", "mse", "mae", "rmse", "mape", "seconds", "latency")
 
 # Tags by which training names the metric that decides: on the version, its source run, or the registered model.
-METRIC_HINT_TAG = "kiln.metric"
-MODE_HINT_TAG = "kiln.mode"
+METRIC_HINT_TAG = vocab.METRIC
+MODE_HINT_TAG = vocab.MODE
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ from typing import Any
 
 from mlflow import MlflowClient
 
+from core import vocab
 from registry.errors import RegistryError
 
-HISTORY_TAG_PREFIX = "kiln.history."
+HISTORY_TAG_PREFIX = vocab.HISTORY_PREFIX
 CANARY_ACTIONS = ("canary-start", "canary-step", "canary-rollback", "canary-finish")  # see registry/canary.py
 ACTIONS = ("promote", "rollback", "refused", *CANARY_ACTIONS)
 MOVES = ("promote", "rollback")  # the actions that moved the alias; "refused" records a gate's decision only

@@ -16,11 +16,12 @@ import os
 import click
 from mlflow import MlflowClient
 
+from core import vocab
 from registry.cli import describe_result, reported
 from registry.errors import RegistryError
 from registry.promotion import DEFAULT_ALIAS, PromotionResult, promote
 
-NOTE_TAG = "mlflow.note.content"
+NOTE_TAG = vocab.NOTE_TAG
 
 
 def optional(text: str) -> str | None:
@@ -38,8 +39,8 @@ def optional_float(text: str, flag: str) -> float | None:
 
 def record_outcome(run_id: str, model: str, outcome: str, text: str) -> None:
     client = MlflowClient()
-    client.set_tag(run_id, "kiln.promotion.model", model)
-    client.set_tag(run_id, "kiln.promotion.outcome", outcome)
+    client.set_tag(run_id, vocab.PROMOTION_MODEL, model)
+    client.set_tag(run_id, vocab.PROMOTION_OUTCOME, outcome)
     client.set_tag(run_id, NOTE_TAG, text)
 
 
@@ -47,8 +48,8 @@ def record_result(run_id: str, result: PromotionResult) -> None:
     outcome = "forced" if result.forced else "promoted" if result.moved else "unchanged"
     record_outcome(run_id, result.model, outcome, "\n".join(describe_result(result)))
     client = MlflowClient()
-    client.set_tag(run_id, "kiln.promotion.alias", result.alias)
-    client.set_tag(run_id, "kiln.promotion.version", str(result.version))
+    client.set_tag(run_id, vocab.PROMOTION_ALIAS, result.alias)
+    client.set_tag(run_id, vocab.PROMOTION_VERSION, str(result.version))
 
 
 @click.command()
@@ -56,7 +57,7 @@ def record_result(run_id: str, result: PromotionResult) -> None:
 @click.option("--version", default="", help="Version to promote ('' = use --run-id).")
 @click.option("--run-id", default="", help="Promote the version this run registered ('' = use --version).")
 @click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="Alias to move.")
-@click.option("--metric", default="", help="Metric that decides ('' = the model's kiln.metric tag).")
+@click.option("--metric", default="", help=f"Metric that decides ('' = the model's {vocab.METRIC} tag).")
 @click.option("--mode", default="", help="max or min ('' = tag, else inferred from the metric name).")
 @click.option("--min", "min_text", default="", help="Refuse below this ('' = no bound).")
 @click.option("--max", "max_text", default="", help="Refuse above this ('' = no bound).")

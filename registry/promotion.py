@@ -20,6 +20,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 
+from core import vocab
 from registry.errors import (
     InvalidRequestError,
     MetricMissingError,
@@ -255,7 +256,7 @@ def set_metric_hint(model: str, metric: str, mode: str | None = None, *, client:
     client = client or MlflowClient()
     get_model(client, model)
     client.set_registered_model_tag(model, METRIC_HINT_TAG, metric)
-    client.set_registered_model_tag(model, MODE_HINT_TAG, check_mode(mode, "kiln.mode") if mode else infer_mode(metric))
+    client.set_registered_model_tag(model, MODE_HINT_TAG, check_mode(mode, vocab.MODE) if mode else infer_mode(metric))
 
 
 def _candidate(client: MlflowClient, model: str, version: int | str | None, run_id: str | None) -> ModelVersion:

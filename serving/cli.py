@@ -53,7 +53,7 @@ def serve(
     shadow: str | None = None, shadow_percent: float | None = None, capture: str | None = None,
 ) -> None:  # fmt: skip
     """Serve models:/<name>@<alias> over KServe V2, /invocations and task endpoints, swapping live."""
-    from serving.middleware import configure_logging
+    from serving.edge.middleware import configure_logging
 
     try:
         names = parse_model_list(models) if models is not None else None
@@ -91,8 +91,8 @@ def _preflight(settings: ServeSettings) -> ServeSettings:
     """Resolve the model names and each alias now, and fail with one line if any is wrong."""
     import mlflow
 
-    from serving.metrics import Metrics
-    from serving.store import ModelStore
+    from serving.deployment.store import ModelStore
+    from serving.edge.metrics import Metrics
 
     store = ModelStore(settings, Metrics())
     try:
@@ -116,7 +116,7 @@ def _preflight(settings: ServeSettings) -> ServeSettings:
 def _run_single(settings: ServeSettings, sock: socket.socket, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
-    from serving.app import create_app
+    from serving.edge.app import create_app
 
     app = create_app(settings)
     try:
@@ -142,7 +142,7 @@ def _run_workers(
     own_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="kiln-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    config = _config("serving.app:app_from_env", host, port, log_level, factory=True, workers=workers)
+    config = _config("serving.edge.app:app_from_env", host, port, log_level, factory=True, workers=workers)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             Multiprocess(config, sockets=[sock]).run()
@@ -154,7 +154,7 @@ def _run_workers(
 def _config(app: Any, host: str, port: int, log_level: str, **extra: Any) -> Any:
     import uvicorn
 
-    from serving.transport import KilnHttpProtocol
+    from serving.edge.transport import KilnHttpProtocol
 
     return uvicorn.Config(
         app,
@@ -165,7 +165,7 @@ def _config(app: Any, host: str, port: int, log_level: str, **extra: Any) -> Any
         access_log=False,  # the AccessMiddleware writes one structured line per request instead
         timeout_keep_alive=75,  # longer than common load balancers' idle timeouts (60 s), so they close first
         server_header=False,
-        http=KilnHttpProtocol,  # httptools with limits on header bytes and count (serving/transport.py)
+        http=KilnHttpProtocol,  # httptools with limits on header bytes and count (serving/edge/transport.py)
         **extra,
     )
 
@@ -185,13 +185,14 @@ def bind_tcp(host: str, port: int) -> socket.socket:
 
 
 def check_load(argv: list[str]) -> None:
-    """Load `MODEL [ALIAS]` once the way the server would (every step of serving/loading.py), print its status."""
+    """Load `MODEL [ALIAS]` once the way the server would (every step of serving/deployment/loading.py), print
+    its status."""
     import json
 
+    from serving.deployment.loading import batch_config
+    from serving.deployment.store import ModelStore
+    from serving.edge.metrics import Metrics
     from serving.errors import ModelNotFound, SwapRefused
-    from serving.loading import batch_config
-    from serving.metrics import Metrics
-    from serving.store import ModelStore
 
     if not argv:
         sys.exit("usage: python -m serving.cli MODEL [ALIAS]")

@@ -136,7 +136,7 @@ def check_kiln(words: list[str]) -> None:
 
 
 def check_curl(words: list[str]) -> None:
-    from serving.task_routes import router
+    from serving.edge.task_routes import router
 
     url = next(w for w in words if re.match(r"^(https?://)?[\w.-]+:\d+/", w))
     host_port, _, path = url.removeprefix("http://").partition("/")
@@ -211,7 +211,7 @@ def test_the_quickstart_runs(mlflow_run: Any, mlflow_uri: str, tmp_path: Path) -
 
     from data.drawings import default_sample_dir
     from kiln.cli import main
-    from serving.app import create_app
+    from serving.edge.app import create_app
     from serving.settings import ServeSettings
 
     run = make_run()

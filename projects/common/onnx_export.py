@@ -25,12 +25,13 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
+from core import vocab
 from core.contract import ModelContract
 from projects.common.modelcard import write_cards
 from projects.common.registration import bookkeeping
 from projects.common.tracking import kiln_tags
-from serving.drift import with_reference_profile
-from serving.footprint import profile_registered
+from serving.rollout.drift import with_reference_profile
+from serving.runtime.footprint import profile_registered
 
 if TYPE_CHECKING:  # torch is imported where it is used, so XGBoost-only runs never load it
     import torch
@@ -58,7 +59,7 @@ def export_onnx(
     import torch
 
     if mlflow.active_run() is not None:
-        mlflow.set_tag("kiln.phase", "exporting")  # the job page shows it after the last epoch
+        mlflow.set_tag(vocab.PHASE, "exporting")  # the job page shows it after the last epoch
 
     model = model.to("cpu").eval()
     example = example.to("cpu", memory_format=torch.contiguous_format)
@@ -133,10 +134,10 @@ def log_onnx_model(
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_onnx_model needs an active MLflow run")
-    mlflow.set_tag("kiln.phase", "registering")
+    mlflow.set_tag(vocab.PHASE, "registering")
     full_meta = contract.with_ids(model_name=model_name, run_id=run.info.run_id).to_metadata()
     proto = embed_metadata(proto, full_meta)
-    # the reference profile the server's drift monitor compares live traffic with (serving/drift.py)
+    # the reference profile the server's drift monitor compares live traffic with (serving/rollout/drift.py)
     samples, source = (input_example, "input example") if profile_samples is None else (profile_samples, "validation")
     proto = with_reference_profile(proto, samples, f"{source}: {len(samples)} samples")
     info = mlflow.onnx.log_model(

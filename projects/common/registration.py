@@ -24,6 +24,7 @@ from typing import Any
 
 import mlflow
 
+from core import vocab
 from core.contract import Ranking
 from core.errors import ConfigError
 from projects.common.config import REGISTER_MODES as REGISTER_MODES
@@ -31,8 +32,8 @@ from projects.common.config import register_field as register_field
 from projects.common.tracking import kiln_tags
 from registry.baseline import BASELINE_KIND_TAG, BASELINE_TAG, at_baseline
 
-REGISTERED_TAG = "kiln.registered"  # "true" or "false"
-REASON_TAG = "kiln.not_registered_reason"
+REGISTERED_TAG = vocab.REGISTERED  # "true" or "false"
+REASON_TAG = vocab.NOT_REGISTERED_REASON
 
 
 def check_mode(mode: str) -> str:

@@ -20,7 +20,9 @@ from typing import Any
 
 import mlflow
 
-TAG_PREFIX = "kiln."  # kiln's own run and version tags: kiln.family, kiln.metric, kiln.stopped_by, ...
+from core import vocab
+
+TAG_PREFIX = vocab.PREFIX  # kiln's own run and version tags: kiln.family, kiln.metric, kiln.stopped_by, ...
 # MLflow caps a param value at 6000 characters; longer values (lists of class names) are cut with a marker.
 _MAX_PARAM_CHARS = 6000
 
@@ -51,8 +53,8 @@ def start_run(run_name: str | None = None, resume_run_id: str | None = None) -> 
             mlflow.flush_async_logging()
 
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-TRAINING_KIND = "custom_model_development"  # MLflow 3's UI then opens the experiment on its runs, not GenAI traces
+EXPERIMENT_KIND_TAG = vocab.EXPERIMENT_KIND_TAG
+TRAINING_KIND = vocab.TRAINING_KIND  # MLflow 3's UI then opens the experiment on its runs, not GenAI traces
 
 
 def mark_training_experiment(experiment_id: str) -> None:
@@ -85,7 +87,7 @@ def _enable_system_metrics() -> None:
 
 def _point_launcher_run(launcher_run_id: str, resumed_run_id: str) -> None:
     client = mlflow.MlflowClient()
-    client.set_tag(launcher_run_id, "mlflow.note.content", f"Resumed training in run {resumed_run_id}.")
+    client.set_tag(launcher_run_id, vocab.NOTE_TAG, f"Resumed training in run {resumed_run_id}.")
     for key, value in kiln_tags(resumed_into=resumed_run_id).items():
         client.set_tag(launcher_run_id, key, value)
 
@@ -165,8 +167,9 @@ def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
 
 
 def kiln_tags(**values: str | None) -> dict[str, str]:
-    """`kiln_tags(family="yolo", metric="best/mAP50-95")` -> {"kiln.family": "yolo", ...}; None values are left out."""
-    return {f"{TAG_PREFIX}{key}": str(value) for key, value in values.items() if value is not None}
+    """`kiln_tags(family="yolo", metric="best/mAP50-95")` -> {"kiln.family": "yolo", ...}; None values are left out.
+    A name not declared in core/vocab.py raises ValueError (`vocab.run_tag`)."""
+    return {vocab.run_tag(key): str(value) for key, value in values.items() if value is not None}
 
 
 def set_kiln_tags(**values: str | None) -> None:
@@ -181,4 +184,4 @@ def tag_family(family: str, ranking: Any, **extra: str | None) -> None:
 
 def set_note(text: str) -> None:
     """The run's description in the MLflow UI."""
-    mlflow.set_tag("mlflow.note.content", text)
+    mlflow.set_tag(vocab.NOTE_TAG, text)

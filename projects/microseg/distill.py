@@ -2,7 +2,7 @@
 
     python -m projects.microseg.train --teacher models:/edgnet@production --distill-weight 0.5 --temperature 2
 
-The teacher is any registered segmentation model, run through `serving.predictor.Predictor`, so its own contract
+The teacher is any registered segmentation model, run through `serving.runtime.predictor.Predictor`, so its own contract
 (gray or colour, size, normalisation, activation) prepares the pixels: the augmented batch is turned back into
 BGR uint8 images, the teacher's logits come back on the student's pixel grid, and they ride along as a second
 target channel. The loss is then
@@ -43,8 +43,8 @@ class Teacher:
 
     @classmethod
     def load(cls, source: str, tracking_uri: str | None = None) -> Teacher:
-        from serving import runtime
-        from serving.predictor import Predictor
+        from serving.runtime import runtime
+        from serving.runtime.predictor import Predictor
 
         # as many onnxruntime threads as torch trains with: more would only fight the training step for cores
         options = runtime.session_options(torch.get_num_threads())

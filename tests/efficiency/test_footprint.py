@@ -1,5 +1,5 @@
-"""serving/footprint.py, the leaderboard's inputs: FLOPs that agree with torch's counter, tree-ensemble nodes, and
-a registration hook that records rather than fails.
+"""serving/runtime/footprint.py, the leaderboard's inputs: FLOPs that agree with torch's counter,
+tree-ensemble nodes, and a registration hook that records rather than fails.
 
 .venv/bin/python -m pytest tests/efficiency/test_footprint.py -q
 """
@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from core.contract import ModelContract, Preprocess, SegmentationPost
 from projects.common.onnx_export import embed_metadata, export_onnx
 from projects.microseg.model import create_model
-from serving.footprint import count_parameters, measure, profile_registered
+from serving.runtime.footprint import count_parameters, measure, profile_registered
 
 
 def onnx_of(model: torch.nn.Module, side: int, path: Path) -> onnx.ModelProto:

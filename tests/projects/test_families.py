@@ -130,7 +130,7 @@ def tabular_rows(contract: ModelContract, count: int = 3) -> list[dict[str, Any]
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_family_trains_registers_and_serves(entry: str, mlflow_uri: str, tmp_path: Path) -> None:
-    from serving.predictor import Predictor
+    from serving.runtime.predictor import Predictor
 
     family, _ = families.entry_points()[entry]
     assert family.smoke is not None

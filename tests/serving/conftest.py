@@ -62,7 +62,7 @@ def client(registry: Registry) -> Iterator[Any]:
     """A TestClient on an app serving every model of the module registry (lifespan run: models loaded)."""
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
+    from serving.edge.app import create_app
 
     app = create_app(registry.settings(ALL_MODELS))
     with TestClient(app, raise_server_exceptions=False) as test_client:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
+from serving.edge.app import create_app
 
 
 def test_v1_models_lists_what_is_served(client: Any) -> None:
@@ -22,7 +22,7 @@ def test_v1_models_lists_what_is_served(client: Any) -> None:
     assert (tab["version"], tab["alias"], tab["last_swap_error"]) == ("1", "production", None)
     assert tab["ort_threads"] == 1  # tabular runs single-threaded on purpose
     assert tab["warmup"].startswith("logged input example")
-    # an 8-tree XGBoost runs in microseconds: batching would cost more than it saves (serving/batching.py)
+    # an 8-tree XGBoost runs in microseconds: batching would cost more than it saves (serving/deployment/batching.py)
     assert tab["batching"]["enabled"] is False and "not batched" in tab["warmup"]
     assert models["plain"]["task"] is None
     assert client.get("/v1/models/seg").json()["task"] == "segmentation"
@@ -66,7 +66,7 @@ def test_one_structured_log_line_per_request(registry: Any, caplog: pytest.LogCa
     assert isinstance(entry, dict)
     assert entry["request_id"] == "abc" and entry["status"] == 200 and entry["model"] == "plain"
     assert entry["endpoint"] == "/invocations" and entry["ms"] > 0
-    from serving.middleware import JsonFormatter
+    from serving.edge.middleware import JsonFormatter
 
     assert json.loads(JsonFormatter().format(lines[0]))["version"] == "1"
 

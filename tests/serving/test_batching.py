@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from serving.batching import BatchConfig, Batcher, Feeds
+from serving.deployment.batching import BatchConfig, Batcher, Feeds
 
 
 class Recorder:
@@ -198,7 +198,7 @@ def test_instances_bound_runs_in_flight(instances: int) -> None:
 
 def test_batching_is_decided_by_measurement() -> None:
     """A run of microseconds gains nothing worth the stacking; a run with a fixed cost per call does."""
-    from serving.batching import try_batching
+    from serving.deployment.batching import try_batching
 
     feeds = {"x": np.ones((1, 3), np.float32)}
     fast = try_batching(lambda f: {"y": f["x"] * 2}, feeds, 16)

@@ -15,8 +15,8 @@ from serving_helpers import LiveServer, Registry, tabular_model
 
 from registry.canary import GuardRails, read_canary, start_canary
 from registry.promotion import history
-from serving.app import create_app
-from serving.canary import bucket, judge
+from serving.edge.app import create_app
+from serving.rollout.canary import bucket, judge
 
 ROWS = [{"f0": 0.5, "f1": -0.2, "f2": 0.1, "f3": 1.0}]
 

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from serving_helpers import FEATURES, Registry, image_example, new_registry, png_bytes, seg_model, tabular_model
 
 from core.profile import Profile, categorical_profile, numeric_profile, score
-from serving.app import create_app
-from serving.drift import PROFILE_KEY, with_reference_profile
+from serving.edge.app import create_app
+from serving.rollout.drift import PROFILE_KEY, with_reference_profile
 
 PNG = {"content-type": "image/png"}
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 from serving_helpers import LiveServer, Registry, image_example, png_bytes, seg_model, tabular_model
 
-from serving.app import create_app
+from serving.edge.app import create_app
 
 EXAMPLES = 60  # per operation and generation mode (schemathesis stops early where it runs out of distinct cases)
 

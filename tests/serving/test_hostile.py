@@ -30,9 +30,9 @@ from onnx import TensorProto, helper
 from serving_helpers import SEG_PRE, Registry, _graph, _meta, png_bytes, with_metadata
 
 from core.contract import SegmentationPost
-from serving.app import create_app
-from serving.metrics import Metrics
-from serving.middleware import AccessMiddleware, BodyLimitMiddleware, TracebackLimiter
+from serving.edge.app import create_app
+from serving.edge.metrics import Metrics
+from serving.edge.middleware import AccessMiddleware, BodyLimitMiddleware, TracebackLimiter
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 HUGE_INT = b"1" * 5000
@@ -96,7 +96,7 @@ def test_a_5000_digit_integer_is_named(client: Any) -> None:
 
 def test_integer_inputs_are_range_checked(client: Any) -> None:
     from serving.errors import BadRequest
-    from serving.tensors import TensorSpec, cast_to_spec
+    from serving.runtime.tensors import TensorSpec, cast_to_spec
 
     with pytest.raises(BadRequest, match=r"INT8 values in \[-128, 127\]"):
         cast_to_spec(np.array([1, 300]), TensorSpec("x", "INT8", (None,)), "inputs")
@@ -221,7 +221,7 @@ async def reads_body(scope: Any, receive: Any, send: Any) -> None:
 
 def test_a_body_that_does_not_arrive_in_time_is_408(caplog: pytest.LogCaptureFixture) -> None:
     from core.http import error_response
-    from serving.app import render_error
+    from serving.edge.app import render_error
     from serving.errors import ServingError
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -337,7 +337,7 @@ def test_uvicorn_with_kilns_protocol_refuses_huge_heads_and_counts_disconnects(r
     import uvicorn
 
     from serving.cli import bind_tcp
-    from serving.transport import KilnHttpProtocol
+    from serving.edge.transport import KilnHttpProtocol
 
     app = create_app(registry.settings(("plain",), body_timeout_seconds=1.0))
     sock = bind_tcp("127.0.0.1", 0)

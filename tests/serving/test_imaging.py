@@ -13,7 +13,7 @@ from serving_helpers import png_bytes
 from core.contract import Preprocess
 from core.preprocess import prepare, resize, to_color, to_tensor, unletterbox_boxes, unletterbox_map
 from serving.errors import BadRequest
-from serving.imaging import decode_image
+from serving.runtime.imaging import decode_image
 
 
 def _pre(**kw: object) -> Preprocess:

@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from serving_helpers import LiveServer, Registry, det_model, image_example, png_bytes, seg_model
 
-from serving.app import create_app
-from serving.pictures import wanted_format
+from serving.edge.app import create_app
+from serving.runtime.pictures import wanted_format
 
 CHROMIUM = "/usr/bin/chromium"
 

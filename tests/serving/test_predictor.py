@@ -17,10 +17,10 @@ from serving_helpers import FEATURES, Registry, image_example, png_bytes, with_m
 
 from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import KilnError
-from serving.app import create_app
+from serving.edge.app import create_app
 from serving.errors import BadRequest, ModelSourceError
-from serving.postprocess import DetectionResult, SegmentationResult, TabularResults
-from serving.predictor import Predictor
+from serving.runtime.postprocess import DetectionResult, SegmentationResult, TabularResults
+from serving.runtime.predictor import Predictor
 
 PNG = {"content-type": "image/png"}
 CONV_CONTRACT = ModelContract(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from serving_helpers import LiveServer
 
-from serving.app import create_app
+from serving.edge.app import create_app
 
 
 def _infer(client: Any, name: str, body: Any, **kw: Any) -> Any:

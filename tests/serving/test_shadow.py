@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from serving_helpers import Registry, image_example, png_bytes, seg_model, tabular_model
 
-from serving.app import create_app
-from serving.postprocess import Box, DetectionResult, SegmentationResult, TabularResult, TabularResults
-from serving.shadow import _Pooled, agreement, box_f1, mask_iou
+from serving.edge.app import create_app
+from serving.rollout.shadow import _Pooled, agreement, box_f1, mask_iou
+from serving.runtime.postprocess import Box, DetectionResult, SegmentationResult, TabularResult, TabularResults
 
 PNG = {"content-type": "image/png"}
 
@@ -172,7 +172,7 @@ def test_shadow_runs_keep_to_their_share_of_time() -> None:
     """A shadow job that took d seconds keeps shadow jobs out for d * (1 / budget - 1): dropped, not queued."""
     import time
 
-    from serving.offpath import OffPath
+    from serving.rollout.offpath import OffPath
 
     worker = OffPath(budgets={"shadow": 0.1})
     ran: list[int] = []

@@ -15,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from serving_helpers import LiveServer, Registry, image_example, nan_model, png_bytes, seg_model
 
-from serving.app import create_app
-from serving.loading import batch_config, compare_signatures
+from serving.deployment.loading import batch_config, compare_signatures
+from serving.deployment.store import infer
+from serving.edge.app import create_app
 from serving.settings import ServeSettings
-from serving.store import infer
 
 GRAY_100 = png_bytes(np.full((32, 32), 100, np.uint8))  # 100/255 = 0.39: background at bias 0.5, foreground at 0.25
 PNG = {"content-type": "image/png"}
@@ -138,7 +138,7 @@ def test_compare_signatures_lists_every_difference(served: Any) -> None:
     model = c.app.state.store.get("seg").model
     from types import SimpleNamespace
 
-    from serving.tensors import TensorSpec
+    from serving.runtime.tensors import TensorSpec
 
     other = SimpleNamespace(
         contract=model.contract,

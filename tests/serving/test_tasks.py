@@ -11,7 +11,7 @@ import pytest
 from serving_helpers import png_bytes
 
 from serving.errors import BadRequest
-from serving.postprocess import TASKS, nms, records_to_matrix
+from serving.runtime.postprocess import TASKS, nms, records_to_matrix
 
 
 def test_every_contract_task_has_a_handler() -> None:

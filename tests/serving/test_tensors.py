@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from serving.errors import BadRequest
-from serving.tensors import TensorSpec, as_array, cast_to_spec, check_shape
+from serving.runtime.tensors import TensorSpec, as_array, cast_to_spec, check_shape
 
 SPEC = TensorSpec("input", "FP32", (None, 3, 32, 32))
 

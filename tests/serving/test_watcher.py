@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from serving_helpers import LiveServer, Registry, image_example, seg_model
 
-from serving.app import create_app
+from serving.deployment.watcher import verify_signature
+from serving.edge.app import create_app
 from serving.errors import Unauthorized
-from serving.watcher import verify_signature
 
 SECRET = "hush"
 

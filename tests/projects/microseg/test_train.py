@@ -63,7 +63,7 @@ def test_train_registers_a_budgeted_model_with_its_contract_and_test_iou(mlflow_
     run = client.get_run(version.run_id)
     assert run.data.metrics["num_parameters"] == 8_553 and run.data.metrics["param_budget"] == 10_000
     footprint = {"onnx_parameters", "onnx_size_bytes", "flops", "latency_p50_ms", "latency_p99_ms"}
-    assert footprint <= set(run.data.metrics), "registration profiles every version (serving/footprint.py)"
+    assert footprint <= set(run.data.metrics), "registration profiles every version (serving/runtime/footprint.py)"
     assert run.data.metrics["flops"] > 0 and run.data.metrics["latency_p50_ms"] > 0
     assert run.data.tags["kiln.family"] == "microseg" and run.data.tags["kiln.variant"] == "micronet"
     local = mlflow.artifacts.download_artifacts("models:/microseg_micronet/1")

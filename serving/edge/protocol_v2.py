@@ -20,11 +20,11 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from serving.deployment.loading import LoadedModel
+from serving.deployment.store import Deployed, infer
+from serving.edge.http import json_response, parse_json, read_body, request_store
 from serving.errors import BadRequest, ModelNotFound, ModelNotReady
-from serving.http import json_response, parse_json, read_body, request_store
-from serving.loading import LoadedModel
-from serving.store import Deployed, infer
-from serving.tensors import V2_TO_NUMPY, TensorSpec, cast_to_spec, check_shape
+from serving.runtime.tensors import V2_TO_NUMPY, TensorSpec, cast_to_spec, check_shape
 
 router = APIRouter(tags=["Open Inference Protocol (KServe V2)"])
 

@@ -1,6 +1,6 @@
 """Work done after the answer has been sent, off the request path: shadow runs, drift statistics, captures.
 
-    python -c "from serving.offpath import OffPath; help(OffPath)"
+    python -c "from serving.rollout.offpath import OffPath; help(OffPath)"
 
 A request hands a job over in microseconds (a deque append) and returns. One daemon thread drains the queue,
 and a job marked `when_idle` (a shadow run, which takes CPU like a production run) starts only while no

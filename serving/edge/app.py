@@ -1,11 +1,11 @@
 """The FastAPI application: loads the models, starts the watcher, mounts every protocol, maps errors to JSON.
 
-    MLFLOW_TRACKING_URI=sqlite:///mlflow.db uvicorn --factory serving.app:app_from_env --port 8080
+    MLFLOW_TRACKING_URI=sqlite:///mlflow.db uvicorn --factory serving.edge.app:app_from_env --port 8080
 
-Routes: Open Inference Protocol under /v2 (serving/protocol_v2.py), MLflow's /invocations and /ping
-(serving/invocations.py), task endpoints /v1/models/{name}/predict (serving/task_routes.py), the webhook receiver
-(serving/watcher.py), and here the status routes /v1/models, a reload trigger, and /metrics. Interactive
-OpenAPI docs are at /docs.
+Routes: Open Inference Protocol under /v2 (serving/edge/protocol_v2.py), MLflow's /invocations and /ping
+(serving/edge/invocations.py), task endpoints /v1/models/{name}/predict (serving/edge/task_routes.py), the
+webhook receiver (serving/deployment/watcher.py), and here the status routes /v1/models, a reload trigger,
+and /metrics. Interactive OpenAPI docs are at /docs.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.errors import KilnError
 from core.http import error_response, install_error_handler
 from serving import invocations, protocol_v2, task_routes, watcher
+from serving.deployment.store import ModelSlot, ModelStore
+from serving.edge.http import json_response, request_store
+from serving.edge.metrics import Metrics
+from serving.edge.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, configure_logging
+from serving.edge.pages import install_pages
 from serving.errors import BadRequest, MethodNotAllowed, RouteNotFound, ServingError
-from serving.http import json_response, request_store
-from serving.metrics import Metrics
-from serving.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, configure_logging
-from serving.pages import install_pages
-from serving.rollout import Rollout, RolloutMiddleware
-from serving.rollout import router as rollout_router
+from serving.rollout.rollout import Rollout, RolloutMiddleware
+from serving.rollout.rollout import router as rollout_router
 from serving.settings import ServeSettings
-from serving.store import ModelSlot, ModelStore
 
 log = logging.getLogger("kiln.serving.app")
 
@@ -59,7 +59,7 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in the server log
     metrics = Metrics()
     store = ModelStore(settings, metrics, client)
-    rollout = Rollout(store, settings, metrics)  # challenger, canary, drift (serving/rollout.py)
+    rollout = Rollout(store, settings, metrics)  # challenger, canary, drift (serving/rollout/rollout.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,7 +75,7 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
 
     app = FastAPI(
         title="kiln serving", version=protocol_v2._server_version(), description=DESCRIPTION, lifespan=lifespan,
-        docs_url=None, redoc_url=None,  # /docs is served from the vendored Swagger UI (serving/pages.py), no CDN
+        docs_url=None, redoc_url=None,  # /docs is served from the vendored Swagger UI (serving/edge/pages.py), no CDN
     )  # fmt: skip
     app.state.settings, app.state.store, app.state.metrics = settings, store, metrics
     app.state.watcher = watcher.Watcher(store, settings.poll_seconds)
@@ -265,4 +265,4 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    # no handler for Exception: AccessMiddleware (serving/middleware.py) answers the 500 and logs it once
+    # no handler for Exception: AccessMiddleware (serving/edge/middleware.py) answers the 500 and logs it once

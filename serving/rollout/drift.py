@@ -11,7 +11,7 @@ stores the profile in the model file's metadata (key `kiln_profile`), so it trav
   and, when the samples are decoded images, their width and height;
 - predictions: class shares and confidence (tabular), foreground fraction (segmentation), box count, box classes
   and confidences (detection), the output mean (regression).
-The server computes the same features from each observed request (off the request path, serving/offpath.py),
+The server computes the same features from each observed request (off the request path, serving/rollout/offpath.py),
 keeps the last KILN_DRIFT_WINDOW values of each, and scores them with core.profile when asked and every
 KILN_DRIFT_SCORE_EVERY observations, setting the `kiln_drift_psi{model, feature}` gauges.
 """
@@ -42,13 +42,13 @@ from core.profile import (
     image_stats,
     score,
 )
-from serving.postprocess import (
+from serving.runtime.postprocess import (
     DetectionResult,
     RegressionResult,
     SegmentationResult,
     TabularResults,
 )
-from serving.predictor import Predictor
+from serving.runtime.predictor import Predictor
 
 log = logging.getLogger("kiln.serving.drift")
 
@@ -77,7 +77,7 @@ def image_features(tensor: np.ndarray, pre: Preprocess, geometry: Geometry | Non
 
 
 def result_features(result: Any) -> Values:
-    """The prediction features of one typed result (serving/postprocess.py), as value lists."""
+    """The prediction features of one typed result (serving/runtime/postprocess.py), as value lists."""
     if isinstance(result, SegmentationResult):
         return {"foreground_fraction": [result.foreground_fraction]}
     if isinstance(result, DetectionResult):

@@ -22,12 +22,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
 from core.contract import TabularPost
+from serving.deployment.loading import LoadedModel
+from serving.deployment.store import infer
+from serving.edge.http import json_response, media_type, parse_json, read_body, request_store
 from serving.errors import BadRequest, UnsupportedMediaType
-from serving.http import json_response, media_type, parse_json, read_body, request_store
-from serving.loading import LoadedModel
-from serving.postprocess import records_to_matrix
-from serving.store import infer
-from serving.tensors import as_array, cast_to_spec, check_shape
+from serving.runtime.postprocess import records_to_matrix
+from serving.runtime.tensors import as_array, cast_to_spec, check_shape
 
 router = APIRouter(tags=["MLflow scoring protocol"])
 

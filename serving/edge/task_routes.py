@@ -1,15 +1,16 @@
 """Task endpoints over HTTP: `POST /v1/models/{name}/predict` reads an image or JSON records, hands them to the
-model's predictor (serving/predictor.py) through its batcher, and answers the result's JSON.
+model's predictor (serving/runtime/predictor.py) through its batcher, and answers the result's JSON.
 
     curl -F image=@part.png 127.0.0.1:8080/v1/models/edgnet/predict
     curl -H 'content-type: image/jpeg' --data-binary @site.jpg '127.0.0.1:8080/v1/models/yolo/predict?conf=0.4'
     curl -d '[{"age": 41, "bmi": 27.1}]' -H 'content-type: application/json' 127.0.0.1:8080/v1/models/skin/predict
     curl -F image=@part.png '127.0.0.1:8080/v1/models/edgnet/predict?format=overlay' -o overlay.png
 
-`?format=png` / `?format=overlay` (or `Accept: image/png`) answer a picture instead of JSON (serving/pictures.py).
+`?format=png` / `?format=overlay` (or `Accept: image/png`) answer a picture instead of JSON
+(serving/runtime/pictures.py).
 
 What each task does (segmentation masks, detection boxes, tabular labels, regression outputs) is in
-serving/postprocess.py; this module only reads bodies and query parameters and writes the response.
+serving/runtime/postprocess.py; this module only reads bodies and query parameters and writes the response.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from serving.deployment.loading import LoadedModel
+from serving.deployment.store import infer
+from serving.edge.http import json_response, media_type, read_body, read_json, request_store
 from serving.errors import BadRequest, ServingError, UnsupportedMediaType
-from serving.http import json_response, media_type, read_body, read_json, request_store
-from serving.loading import LoadedModel
-from serving.pictures import picture, wanted_format
-from serving.postprocess import Task
-from serving.rollout import after_task
-from serving.store import infer
+from serving.rollout.rollout import after_task
+from serving.runtime.pictures import picture, wanted_format
+from serving.runtime.postprocess import Task
 
 router = APIRouter(tags=["task endpoints"])
 

@@ -8,11 +8,11 @@ capture, wired to the store, the request path and HTTP.
 
 - After each refresh of a model's alias, `follow` reads the registered model once (its aliases and tags) and
   loads, swaps or drops the challenger (the `--shadow` alias) and the canary candidate (registry/canary.py),
-  each through the same load pipeline and checks as production (serving/loading.py), against the production
+  each through the same load pipeline and checks as production (serving/deployment/loading.py), against the production
   version. A version that fails is logged, shown and not retried for KILN_SWAP_RETRY_SECONDS; production is
   never touched.
 - `after_task` (called by the task endpoint once it has its answer) hands the shadow run, the drift features and
-  the capture check to the off-path worker (serving/offpath.py) and returns at once.
+  the capture check to the off-path worker (serving/rollout/offpath.py) and returns at once.
 - `RolloutMiddleware` reads the routing key for the canary, tells the off-path worker when production is busy,
   and records each answer's status and latency on the canary's side.
 """
@@ -37,17 +37,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.preprocess import Geometry
 from core.profile import FeatureDrift
 from registry.canary import CANARY_TAG, CanarySpec, end_canary
-from serving.batching import Batcher
-from serving.canary import CanaryDeployment, Verdict, pinned_version, routing_key
-from serving.drift import Capture, DriftMonitor, image_features, read_profile, result_features, tabular_features
+from serving.deployment.batching import Batcher
+from serving.deployment.loading import LoadedModel, batch_config, load_version
+from serving.deployment.store import Deployed, ModelStore
+from serving.edge.http import json_response, request_store
+from serving.edge.metrics import LATENCY_BUCKETS, Metrics
 from serving.errors import ModelNotReady, SwapRefused
-from serving.http import json_response, request_store
-from serving.loading import LoadedModel, batch_config, load_version
-from serving.metrics import LATENCY_BUCKETS, Metrics
-from serving.offpath import OffPath
+from serving.rollout.canary import CanaryDeployment, Verdict, pinned_version, routing_key
+from serving.rollout.drift import Capture, DriftMonitor, image_features, read_profile, result_features, tabular_features
+from serving.rollout.offpath import OffPath
+from serving.rollout.shadow import ShadowRequest, ShadowStats, compare, task_kind
 from serving.settings import ServeSettings
-from serving.shadow import ShadowRequest, ShadowStats, compare, task_kind
-from serving.store import Deployed, ModelStore
 
 log = logging.getLogger("kiln.serving.rollout")
 

@@ -2,7 +2,7 @@
 encode masks as PNG. What happens to a decoded image next (colour, stretch or letterbox, scale, mean/std,
 NCHW, and the way back) is `core.preprocess`, shared with training-side checks and the predictor.
 
-    python -m serving.imaging photo.jpg '{"color": "rgb", "size": [640, 640], "resize": "letterbox"}'
+    python -m serving.runtime.imaging photo.jpg '{"color": "rgb", "size": [640, 640], "resize": "letterbox"}'
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What each `kiln.task` does around the ONNX run, in numpy: the input checks at load, images or records into
 feeds, and raw outputs into typed results whose `.to_json()` is the body of the task endpoint.
 
-    python -c "from serving.postprocess import TASKS; print(sorted(TASKS))"
+    python -c "from serving.runtime.postprocess import TASKS; print(sorted(TASKS))"
 
 Every parameter comes from the model's `kiln.*` contract (core/contract.py), never from constants:
 - segmentation: logits [B,1,H,W] -> activation, threshold -> mask on the original image and foreground fraction;
@@ -10,7 +10,8 @@ Every parameter comes from the model's `kiln.*` contract (core/contract.py), nev
 - tabular: records -> columns in `feature_names` order -> labels and probabilities (or values);
 - regression: the output reshaped to `output_shape`, with its `layout`.
 Tasks are found through a registry filled by `@register_task`, so a new task is one class. The predictor
-(serving/predictor.py) drives these; the HTTP endpoint (serving/task_routes.py) only reads and writes bytes.
+(serving/runtime/predictor.py) drives these; the HTTP endpoint (serving/edge/task_routes.py) only reads and
+writes bytes.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import numpy as np
 from core.contract import DetectionPost, ModelContract, RegressionPost, SegmentationPost, TabularPost
 from core.preprocess import Geometry, prepare, unletterbox_boxes, unletterbox_map
 from serving.errors import BadRequest
-from serving.imaging import encode_png
-from serving.tensors import TensorSpec
+from serving.runtime.imaging import encode_png
+from serving.runtime.tensors import TensorSpec
 
 Feeds = dict[str, np.ndarray]
 Params = dict[str, float]

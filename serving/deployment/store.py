@@ -1,10 +1,10 @@
 """The served model slots: which version of each `models:/<name>@<alias>` is deployed, and the live swap
 when the alias moves.
 
-    python -c "from serving.store import ModelStore; help(ModelStore.refresh)"
+    python -c "from serving.deployment.store import ModelStore; help(ModelStore.refresh)"
 
 A swap never touches the version being served until the new one has passed every step of the load pipeline
-(serving/loading.py: download, contract, session, warm-up, signature). Only then is the slot's reference
+(serving/deployment/loading.py: download, contract, session, warm-up, signature). Only then is the slot's reference
 replaced, in one assignment on the event loop; requests that already hold the old model finish on it. A failed
 step leaves the old version serving, logs why, and is shown by `GET /v1/models` and the
 `kiln_model_swap_failures_total` metric.
@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from registry.lookup import all_registered_models
-from serving.artifacts import reason, registry_client
-from serving.batching import Batcher, Feeds
+from serving.deployment.artifacts import reason, registry_client
+from serving.deployment.batching import Batcher, Feeds
+from serving.deployment.loading import LoadedModel, batch_config, load_version
+from serving.edge.metrics import Metrics
 from serving.errors import BadRequest, ModelNotFound, ModelNotReady, SwapRefused
-from serving.loading import LoadedModel, batch_config, load_version
-from serving.metrics import Metrics
+from serving.runtime.tensors import RequestLimits, accepted_inputs
 from serving.settings import ServeSettings
-from serving.tensors import RequestLimits, accepted_inputs
 
 log = logging.getLogger("kiln.serving.store")
 
@@ -48,7 +48,7 @@ class Deployed:
 
     model: LoadedModel
     batcher: Batcher
-    limits: RequestLimits = RequestLimits(max_pixels=0)  # what one request may ask of it (serving/tensors.py)
+    limits: RequestLimits = RequestLimits(max_pixels=0)  # what one request may ask of it (serving/runtime/tensors.py)
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class ModelSlot:
     swaps: int = 0
     failed_at: dict[str, float] = field(default_factory=dict)  # version -> monotonic time it failed
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    canary: Router | None = None  # while a canary runs (serving/canary.py): picks production or the candidate
+    canary: Router | None = None  # while a canary runs (serving/rollout/canary.py): picks production or the candidate
 
 
 class Router(Protocol):
@@ -88,7 +88,8 @@ class ModelStore:
         self.metrics = metrics
         self._client = client
         self.slots: dict[str, ModelSlot] = {}
-        # called after each refresh of a model: its challenger and canary follow the registry too (serving/rollout.py)
+        # called after each refresh of a model: its challenger and canary follow the registry too
+        # (serving/rollout/rollout.py)
         self.followers: list[Callable[[str], Awaitable[None]]] = []
         self._discovery_failed: dict[str, float] = {}  # name -> monotonic time its first load failed
 
@@ -242,7 +243,7 @@ class ModelStore:
             return True
 
     def load(self, name: str, version: str, against: Deployed | None = None) -> LoadedModel:
-        """Every step before a swap (serving/loading.py). Blocking: run it in a thread."""
+        """Every step before a swap (serving/deployment/loading.py). Blocking: run it in a thread."""
         return load_version(self.client, self.settings, name, version, None if against is None else against.model)
 
     def install(self, loaded: LoadedModel) -> None:

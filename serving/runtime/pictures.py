@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from serving.errors import BadRequest, ServingError
-from serving.imaging import decode_image, encode_png
-from serving.postprocess import DetectionResult, SegmentationResult
+from serving.runtime.imaging import decode_image, encode_png
+from serving.runtime.postprocess import DetectionResult, SegmentationResult
 
 FORMATS = ("json", "png", "overlay")
 TINT = np.array([40, 80, 240], dtype=np.float32)  # BGR: the foreground colour of an overlay (red-orange)

@@ -19,7 +19,7 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, HTMLResponse
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parents[1] / "static"  # serving/static: the try-it page and vendored Swagger UI
 SWAGGER = "/static/vendor/swagger-ui"
 
 router = APIRouter(include_in_schema=False)

@@ -1,6 +1,6 @@
 """Where a model's files come from: `models:/` URIs resolved in the registry, MLflow model folders, ONNX files.
 
-    python -c "from serving.artifacts import parse_models_uri; print(parse_models_uri('models:/edgnet@production'))"
+    python -c "from serving.deployment.artifacts import parse_models_uri as p; print(p('models:/edgnet@production'))"
 
 The server's load pipeline and the predictor both find, download and read models through these functions,
 so a version the predictor can load is one the server can serve.

@@ -26,8 +26,8 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.edge.metrics import CLIENT_CLOSED, Metrics
 from serving.errors import HeadersTooLarge, PayloadTooLarge, RequestTimeout, ServingError, Unauthorized
-from serving.metrics import CLIENT_CLOSED, Metrics
 
 access_log = logging.getLogger("kiln.serving.access")
 error_log = logging.getLogger("kiln.serving.errors")

@@ -1,6 +1,6 @@
 """HTTP helpers every protocol module shares: the store of a request, reading bodies, JSON responses.
 
-    python -c "from serving.http import json_response; print(json_response({'ok': True}).body)"
+    python -c "from serving.edge.http import json_response; print(json_response({'ok': True}).body)"
 
 Responses are serialised once with `json.dumps` into bytes: FastAPI's `jsonable_encoder` walks every value
 again, which is most of the cost of a small tabular answer.
@@ -20,8 +20,8 @@ from starlette.responses import Response
 from serving.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 if TYPE_CHECKING:
-    from serving.loading import LoadedModel
-    from serving.store import ModelStore
+    from serving.deployment.loading import LoadedModel
+    from serving.deployment.store import ModelStore
 
 
 def request_store(request: Request) -> ModelStore:

@@ -29,9 +29,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from serving.deployment.store import ModelStore
+from serving.edge.http import json_response, parse_json, request_store
 from serving.errors import BadRequest, Forbidden, Unauthorized
-from serving.http import json_response, parse_json, request_store
-from serving.store import ModelStore
 
 log = logging.getLogger("kiln.serving.watcher")
 

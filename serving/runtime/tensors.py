@@ -1,6 +1,6 @@
 """Tensor specs of a loaded model and the checks every request tensor passes before it reaches onnxruntime.
 
-    python -c "from serving.tensors import V2_TO_NUMPY; print(sorted(V2_TO_NUMPY))"
+    python -c "from serving.runtime.tensors import V2_TO_NUMPY; print(sorted(V2_TO_NUMPY))"
 
 Names follow the Open Inference Protocol (`FP32`, `INT64`, ...). A dynamic dimension is `None` here and `-1`
 on the wire. A request that does not fit the spec raises `BadRequest` naming the tensor, the expected and the

@@ -1,8 +1,8 @@
 """A model's footprint on the machine that serves it: parameters, ONNX size, FLOPs, and batch-1 latency with the
 server's onnxruntime session options.
 
-    python -m serving.footprint model.onnx
-    python -c "from serving.footprint import measure; print(measure('model.onnx').to_metrics())"
+    python -m serving.runtime.footprint model.onnx
+    python -c "from serving.runtime.footprint import measure; print(measure('model.onnx').to_metrics())"
 
 Parameters are the elements of the graph's initializers (after the exporter folds BatchNorm into convolutions,
 so a little under PyTorch's count; an int8 graph counts its int8 weights once), plus the nodes of tree ensembles.
@@ -11,8 +11,10 @@ batch 1 and the contract's input size, from ONNX shape inference; elementwise wo
 shapes cannot be found or that holds ai.onnx.ml operators (tree ensembles) gets no FLOPs rather than a guess.
 Latency is wall time of single-image runs after warm-up, within a short time budget, so it is cheap enough to run
 when a version is registered (`profile_registered`, called from `projects.common.onnx_export.log_onnx_model`).
-This module sits in `serving/` because it needs the server's session options and must be importable by
-training (which may not import packages above `projects/`).
+This module sits in `serving/runtime/`, not `efficiency/`: it needs the server's session options
+(serving/runtime/runtime.py) and training imports it (projects/common/onnx_export.py), while `efficiency/`
+imports `projects/` (study, optimize), so `efficiency/footprint.py` would close a projects <-> efficiency circle.
+serving/runtime/ is the lowest place both training and efficiency/ may import.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import onnx
 from onnx import shape_inference
 
 from core.contract import ModelContract
-from serving import runtime
+from serving.runtime import runtime
 
 LATENCY_BUDGET_S = 1.0  # wall time for the timed runs of one model (warm-up not included)
 MIN_RUNS, MAX_RUNS, WARMUP_RUNS = 10, 200, 3
@@ -266,7 +268,7 @@ def profile_registered(model: str | Path | onnx.ModelProto, run_id: str) -> Foot
 
 def main(argv: list[str]) -> None:
     if not argv:
-        sys.exit("usage: python -m serving.footprint MODEL.onnx [MODEL.onnx ...]")
+        sys.exit("usage: python -m serving.runtime.footprint MODEL.onnx [MODEL.onnx ...]")
     for path in argv:
         print(path, measure(path))
 

@@ -1,6 +1,6 @@
 """onnxruntime sessions as kiln opens them, for the server, the predictor and the benches alike.
 
-    python -c "from serving.runtime import session_options, physical_cores; print(physical_cores())"
+    python -c "from serving.runtime.runtime import session_options, physical_cores; print(physical_cores())"
 
 Options are chosen on purpose: sequential execution with one inter-op thread, intra-op threads = physical
 cores for image models and 1 for tabular ones (their runs are microseconds long; more threads only wake up

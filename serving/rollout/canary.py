@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from registry.canary import CanarySpec, GuardRails
-from serving.store import Deployed
+from serving.deployment.store import Deployed
 
 log = logging.getLogger("kiln.serving.canary")
 

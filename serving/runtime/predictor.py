@@ -1,14 +1,14 @@
 """Run a registered model with its family's pre- and post-processing, without HTTP: the model object the
 server, the shadow, the auto-labeller and distillation share.
 
-    python -m serving.predictor models:/edgnet@production part.png [more.png ...]
-    python -c "from serving.predictor import Predictor; p = Predictor.load('models:/skin/3'); \
+    python -m serving.runtime.predictor models:/edgnet@production part.png [more.png ...]
+    python -c "from serving.runtime.predictor import Predictor; p = Predictor.load('models:/skin/3'); \
 print(p.predict_records([{'age': 41, 'bmi': 27.1}]).to_json())"
 
 `Predictor.load` takes `models:/NAME@ALIAS`, `models:/NAME/VERSION`, a local `.onnx` file (the contract is read
 from its metadata_props) or a local MLflow model folder, and opens an onnxruntime session with the server's
-options (serving/runtime.py). Predictions come back typed (serving/postprocess.py): masks and boxes in the
-original image's pixels, class names from the contract, and `.to_json()` giving the task endpoint's body.
+options (serving/runtime/runtime.py). Predictions come back typed (serving/runtime/postprocess.py): masks and
+boxes in the original image's pixels, class names from the contract, and `.to_json()` giving the task endpoint's body.
 The server's task endpoint calls the same `prepare_*` / `finish_*` steps, with its batcher in between.
 """
 
@@ -26,8 +26,7 @@ import numpy as np
 from core.contract import ModelContract
 from core.errors import KilnError
 from core.preprocess import Geometry
-from serving import runtime
-from serving.artifacts import (
+from serving.deployment.artifacts import (
     ModelsUri,
     download,
     onnx_file,
@@ -37,8 +36,9 @@ from serving.artifacts import (
     registry_client,
 )
 from serving.errors import BadRequest, ModelSourceError
-from serving.imaging import decode_image
-from serving.postprocess import (
+from serving.runtime import runtime
+from serving.runtime.imaging import decode_image
+from serving.runtime.postprocess import (
     Feeds,
     ImageResult,
     ImageTask,
@@ -48,7 +48,7 @@ from serving.postprocess import (
     Task,
     get_task,
 )
-from serving.tensors import TensorSpec
+from serving.runtime.tensors import TensorSpec
 
 DEFAULT_BATCH = 8  # images per session run in predict_images
 
@@ -311,7 +311,7 @@ def main(argv: list[str]) -> None:
     import json
 
     if len(argv) < 2:
-        sys.exit("usage: python -m serving.predictor SOURCE IMAGE [IMAGE ...]")
+        sys.exit("usage: python -m serving.runtime.predictor SOURCE IMAGE [IMAGE ...]")
     try:
         predictor = Predictor.load(argv[0])
         results = predictor.predict_bytes([Path(p).read_bytes() for p in argv[1:]])

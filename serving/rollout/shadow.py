@@ -12,7 +12,7 @@ Agreement between production's and the challenger's answer to the same input, pe
 - regression (tabular or image): mean absolute error, and Pearson's r over every value compared so far.
 The challenger runs its own pre- and post-processing (its predictor) on the original bytes or records, so a
 version that changed its preprocessing is compared on what it would really answer. Its run happens on the
-off-path worker (serving/offpath.py) while production is idle, so clients see no added latency and no failure
+off-path worker (serving/rollout/offpath.py) while production is idle, so clients see no added latency and no failure
 from it; its errors are counted and shown, never raised.
 """
 
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from serving.artifacts import reason
-from serving.loading import LoadedModel
-from serving.postprocess import (
+from serving.deployment.artifacts import reason
+from serving.deployment.loading import LoadedModel
+from serving.runtime.postprocess import (
     DetectionResult,
     ImageResult,
     RegressionResult,

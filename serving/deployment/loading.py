@@ -1,10 +1,10 @@
 """The load pipeline of one registered version, every step a swap must pass: download, read the contract,
 open the session, check the contract against the tensors, warm up, compare the signature with the version
-being served. Built on the predictor (serving/predictor.py), which is the model object the server runs.
+being served. Built on the predictor (serving/runtime/predictor.py), which is the model object the server runs.
 
     python -m serving.cli edgnet production    # load once the way the server would, print what it would serve
 
-A failed step raises `SwapRefused` naming the step; the caller (serving/store.py) keeps the old version.
+A failed step raises `SwapRefused` naming the step; the caller (serving/deployment/store.py) keeps the old version.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.contract import ModelContract, TabularPost
-from serving import runtime
-from serving.artifacts import download, input_example, onnx_file, onnx_metadata, reason
-from serving.batching import BatchConfig, Feeds, try_batching
+from serving.deployment.artifacts import download, input_example, onnx_file, onnx_metadata, reason
+from serving.deployment.batching import BatchConfig, Feeds, try_batching
 from serving.errors import SwapRefused
-from serving.predictor import Predictor
+from serving.runtime import runtime
+from serving.runtime.predictor import Predictor
+from serving.runtime.tensors import TensorSpec
 from serving.settings import ServeSettings
-from serving.tensors import TensorSpec
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def warm(loaded: LoadedModel, example: Any, settings: ServeSettings) -> LoadedMo
     ms_per_row = run_ms / rows
     may_batch = settings.max_batch_size >= 2 and _fits(settings.max_batch_ms, max(ms_per_row, 1e-6)) >= 2
     batchable = may_batch and _try_batch(loaded, feeds)
-    if batchable:  # batch only where it pays, as measured here (serving/batching.py try_batching)
+    if batchable:  # batch only where it pays, as measured here (serving/deployment/batching.py try_batching)
         rows = min(settings.max_batch_size, _fits(settings.max_batch_ms, max(ms_per_row, 1e-6)))
         trial = try_batching(loaded.run, feeds, rows)
         verdict = "batched" if trial.pays else "not batched"
