@@ -67,7 +67,7 @@ def resolve_weights(spec: str) -> ModelSpec:
             f"model weights {spec!r} not found; kiln never downloads weights. Pass a local .pt file, "
             "or a model YAML such as yolov8n.yaml to train from scratch"
         )
-    model = load_model(path)
+    model: Any = load_model(path)
     head = type(model.model[-1]).__name__
     if not isinstance(model, DetectionModel) or head not in DETECT_HEADS:
         raise ModelError(f"model weights {spec!r} are not a YOLO detection model (head {head!r})")
@@ -92,7 +92,8 @@ def load_model(path: Path) -> nn.Module:
         model, _ = load_checkpoint(str(path), device="cpu")
     except Exception as exc:  # torch.load raises many types for a file that is not a checkpoint
         raise ModelError(f"{path}: not a readable ultralytics checkpoint ({type(exc).__name__}: {exc})") from None
-    return model.float().eval()
+    loaded: nn.Module = model.float().eval()
+    return loaded
 
 
 def export_module(model: nn.Module) -> nn.Module:
@@ -102,7 +103,7 @@ def export_module(model: nn.Module) -> nn.Module:
     switched to their one-to-many branch so every family keeps the same output layout and leaves NMS to
     the server.
     """
-    module = copy.deepcopy(model).to("cpu").float().eval()
+    module: Any = copy.deepcopy(model).to("cpu").float().eval()
     for p in module.parameters():
         p.requires_grad = False
     module = module.fuse(verbose=False) if _fuse_takes_verbose(module) else module.fuse()
@@ -113,18 +114,19 @@ def export_module(model: nn.Module) -> nn.Module:
             if getattr(m, "end2end", False):
                 m.end2end = False
         elif isinstance(m, C2f):
-            m.forward = m.forward_split  # type: ignore[method-assign]
-    return module
+            m.forward = m.forward_split
+    fused: nn.Module = module
+    return fused
 
 
-def _fuse_takes_verbose(module: nn.Module) -> bool:
+def _fuse_takes_verbose(module: Any) -> bool:
     import inspect
 
-    return "verbose" in inspect.signature(module.fuse).parameters  # type: ignore[operator]
+    return "verbose" in inspect.signature(module.fuse).parameters
 
 
-def class_count(model: nn.Module) -> int:
-    head = model.model[-1]  # type: ignore[index]
+def class_count(model: Any) -> int:
+    head = model.model[-1]
     return int(head.nc)
 
 
@@ -132,4 +134,5 @@ def class_count(model: nn.Module) -> int:
 def raw_predictions(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """The model's `[B, 4+nc, N]` output in eval mode, before NMS (what the ONNX file must reproduce)."""
     out = model.float().eval()(batch)
-    return out[0] if isinstance(out, tuple | list) else out
+    first: torch.Tensor = out[0] if isinstance(out, tuple | list) else out
+    return first

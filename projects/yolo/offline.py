@@ -112,7 +112,8 @@ def load_ultralytics() -> ModuleType:
 
     apply_settings(ultralytics_utils)
     trainer_module.check_amp = offline_check_amp  # the trainer imported check_amp by name
-    return ultralytics
+    module: ModuleType = ultralytics
+    return module
 
 
 set_environment()

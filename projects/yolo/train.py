@@ -78,7 +78,7 @@ class Prepared:
 
 
 def check_numbers(cfg: YoloConfig) -> None:
-    positive = {"epochs": cfg.epochs, "imgsz": cfg.imgsz, "batch": cfg.batch}
+    positive: dict[str, float] = {"epochs": cfg.epochs, "imgsz": cfg.imgsz, "batch": cfg.batch}
     for name, value in positive.items():
         if value <= 0:
             raise UserError(f"--{name} must be > 0, got {value}")
@@ -186,7 +186,7 @@ def check_resumable(last: Path, run_id: str) -> None:
         raise ResumeError(f"run {run_id!r} already finished its {epochs} epochs; there is nothing to resume")
 
 
-class KilnDetectionTrainer(DetectionTrainer):
+class KilnDetectionTrainer(DetectionTrainer):  # type: ignore[misc]  # ultralytics is untyped (Any)
     """ultralytics' trainer, printing its model layer table only with --verbose."""
 
     show_layers = False

@@ -25,8 +25,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.errors import KilnError
 from core.http import error_response, install_error_handler
-from serving import invocations, protocol_v2, task_routes, watcher
+from serving.deployment import watcher
 from serving.deployment.store import ModelSlot, ModelStore
+from serving.edge import invocations, protocol_v2, task_routes
 from serving.edge.http import json_response, request_store
 from serving.edge.metrics import Metrics
 from serving.edge.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, configure_logging
