@@ -130,11 +130,18 @@ SAGEMAKER_CHECKPOINTS = SAGEMAKER_PREFIX + "checkpoints"
 SAGEMAKER_FAILURE_REASON = SAGEMAKER_PREFIX + "failure_reason"
 SAGEMAKER_BILLABLE_SECONDS = SAGEMAKER_PREFIX + "billable_seconds"
 
+# --- logger names (documented: KILN_ACCESS_LOG writes to SERVING_LOG + ".access") ---
+SERVING_LOG = "kiln.serving"  # + ".access", ".errors", ".canary", ...: the server's loggers
+
 # Every plain `kiln.<name>` tag declared above, by its short name (what `run_tag` accepts).
 TAGS: dict[str, str] = {
     value[len(PREFIX) :]: value
     for name, value in dict(globals()).items()
-    if name.isupper() and isinstance(value, str) and value.startswith(PREFIX) and not value.endswith(".")
+    if name.isupper()
+    and isinstance(value, str)
+    and value.startswith(PREFIX)
+    and not value.endswith(".")
+    and name != "SERVING_LOG"
 }
 
 

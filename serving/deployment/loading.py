@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from core import vocab
 from core.contract import ModelContract, TabularPost
 from serving.deployment.artifacts import download, input_example, onnx_file, onnx_metadata, reason
 from serving.deployment.batching import BatchConfig, Feeds, try_batching
@@ -170,14 +171,14 @@ def compare_signatures(old: Signed, new: Signed) -> list[str]:
             if kind == "input" and not _shapes_compatible(a.shape, b.shape):
                 problems.append(f"{kind} {tensor!r} shape {a.wire_shape} -> {b.wire_shape}")
     if old.contract.task != new.contract.task:
-        problems.append(f"kiln.task {old.contract.task!r} -> {new.contract.task!r}")
+        problems.append(f"{vocab.TASK} {old.contract.task!r} -> {new.contract.task!r}")
     old_post, new_post = old.contract.postprocess, new.contract.postprocess
     if (
         isinstance(old_post, TabularPost)
         and isinstance(new_post, TabularPost)
         and old_post.feature_names != new_post.feature_names
     ):
-        problems.append("kiln.postprocess.feature_names changed order or content")
+        problems.append(f"{vocab.POSTPROCESS}.feature_names changed order or content")
     return problems
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from core import vocab
 from registry.lookup import all_registered_models
 from serving.deployment.artifacts import reason, registry_client
 from serving.deployment.batching import Batcher, Feeds
@@ -29,7 +30,7 @@ from serving.errors import BadRequest, ModelNotFound, ModelNotReady, SwapRefused
 from serving.runtime.tensors import RequestLimits, accepted_inputs
 from serving.settings import ServeSettings
 
-log = logging.getLogger("kiln.serving.store")
+log = logging.getLogger(vocab.SERVING_LOG + ".store")
 
 try:  # onnxruntime's exceptions for inputs it cannot run: type errors (InvalidArgument), a size the graph cannot
     # take (Fail: a Concat or Add of mismatched feature maps), kernel refusals (RuntimeException)

@@ -29,11 +29,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from core import vocab
 from serving.deployment.store import ModelStore
 from serving.edge.http import json_response, parse_json, request_store
 from serving.errors import BadRequest, Forbidden, Unauthorized
 
-log = logging.getLogger("kiln.serving.watcher")
+log = logging.getLogger(vocab.SERVING_LOG + ".watcher")
 
 SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"

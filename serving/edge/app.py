@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core import vocab
 from core.errors import KilnError
 from core.http import error_response, install_error_handler
 from serving.deployment import watcher
@@ -37,7 +38,7 @@ from serving.rollout.rollout import Rollout, RolloutMiddleware
 from serving.rollout.rollout import router as rollout_router
 from serving.settings import ServeSettings
 
-log = logging.getLogger("kiln.serving.app")
+log = logging.getLogger(vocab.SERVING_LOG + ".app")
 
 DESCRIPTION = """
 An ONNX inference server for models registered in MLflow. Each model is served from

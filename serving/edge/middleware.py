@@ -26,11 +26,12 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core import vocab
 from serving.edge.metrics import CLIENT_CLOSED, Metrics
 from serving.errors import HeadersTooLarge, PayloadTooLarge, RequestTimeout, ServingError, Unauthorized
 
-access_log = logging.getLogger("kiln.serving.access")
-error_log = logging.getLogger("kiln.serving.errors")
+access_log = logging.getLogger(vocab.SERVING_LOG + ".access")
+error_log = logging.getLogger(vocab.SERVING_LOG + ".errors")
 TRACEBACK_INTERVAL_SECONDS = 60.0  # a traceback raised at the same place is written at most this often
 
 # What answers without the bearer token when KILN_API_TOKEN is set (docs/hardening.md#open-routes): liveness and

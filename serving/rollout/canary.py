@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from core import vocab
 from registry.canary import CanarySpec, GuardRails
 from serving.deployment.store import Deployed
 
-log = logging.getLogger("kiln.serving.canary")
+log = logging.getLogger(vocab.SERVING_LOG + ".canary")
 
 routing_key: ContextVar[str | None] = ContextVar("kiln_routing_key", default=None)
 pinned_version: ContextVar[str | None] = ContextVar("kiln_pinned_version", default=None)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from core import vocab
 from core.contract import ModelContract, Preprocess, TabularPost
 from core.preprocess import Geometry
 from core.profile import (
@@ -50,9 +51,9 @@ from serving.runtime.postprocess import (
 )
 from serving.runtime.predictor import Predictor
 
-log = logging.getLogger("kiln.serving.drift")
+log = logging.getLogger(vocab.SERVING_LOG + ".drift")
 
-PROFILE_KEY = "kiln_profile"  # ONNX metadata_props key holding the reference profile (JSON)
+PROFILE_KEY = vocab.PROFILE_KEY  # ONNX metadata_props key holding the reference profile (JSON)
 CATEGORICAL_OUTPUTS = ("label", "box_class")
 Values = dict[str, list[Any]]
 

@@ -21,7 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-log = logging.getLogger("kiln.serving.offpath")
+from core import vocab
+
+log = logging.getLogger(vocab.SERVING_LOG + ".offpath")
 
 
 @dataclass

@@ -34,6 +34,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core import vocab
 from core.preprocess import Geometry
 from core.profile import FeatureDrift
 from registry.canary import CANARY_TAG, CanarySpec, end_canary
@@ -49,7 +50,7 @@ from serving.rollout.offpath import OffPath
 from serving.rollout.shadow import ShadowRequest, ShadowStats, compare, task_kind
 from serving.settings import ServeSettings
 
-log = logging.getLogger("kiln.serving.rollout")
+log = logging.getLogger(vocab.SERVING_LOG + ".rollout")
 
 
 class RolloutMetrics:

@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 from onnx import shape_inference
 
+from core import vocab
 from core.contract import ModelContract
 from serving.runtime import runtime
 
@@ -261,7 +262,7 @@ def profile_registered(model: str | Path | onnx.ModelProto, run_id: str) -> Foot
         import mlflow
 
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500]
-        mlflow.MlflowClient().set_tag(run_id, "kiln.footprint_error", reason)
+        mlflow.MlflowClient().set_tag(run_id, vocab.FOOTPRINT_ERROR, reason)
         print(f"warning: footprint not measured ({reason}); `kiln leaderboard --measure` retries", flush=True)
         return None
 

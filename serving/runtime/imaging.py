@@ -12,6 +12,7 @@ import sys
 import cv2
 import numpy as np
 
+from core import vocab
 from serving.errors import BadRequest
 
 PNG_FAST = [int(cv2.IMWRITE_PNG_COMPRESSION), 1]
@@ -105,7 +106,7 @@ def main(argv: list[str]) -> None:
     from core.preprocess import prepare
 
     try:
-        contract = ModelContract.parse({"kiln.preprocess": argv[1]})
+        contract = ModelContract.parse({vocab.PREPROCESS: argv[1]})
         assert contract.preprocess is not None
         tensor, geometry = prepare(decode_image(Path(argv[0]).read_bytes()), contract.preprocess)
     except KilnError as err:
