@@ -167,7 +167,7 @@ def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
 
 
 def kiln_tags(**values: str | None) -> dict[str, str]:
-    """`kiln_tags(family="yolo", metric="best/mAP50-95")` -> {"kiln.family": "yolo", ...}; None values are left out.
+    """`kiln_tags(family="yolo", metric="best/mAP50-95")` -> {vocab.FAMILY: "yolo", ...}; None values are left out.
     A name not declared in core/vocab.py raises ValueError (`vocab.run_tag`)."""
     return {vocab.run_tag(key): str(value) for key, value in values.items() if value is not None}
 
