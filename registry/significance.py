@@ -104,7 +104,8 @@ class Verdict:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "test": "welch_t_one_sided" + self.correction, "alpha": self.alpha, "p_value": self.p_value, "diff": self.diff,
+            "test": "welch_t_one_sided" + self.correction, "alpha": self.alpha, "p_value": self.p_value,
+            "diff": self.diff,
             "ci_low": self.ci_low, "ci_high": self.ci_high, "ci_level": 1 - 2 * self.alpha, "df": self.df,
             "candidate_mean": self.candidate.mean, "candidate_std": self.candidate.std, "candidate_n": self.candidate.n,
             "candidate_source": self.candidate.source, "holder_mean": self.holder.mean, "holder_std": self.holder.std,

@@ -61,6 +61,15 @@ def test_welch_matches_scipy() -> None:
     assert lower.significant and lower.diff == pytest.approx(-0.1)
 
 
+def test_fold_values_get_the_nadeau_bengio_variance_and_seeds_do_not() -> None:
+    plain = welch(REAL, HOLDER, "max", 0.05)
+    folds = welch(REAL, HOLDER, "max", 0.05, candidate_kind="folds", holder_kind="folds")
+    assert folds.correction == "_nadeau_bengio" and plain.correction == ""
+    assert folds.p_value > plain.p_value and folds.df == pytest.approx(plain.df)
+    assert (folds.ci_high - folds.ci_low) == pytest.approx(1.5 * (plain.ci_high - plain.ci_low))  # sqrt(1 + 5/4)
+    assert welch(REAL, HOLDER, "max", candidate_kind="seeds").p_value == pytest.approx(plain.p_value)
+
+
 def test_refuses_noise_level_improvement(client: MlflowClient, make_version: MakeVersion) -> None:
     holder = cv_version(client, make_version, "seg", HOLDER)
     promote("seg", version=holder)
@@ -70,8 +79,10 @@ def test_refuses_noise_level_improvement(client: MlflowClient, make_version: Mak
     text = err.value.detail
     assert "v2 0.808 ± 0.019 (n=5" in text and "v1 0.8 ± 0.016 (n=5" in text
     assert "difference +0.008" in text and "90% CI -0.0" in text and "not significant at 0.05" in text
-    p_value = stats.ttest_ind(NOISE, HOLDER, equal_var=False, alternative="greater").pvalue
-    assert f"p={p_value:.3g}" in text
+    # 5 folds each: Nadeau-Bengio's variance s^2 (1/5 + 1/4), the t statistic of plain Welch shrunk by 1/sqrt(2.25)
+    plain = stats.ttest_ind(NOISE, HOLDER, equal_var=False, alternative="greater")
+    p_value = stats.t.sf(plain.statistic / 1.5, plain.df)
+    assert f"Nadeau-Bengio fold correction) p={p_value:.3g}" in text
     events = history("seg")
     assert [e.action for e in events] == ["promote", "refused"]
     assert events[-1].significance is not None and events[-1].significance["p_value"] == pytest.approx(p_value)
