@@ -25,6 +25,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,13 +67,13 @@ def downsample_bins(spectra: np.ndarray, out_len: int) -> np.ndarray:
     stops = -((-(np.arange(1, out_len + 1)) * length) // out_len)
     csum = np.concatenate([np.zeros(spectra.shape[:-1] + (1,)), np.cumsum(spectra, axis=-1, dtype=np.float64)], -1)
     sums = csum[..., stops] - csum[..., starts]
-    return (sums / (stops - starts)).astype(np.float32)
+    return np.asarray(sums / (stops - starts), np.float32)
 
 
 def valid_rows(spectra: np.ndarray) -> np.ndarray:
     """Rows that are not zero padding: at least one non-zero spectrum value."""
     flat = spectra.reshape(len(spectra), -1)
-    return np.any(flat != 0, axis=1)
+    return np.asarray(np.any(flat != 0, axis=1))
 
 
 def find_pairs(data_dir: Path) -> list[tuple[Path, Path]]:
@@ -240,7 +241,7 @@ def make_loaders(
     train = CRDataset(prepared, train_idx, augment_180=augment_180)
     val = CRDataset(prepared, val_idx)
     generator = torch.Generator().manual_seed(seed)
-    common = {"batch_size": batch_size, "num_workers": num_workers, "pin_memory": pin_memory}
+    common: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers, "pin_memory": pin_memory}
     common["persistent_workers"] = num_workers > 0
     train_loader = DataLoader(train, shuffle=True, drop_last=len(train) > batch_size, generator=generator, **common)
     return train_loader, DataLoader(val, shuffle=False, **common)

@@ -75,7 +75,8 @@ class ResBlock(nn.Module):
         self.act = nn.SiLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.body(x) + self.shortcut(x))
+        out: torch.Tensor = self.act(self.body(x) + self.shortcut(x))
+        return out
 
 
 class Backbone(nn.Module):
@@ -100,7 +101,8 @@ class Backbone(nn.Module):
         self.out_channels = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
+        features: torch.Tensor = self.stages(self.stem(x))
+        return features
 
 
 def _to_bayer(per_bin: torch.Tensor) -> torch.Tensor:

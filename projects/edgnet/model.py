@@ -45,7 +45,8 @@ class Up(nn.Module):
         self.conv = double_conv(cout * 2, cout)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([skip, self.up(x)], dim=1))
+        out: torch.Tensor = self.conv(torch.cat([skip, self.up(x)], dim=1))
+        return out
 
 
 class UNet(nn.Module):
@@ -70,7 +71,8 @@ class UNet(nn.Module):
         x = skips.pop()
         for up in self.ups:
             x = up(x, skips.pop())
-        return self.head(x)
+        logits: torch.Tensor = self.head(x)
+        return logits
 
 
 @register_model("edgnet")

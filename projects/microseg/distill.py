@@ -101,11 +101,13 @@ class DistillLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.shape[1] == 1:
-            return self.base(logits, target)
+            plain: torch.Tensor = self.base(logits, target)
+            return plain
         mask, teacher = target[:, :1], target[:, 1:2]
         t = self.temperature
         soft = F.binary_cross_entropy_with_logits(logits.float() / t, torch.sigmoid(teacher.float() / t))
-        return (1 - self.weight) * self.base(logits, mask) + self.weight * t * t * soft
+        loss: torch.Tensor = (1 - self.weight) * self.base(logits, mask) + self.weight * t * t * soft
+        return loss
 
 
 def agreement(teacher: Teacher, batches: Iterable[Batch], threshold: float = 0.0) -> float:

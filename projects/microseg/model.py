@@ -125,6 +125,9 @@ class GradientFeatures(nn.Module):
     The seed's edge-enhancement module: cracks and soft borders show first in the gradient.
     """
 
+    kernels: torch.Tensor  # buffers, declared for the type checker
+    luma: torch.Tensor
+
     def __init__(self, in_channels: int, cout: int) -> None:
         super().__init__()
         sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
@@ -167,11 +170,11 @@ class SplitBlock(nn.Module):
         super().__init__()
         if channels % 2:
             raise ValueError(f"SplitBlock needs an even channel count, got {channels}")
-        self.half = channels // 2
-        self.transform = MultiDilationDSConv(self.half, self.half, dilations)
+        self.half_channels = channels // 2
+        self.transform = MultiDilationDSConv(self.half_channels, self.half_channels, dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        keep, change = x[:, : self.half], x[:, self.half :]
+        keep, change = x[:, : self.half_channels], x[:, self.half_channels :]
         out = torch.cat([keep, self.transform(change)], dim=1)
         b, c, h, w = out.shape
         return out.reshape(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
@@ -228,7 +231,8 @@ class MicroSegNet(nn.Module):
             s1 = torch.cat([s1, F.avg_pool2d(self.edges(x), 2)], dim=1)
         s2 = self.stage2(s1)
         s3 = self.aspp(self.attention(self.stage3(s2)))
-        return self.decoder(s1, s2, s3)
+        logits: torch.Tensor = self.decoder(s1, s2, s3)
+        return logits
 
 
 def _block(kind: str, channels: int) -> nn.Module:

@@ -143,13 +143,18 @@ def predict(model: xgb.XGBModel, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(x), dtype=np.float32)
 
 
+def _score(value: float | list[float]) -> float:
+    """One importance score; xgboost types a score as a list for multi-output boosters, which kiln never trains."""
+    return float(value[0]) if isinstance(value, list) else float(value)
+
+
 def feature_importance(model: xgb.XGBModel, feature_names: list[str]) -> dict[str, dict[str, float]]:
     """importance type -> {real column name: score}, every feature listed (0 when never split on)."""
     booster = model.get_booster()
     out: dict[str, dict[str, float]] = {}
     for kind in ("gain", "total_gain", "weight", "cover"):
         scores = booster.get_score(importance_type=kind)
-        by_name = {name: float(scores.get(f"f{i}", 0.0)) for i, name in enumerate(feature_names)}
+        by_name = {name: _score(scores.get(f"f{i}", 0.0)) for i, name in enumerate(feature_names)}
         out[kind] = dict(sorted(by_name.items(), key=lambda kv: -kv[1]))
     return out
 
