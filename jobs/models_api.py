@@ -16,7 +16,7 @@ from urllib.parse import quote as quote_path
 
 from fastapi import APIRouter, Request
 from mlflow import MlflowClient
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from registry.baseline import baseline_warning
 from registry.canary import GuardRails, NoCanaryError, end_canary, finish_canary, read_canary, start_canary
@@ -39,7 +39,7 @@ class PromoteRequest(BaseModel):
     mode: str | None = None  # "max" or "min"; None: the tag, else inferred from the metric name
     min_value: float | None = None
     max_value: float | None = None
-    force: bool = False
+    force: StrictBool = False  # JSON true/false only: pydantic's lax mode would read 0 and "no" as false
     reason: str = ""
     by: str | None = Field(default=None, max_length=200)  # recorded as promoted_by; None: KILN_USER or login
     significance: float | None = None  # e.g. 0.05: refuse an improvement within the folds'/seeds' noise
@@ -74,7 +74,7 @@ class FinishCanaryRequest(BaseModel):
     mode: str | None = None
     min_value: float | None = None
     max_value: float | None = None
-    force: bool = False
+    force: StrictBool = False
     reason: str = ""
     by: str | None = Field(default=None, max_length=200)
 

@@ -48,28 +48,21 @@ TOTAL_PARAMS = ("epochs", "n_estimators")
 _DROPPED_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "KILN_API_TOKEN")
 
 
-MAX_MODEL_NAME = 256  # the registry's name column (registered_models.name) holds this many characters
+def check_names(params: Mapping[str, Any], experiment_name: str | None) -> None:
+    """A `model_name` param or experiment name the registry would refuse (registry.names): refuse it at start."""
+    from registry.errors import InvalidRequestError
+    from registry.names import check_experiment_name, check_model_name
 
-
-def check_model_name(params: Mapping[str, Any]) -> None:
-    """A `model_name` param the registry would refuse only after the whole training: refuse it at start."""
-    if "model_name" not in params:
-        return
-    name = str(params["model_name"])
-    problem = None
-    if len(name) > MAX_MODEL_NAME:
-        problem = f"it has {len(name)} characters; at most {MAX_MODEL_NAME}"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
-        problem = "it holds control characters"
-    else:
-        from mlflow.utils.validation import _validate_model_name  # the registry's own rule: no "/" or ":", ...
-
-        try:
-            _validate_model_name(name)
-        except MlflowException as exc:
-            problem = exc.message
-    if problem is not None:
-        raise ParamError(f"model_name {name[:80]!r} cannot be a registered model name: {problem}", "params.model_name")
+    try:
+        if params.get("model_name"):  # "" keeps the family's own name
+            check_model_name(params["model_name"])
+    except InvalidRequestError as err:
+        raise ParamError(err.message, "params.model_name") from None
+    try:
+        if experiment_name is not None:
+            check_experiment_name(experiment_name)
+    except InvalidRequestError as err:
+        raise ParamError(err.message, "experiment_name") from None
 
 
 class JobStateError(Exception):
@@ -155,7 +148,7 @@ class JobRunner:
     def submit(self, entry_point: str, params: Mapping[str, Any], experiment_name: str | None = None) -> Job:
         """Validate against the MLproject (raises ParamError) and queue; the supervisor starts it within a poll."""
         argv_params = self.mlproject.validate(entry_point, params)
-        check_model_name(argv_params)
+        check_names(argv_params, experiment_name)
         job_id = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', entry_point)}-{secrets.token_hex(4)}"
         job = Job(
             id=job_id,

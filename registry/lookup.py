@@ -15,6 +15,7 @@ from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
+from registry import names
 from registry.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -24,9 +25,7 @@ from registry.errors import (
 )
 
 _NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
-_ALIAS = re.compile(r"^[\w\-]+$")
-_RESERVED_ALIAS = re.compile(r"^([vV]\d+|latest)$", re.IGNORECASE)
-_RUN_ID = re.compile(r"^[\w\-]+$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def is_not_found(err: MlflowException) -> bool:
@@ -34,11 +33,8 @@ def is_not_found(err: MlflowException) -> bool:
 
 
 def check_alias(alias: str) -> str:
-    if not _ALIAS.match(alias):
-        raise InvalidRequestError(f"alias {alias!r} may hold only letters, digits, '_' and '-'")
-    if _RESERVED_ALIAS.match(alias):
-        raise InvalidRequestError(f"alias {alias!r} is reserved by MLflow ('latest' and 'v<N>' name versions)")
-    return alias
+    """The one alias rule (registry.names), kept here for the modules that import it from lookup."""
+    return names.check_alias(alias)
 
 
 def parse_version(version: int | str) -> int:

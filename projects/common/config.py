@@ -77,7 +77,20 @@ def resolve_config(
         values.update(_read_yaml(Path(yaml_path), fields))
     values.update(_given(cls, flags or {}, fields))
     coerced = {k: _coerce(cls.__name__, k, hints[k], v) for k, v in values.items()}
+    if coerced.get("model_name"):  # "" keeps the family's own name
+        _check_model_name(cls.__name__, coerced["model_name"])
     return cls(**coerced)
+
+
+def _check_model_name(cls_name: str, name: Any) -> None:
+    """The registry's name rule, checked before training rather than at registration after it."""
+    from registry.errors import InvalidRequestError
+    from registry.names import check_model_name
+
+    try:
+        check_model_name(name)
+    except InvalidRequestError as err:
+        raise ConfigError(f"{cls_name}.model_name: {err.message}") from None
 
 
 def _given(cls: type, flags: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
