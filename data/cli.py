@@ -3,6 +3,7 @@
     kiln data validate data/samples/safety/data.yaml
     kiln data convert --from coco instances.json out/ && kiln data split out/ --val 0.2 --seed 0
     kiln data sample safety data/samples/safety
+    kiln data import hardhat.v3i.yolov8.zip data/hardhat --name hardhat       # Roboflow, COCO, VOC, CVAT, LS
     kiln data collect s3://cams/door/ door && kiln data filter door && kiln data autolabel door --model det@production
     kiln data review door && kiln data version door --name door    # see docs/data-loop.md
 
@@ -125,6 +126,46 @@ def sample(kind: str, dst: Path, count: int | None, size: int | None, val: float
     click.echo(f"wrote {kind} sample to {result}")
 
 
+@data.command(name="import")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option(
+    "--format", "fmt", default="auto", show_default=True,
+    type=click.Choice(["auto", "roboflow-yolo", "coco", "voc", "cvat", "labelstudio"]),
+    help="export format of SRC; auto tells it from the files",
+)  # fmt: skip
+@click.option("--name", help="freeze the import as the next version of this dataset (NAME@v1, @v2, ...)")
+@click.option("--val", type=float, default=0.2, show_default=True,
+              help="share of images for val, by image hash, when the export has no validation split")  # fmt: skip
+@click.option("-m", "--message", default="", help="the version's note (default: where it was imported from)")
+@click.option("--tracking-uri", help="MLflow tracking URI for --name (default MLFLOW_TRACKING_URI)")
+@click.option("--max-lines", type=int, default=50, show_default=True, help="problems printed before eliding")
+def import_command(
+    src: Path, dst: Path, fmt: str, name: str | None, val: float, message: str, tracking_uri: str | None,
+    max_lines: int,
+) -> None:  # fmt: skip
+    """Import a Roboflow, COCO, VOC, CVAT or Label Studio export (zip or folder) SRC into kiln's layout in DST."""
+    from data.importers import import_dataset
+
+    result = run_cli(import_dataset, src, dst, fmt=fmt, val=val, name=name, message=message,
+                     tracking_uri=tracking_uri)  # fmt: skip
+    lines = result.report.lines()
+    for line in lines[:max_lines]:
+        click.echo(line)
+    if len(lines) > max_lines:
+        click.echo(f"... and {len(lines) - max_lines} more")
+    click.echo(result.summary())
+    click.echo(f"check: {result.report.summary()}")
+    if not result.ok:
+        hint = f"; fix them in {dst} and run `kiln data version {dst} --name {name}`" if name else ""
+        click.echo(f"not versioned: the import has problems{hint}" if name else "the import has problems")
+        raise SystemExit(1)
+    if result.version is not None:
+        info = result.version
+        made = "created" if info.created else "unchanged, still"
+        click.echo(f"{made} {info.ref}; train with: -P data=dataset:{info.ref}")
+
+
 # ------------------------------------------------------------------------------------------ the data loop
 
 
@@ -235,10 +276,12 @@ def versions(name: str, tracking_uri: str | None) -> None:
     found = run_cli(list_versions, name, tracking_uri)
     if not found:
         raise click.ClickException(f"dataset {name!r} has no versions")
-    click.echo(f"{'version':<12} {'created (UTC)':<20} {'digest':<14} run")
+    click.echo(f"{'version':<12} {'created (UTC)':<20} {'images':>6}  {'boxes per class':<28} {'digest':<14} note")
     for info in found:
         when = datetime.datetime.fromtimestamp(info.created_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{info.ref:<12} {when:<20} {info.digest[:12]:<14} {info.run_id}")
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(info.class_counts.items())) or "-"
+        note = info.message.replace("\n", " ") or "-"
+        click.echo(f"{info.ref:<12} {when:<20} {info.images:>6}  {counts:<28} {info.digest[:12]:<14} {note}")
 
 
 @data.command()

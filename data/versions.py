@@ -65,6 +65,9 @@ class VersionInfo:
     created_at: float
     manifest: dict[str, Any] = field(default_factory=dict)
     created: bool = True  # False when an identical version already existed
+    images: int = 0  # from the run's metrics, so listing versions reads no manifest
+    class_counts: dict[str, int] = field(default_factory=dict)
+    message: str = ""  # the note given with -m (or by kiln data import)
 
     @property
     def ref(self) -> str:
@@ -122,6 +125,10 @@ def _info(client: Any, run: Any, with_manifest: bool = True) -> VersionInfo:
     info = VersionInfo(
         tags[TAG_NAME], int(tags[TAG_VERSION]), run.info.run_id, tags[TAG_DIGEST], run.info.start_time / 1000
     )
+    metrics = run.data.metrics
+    info.images = int(metrics.get("images", 0))
+    info.class_counts = {k.removeprefix("boxes/"): int(v) for k, v in metrics.items() if k.startswith("boxes/")}
+    info.message = tags.get(vocab.NOTE_TAG, "").partition("\n\n")[2]
     if with_manifest:
         info.manifest = _download_json(client, run.info.run_id, MANIFEST)
     return info
@@ -228,6 +235,7 @@ def _entry(
 ) -> dict[str, Any]:
     image_sha, label_sha = sha256_file(image), sha256_file(labels)
     split, below = _split_of(rel, image_sha, val)
+    mask = mask_file(dst, rel)  # segmentation sets (kiln data import of polygons or masks) carry masks/ too
     classes: Counter[str] = Counter()
     for number, line in enumerate(labels.read_text().splitlines(), 1):
         if not line.strip():
@@ -240,7 +248,12 @@ def _entry(
         "path": rel, "split": split, "below": below, "image_sha256": image_sha, "image_size": image.stat().st_size,
         "label_sha256": label_sha, "boxes": dict(sorted(classes.items())),
         "prelabelled_by": review.get("model"), "verdict": review.get("status"),
-    }  # fmt: skip
+    } | ({"mask_sha256": sha256_file(mask)} if mask.is_file() else {})  # fmt: skip
+
+
+def mask_file(dst: Path, rel: str) -> Path:
+    """The mask of image `rel` (relative to DST, starting with images/): masks/<same path>.png."""
+    return (dst / "masks" / rel.removeprefix("images/")).with_suffix(".png")
 
 
 def _ensure_val(entries: list[dict[str, Any]], val: float) -> None:
@@ -294,7 +307,7 @@ def create_version(
         latest.created = False
         return latest
     stored = {e[k]: e[f"{k.split('_')[0]}_run"] for v in previous for e in v.manifest["images"]
-              for k in ("image_sha256", "label_sha256")}  # fmt: skip
+              for k in ("image_sha256", "label_sha256", "mask_sha256") if k in e}  # fmt: skip
     return _upload(client, dst, name, manifest, previous, stored, message)
 
 
@@ -350,7 +363,10 @@ def _stage_objects(dst: Path, manifest: dict[str, Any], stored: dict[str, str], 
     """Copy the files no earlier version holds to tmp/objects/<sha[:2]>/<sha>; note where each file lives."""
     new = 0
     for entry in manifest["images"]:
-        for kind, source in (("image", dst / entry["path"]), ("label", label_file(dst, entry["path"]))):
+        for kind, source in (("image", dst / entry["path"]), ("label", label_file(dst, entry["path"])),
+                             ("mask", mask_file(dst, entry["path"]))):  # fmt: skip
+            if f"{kind}_sha256" not in entry:
+                continue
             sha = entry[f"{kind}_sha256"]
             if sha in stored:
                 entry[f"{kind}_run"] = stored[sha]
@@ -413,7 +429,7 @@ def diff(ref_a: str, ref_b: str, tracking_uri: str | None = None) -> Diff:
         before, after = old[path], new[path]
         if before["image_sha256"] != after["image_sha256"]:
             result.changed.append(path)
-        elif before["label_sha256"] != after["label_sha256"]:
+        elif before["label_sha256"] != after["label_sha256"] or before.get("mask_sha256") != after.get("mask_sha256"):
             result.relabelled.append(path)
         if before["split"] != after["split"]:
             result.moved.append(path)
@@ -444,14 +460,18 @@ def _materialize(info: VersionInfo, root: Path, tracking_uri: str | None) -> Non
     try:
         blobs = staging / ".blobs"
         verified: set[str] = set()
-        for run_id in sorted({e[f"{k}_run"] for e in info.manifest["images"] for k in ("image", "label")}):
+        kinds = ("image", "label", "mask")
+        for run_id in sorted({e[f"{k}_run"] for e in info.manifest["images"] for k in kinds if f"{k}_run" in e}):
             client.download_artifacts(run_id, "objects", str(blobs / run_id))
         for entry in info.manifest["images"]:
             below = Path(entry["below"])
             for kind, target in (
                 ("image", staging / "images" / entry["split"] / below),
                 ("label", (staging / "labels" / entry["split"] / below).with_suffix(".txt")),
+                ("mask", (staging / "masks" / entry["split"] / below).with_suffix(".png")),
             ):
+                if f"{kind}_sha256" not in entry:
+                    continue
                 sha = entry[f"{kind}_sha256"]
                 blob = blobs / entry[f"{kind}_run"] / "objects" / sha[:2] / sha
                 if sha not in verified:

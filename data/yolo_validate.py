@@ -4,11 +4,14 @@
     kiln data validate path/to/folder --names smoke,fire,person_down
 
 Every problem is reported as `file:line: message`; empty label files and images without a label file are
-allowed (background images). `validate()` returns a report; the CLI prints it and exits 1 on any problem.
+allowed (background images). Warnings: a label file without an image, a box that extends past the border,
+and an image with the same bytes as another (named with both splits when it sits in two). `validate()` returns
+a report; the CLI prints it and exits 1 on any problem.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,9 +19,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from core.errors import DatasetError
 from data.yolo_layout import (
     IMG_SUFFIXES,
-    DatasetError,
     YoloDataset,
     find_yaml,
     label_path,
@@ -135,6 +138,33 @@ def check_label_file(path: Path, nc: int, report: Report) -> None:
         elif box is not None:
             seen[box] = number
             report.boxes[box[0]] += 1
+            if sticks_out(box[1]):
+                report.warnings.append(Problem(path, number, "box extends outside the image; training clips it"))
+
+
+def sticks_out(xywh: tuple[float, ...]) -> bool:
+    """A box whose centre is inside but whose edges pass the border by more than half a pixel of a 1000 px side."""
+    x, y, w, h = xywh
+    return min(x - w / 2, y - h / 2) < -5e-4 or max(x + w / 2, y + h / 2) > 1 + 5e-4
+
+
+def duplicate_images(dataset: YoloDataset) -> list[Problem]:
+    """Images with the same bytes as an earlier one; across splits the val score counts them twice."""
+    split_of = {image: split for split, files in dataset.splits.items() for image in files}
+    first: dict[str, Path] = {}
+    found = []
+    for image in dataset.images:
+        try:
+            digest = hashlib.sha256(image.read_bytes()).hexdigest()
+        except OSError:
+            continue  # check_image reports an unreadable file
+        if digest not in first:
+            first[digest] = image
+            continue
+        other = first[digest]
+        where = f" (in {split_of[other]} and {split_of[image]})" if split_of[other] != split_of[image] else ""
+        found.append(Problem(image, 0, f"duplicate image: same bytes as {other.name}{where}"))
+    return found
 
 
 def check_images(dataset: YoloDataset, report: Report) -> None:
@@ -182,6 +212,7 @@ def validate(path: str | Path, names: list[str] | None = None) -> Report:
     folders = {s for sources in dataset.sources.values() for s in sources if s.is_dir()}
     report.problems += [Problem(p, 0, why) for folder in sorted(folders) for p, why in unreadable_images(folder)]
     report.warnings += [Problem(p, 0, "label file without an image") for p in orphan_labels(dataset)]
+    report.warnings += duplicate_images(dataset)
     return report
 
 

@@ -30,6 +30,7 @@ class Sample:
     name: str
     image: np.ndarray  # uint8 (S, S) grey or (S, S, 3) RGB, as the family's data.py decodes it
     mask: np.ndarray  # uint8 (S, S) in {0, 1}
+    split: str = ""  # train or val when the folder is split into images/<split>/ (kiln data import, versions)
 
 
 def read_image(path: Path, flags: int) -> np.ndarray | None:
@@ -44,6 +45,21 @@ def sorted_images(images_dir: Path) -> list[Path]:
     if not files:
         raise DatasetError(f"{images_dir}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
+
+
+def split_dirs(folder: Path) -> list[tuple[str, Path, Path]]:
+    """(split, images dir, masks dir): images/train and images/val (+ masks/<split>) when the folder is split
+    that way, as `kiln data import` and dataset versions write it; else one ("", images/, masks/)."""
+    if (folder / "images" / "train").is_dir() and (folder / "images" / "val").is_dir():
+        return [(s, folder / "images" / s, folder / "masks" / s) for s in ("train", "val")]
+    return [("", folder / "images", folder / "masks")]
+
+
+def given_split(samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample]] | None:
+    """The folder's own train/val split when every sample carries one, else None (split at random)."""
+    train = [s for s in samples if s.split == "train"]
+    val = [s for s in samples if s.split == "val"]
+    return (train, val) if train and val and len(train) + len(val) == len(samples) else None
 
 
 def check_val_fraction(val_fraction: float) -> None:

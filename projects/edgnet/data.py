@@ -22,9 +22,11 @@ from projects.common.segdata import (
     MaskDataset,
     Sample,
     check_val_fraction,
+    given_split,
     random_split,
     read_image,
     sorted_images,
+    split_dirs,
 )
 
 # Input normalisation: x = (pixel / 255 - MEAN) / STD. Written into the ONNX metadata for the server.
@@ -42,7 +44,7 @@ def list_images(folder: Path) -> list[Path]:
         raise DatasetError(f"data folder not found: {folder}")
     if not images_dir.is_dir():
         raise DatasetError(f"{folder}: expected an images/ folder (and optionally masks/)")
-    return sorted_images(images_dir)
+    return [path for _, split_images, _ in split_dirs(folder) for path in sorted_images(split_images)]
 
 
 def _mask_for(image_path: Path, masks_dir: Path) -> Path | None:
@@ -74,20 +76,29 @@ def load_sample(image_path: Path, masks_dir: Path | None, size: int) -> Sample:
 
 
 def load_folder(folder: str | Path, size: int, skip_bad: bool = False) -> list[Sample]:
-    """Decode every image (and mask) in `folder`. A corrupt file is an error unless `skip_bad`."""
+    """Decode every image (and mask) in `folder`, or in its images/train and images/val (the split is kept).
+    A corrupt file is an error unless `skip_bad`."""
     folder = Path(folder)
-    masks_dir = folder / "masks" if (folder / "masks").is_dir() else None
+    list_images(folder)  # a missing folder or images/ is reported by name
     samples: list[Sample] = []
-    for path in list_images(folder):
+    for split, images_dir, masks in split_dirs(folder):
+        samples += _load_split(images_dir, masks if masks.is_dir() else None, size, split, skip_bad)
+    if len(samples) < 2:
+        raise DatasetError(f"{folder}: need at least 2 usable images for a train/val split, found {len(samples)}")
+    return samples
+
+
+def _load_split(images_dir: Path, masks_dir: Path | None, size: int, split: str, skip_bad: bool) -> list[Sample]:
+    samples: list[Sample] = []
+    for path in sorted_images(images_dir):
         try:
             samples.append(load_sample(path, masks_dir, size))
+            samples[-1].split = split
         except DatasetError as exc:
             if not skip_bad or "cannot decode" not in str(exc):
                 raise
-            warnings.warn(f"skipping {exc}", stacklevel=2)
+            warnings.warn(f"skipping {exc}", stacklevel=3)
             print(f"warning: skipping {exc}", flush=True)
-    if len(samples) < 2:
-        raise DatasetError(f"{folder}: need at least 2 usable images for a train/val split, found {len(samples)}")
     return samples
 
 
@@ -96,7 +107,7 @@ def split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[S
     if (fold := active_fold()) is not None:  # kiln cv: this fold of the images is the validation part
         tr, va = fold_indices(len(samples), fold)
         return [samples[i] for i in tr], [samples[i] for i in va]
-    return random_split(samples, val_fraction, seed)
+    return given_split(samples) or random_split(samples, val_fraction, seed)
 
 
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from data.drawings import ensure_sample
 from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import entry_point
+from projects.common.datasets import data_folder, log_data_input
 from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
@@ -46,7 +47,7 @@ def _check(cfg: EDGNetConfig) -> None:
 
 def resolve_data(cfg: EDGNetConfig) -> Path:
     if cfg.data:
-        return Path(cfg.data).expanduser()
+        return data_folder(cfg.data)  # a folder, or dataset:NAME@vN fetched and verified once
     # Drawn at the training size, so the line masks are exact at that resolution (no resampling).
     return ensure_sample(cfg.num_samples, cfg.img_size, cfg.seed)
 
@@ -89,7 +90,8 @@ def _log_run_context(cfg: EDGNetConfig, folder: Path, n_train: int, n_val: int, 
     tracking.log_config(cfg, extra={"num_parameters": n_params})
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     profile = {"images": n_train + n_val, "train": n_train, "val": n_val, "masks": (folder / "masks").is_dir()}
-    tracking.log_dataset(str(folder.resolve()), tracking.files_digest(files, folder), folder.name, profile=profile)
+    if log_data_input(folder) is None:  # a dataset version is recorded as NAME@vN with its digest
+        tracking.log_dataset(str(folder.resolve()), tracking.files_digest(files, folder), folder.name, profile=profile)
     tracking.tag_family("edgnet", RANKING, variant=cfg.variant, baseline="0", baseline_kind="all-background mask")
 
 

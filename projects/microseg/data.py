@@ -20,9 +20,11 @@ from projects.common.segdata import (
     MaskDataset,
     Sample,
     check_val_fraction,
+    given_split,
     random_split,
     read_image,
     sorted_images,
+    split_dirs,
 )
 
 # x = (pixel / 255 - MEAN) / STD on each RGB channel; written into the contract for the server.
@@ -30,12 +32,21 @@ MEAN, STD = 0.5, 0.5
 
 
 def list_pairs(folder: Path) -> list[tuple[Path, Path]]:
-    """(image, mask) paths of `folder`; a missing folder, mask or image is a DatasetError naming it."""
+    """(image, mask) paths of `folder` (of images/train and images/val when split so); a missing folder, mask or
+    image is a DatasetError naming it."""
+    return [pair for _, pairs in split_pairs(folder) for pair in pairs]
+
+
+def split_pairs(folder: Path) -> list[tuple[str, list[tuple[Path, Path]]]]:
+    """(split, its (image, mask) pairs): one ("", ...) for an unsplit folder."""
     if not folder.is_dir():
         raise DatasetError(f"data folder not found: {folder}")
-    images_dir, masks_dir = folder / "images", folder / "masks"
-    if not images_dir.is_dir() or not masks_dir.is_dir():
+    if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
         raise DatasetError(f"{folder}: expected images/ and masks/ folders (masks: same stem, .png)")
+    return [(split, _pairs(images_dir, masks_dir)) for split, images_dir, masks_dir in split_dirs(folder)]
+
+
+def _pairs(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     images = sorted_images(images_dir)
     pairs = []
     for image in images:
@@ -61,15 +72,20 @@ def load_sample(image_path: Path, mask_path: Path, size: int) -> Sample:
 
 
 def load_folder(folder: str | Path, size: int) -> list[Sample]:
-    """Decode every image and mask in `folder` at `size` x `size`."""
-    return [load_sample(image, mask, size) for image, mask in list_pairs(Path(folder))]
+    """Decode every image and mask in `folder` at `size` x `size`; a split folder's samples keep their split."""
+    samples = []
+    for split, pairs in split_pairs(Path(folder)):
+        for image, mask in pairs:
+            samples.append(load_sample(image, mask, size))
+            samples[-1].split = split
+    return samples
 
 
 def split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     check_val_fraction(val_fraction)
     if len(samples) < 2:
         raise DatasetError(f"need at least 2 images for a train/val split, found {len(samples)}")
-    return random_split(samples, val_fraction, seed)
+    return given_split(samples) or random_split(samples, val_fraction, seed)
 
 
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

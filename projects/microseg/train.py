@@ -25,6 +25,7 @@ from data.segsets import SEGSETS, ensure_segset
 from projects.common import console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import entry_point
+from projects.common.datasets import data_folder, log_data_input
 from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
@@ -57,8 +58,8 @@ def _check(cfg: MicroSegConfig) -> None:
 
 def resolve_data(cfg: MicroSegConfig) -> tuple[Path, Path | None]:
     """The training folder and the test folder (None when there is none)."""
-    if cfg.data:
-        return Path(cfg.data).expanduser(), Path(cfg.test_data).expanduser() if cfg.test_data else None
+    if cfg.data:  # a folder, or dataset:NAME@vN fetched and verified once
+        return data_folder(cfg.data), data_folder(cfg.test_data) if cfg.test_data else None
     train = ensure_segset(cfg.sample, cfg.num_samples, cfg.img_size, cfg.seed)
     test = Path(cfg.test_data).expanduser() if cfg.test_data else None
     return train, test or ensure_segset(cfg.sample, cfg.num_test, cfg.img_size, TEST_SEED)
@@ -101,8 +102,9 @@ def _log_run_context(cfg: MicroSegConfig, folder: Path, n_train: int, n_params: 
     tracking.log_config(cfg, extra={"num_parameters": n_params})
     mlflow.log_metrics({"num_parameters": float(n_params), "param_budget": float(cfg.max_params)})
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    profile = {"images": len(list((folder / "images").iterdir())), "train": n_train}
-    tracking.log_dataset(str(folder.resolve()), tracking.files_digest(files, folder), folder.name, profile=profile)
+    profile = {"images": sum(1 for p in (folder / "images").rglob("*") if p.is_file()), "train": n_train}
+    if log_data_input(folder) is None:  # a dataset version is recorded as NAME@vN with its digest
+        tracking.log_dataset(str(folder.resolve()), tracking.files_digest(files, folder), folder.name, profile=profile)
     extra = {"variant": cfg.variant, "dataset": cfg.sample if not cfg.data else folder.name}
     if teacher is not None:
         extra.update(teacher=f"{teacher.name} v{teacher.version}" if teacher.version else teacher.name)
