@@ -21,7 +21,7 @@ RANKING = Ranking("best_val_iou", "max")  # val IoU of best.pt, the exported wei
 @dataclass
 class EDGNetConfig:
     variant: str = cfg_field("edgnet_large", "model variant: edgnet (~0.5M params) or edgnet_large (~31M)")
-    data: str = cfg_field("", "folder with images/ and optional masks/; empty = generated sample drawings")
+    data: str = cfg_field("", "folder with images/ and optional masks/, or dataset:NAME@vN; empty = generated drawings")
     epochs: int = cfg_field(100, "training epochs (the seed trains 100)")
     batch_size: int = cfg_field(8, "images per optimizer step")
     img_size: int = cfg_field(512, "square side images are resized to; must be a multiple of 2**depth")

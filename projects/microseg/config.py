@@ -23,7 +23,7 @@ TEST_SEED = 1_000_000  # generated test sets use this seed: no training set (see
 class MicroSegConfig:
     variant: str = cfg_field("mininet", "model variant: micronet, hwnet, mininet (<10k params) or mininet_50k")
     max_params: int = cfg_field(10_000, "parameter budget; a bigger model is refused when built; 0 = none")
-    data: str = cfg_field("", "folder with images/ and masks/; empty = the generated --sample set")
+    data: str = cfg_field("", "folder with images/ and masks/, or dataset:NAME@vN; empty = the --sample set")
     sample: str = cfg_field("seg_objects", "generated set used when --data is empty: " + ", ".join(sorted(SEGSETS)))
     test_data: str = cfg_field("", "held-out images/ + masks/ for test_iou; empty = a generated test set "
                                    "(only when --data is empty)")  # fmt: skip
