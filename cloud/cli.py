@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from core.errors import cli_errors
+from core.redact import mask_uri
 
 
 @click.group("server")
@@ -72,6 +73,6 @@ def sagemaker_check(backend_config: str, offline: bool) -> None:
     if not offline:
         uri = smb.resolve_tracking_uri(config.tracking_uri or mlflow.get_tracking_uri())
         smb.check_bucket(smb.Clients.for_config(config).s3, config)
-        click.echo(f"tracking server {smb.mask_uri(uri)} answers; bucket {config.bucket!r} exists")
+        click.echo(f"tracking server {mask_uri(uri)} answers; bucket {config.bucket!r} exists")
     spot = f", spot (max wait {config.effective_max_wait()} s)" if config.use_spot else ""
     click.echo(f"{config.instance_type} x{config.instance_count}, {config.volume_size_gb} GB{spot}: config OK")

@@ -163,7 +163,7 @@ def migrate(settings: TeamServerSettings) -> None:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     try:
-        SqlAlchemyStore(settings.backend_store_uri, "mlflow-artifacts:/")
+        SqlAlchemyStore(settings.backend_store_uri, "mlflow-artifacts:/")  # type: ignore[no-untyped-call]
     except Exception as err:
         raise ConfigError(
             f"{URI_VAR}: could not create MLflow's tables: {redact(str(err), secrets(settings))}"

@@ -23,7 +23,7 @@ import onnx
 import onnxruntime as ort
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
+from mlflow.types import ColSpec, Schema, TensorSpec
 
 from core import vocab
 from core.contract import ModelContract
@@ -171,8 +171,8 @@ def version_tags(contract: ModelContract) -> dict[str, str]:
     )
 
 
-def _tensor_specs(values: Any) -> list[TensorSpec]:
-    specs = []
+def _tensor_specs(values: Any) -> list[ColSpec | TensorSpec]:
+    specs: list[ColSpec | TensorSpec] = []
     for value in values:
         tensor = value.type.tensor_type
         if not value.type.HasField("tensor_type"):
