@@ -208,6 +208,7 @@ def tabular_points(servers: dict[str, ServerProcess], bodies: dict[str, bytes], 
     plan = [
         ("kiln", "tab_task", ("tabular", "kiln", "task records")),
         ("kiln", "tab_invocations", ("tabular", "kiln", "invocations inputs")),
+        ("kiln", "tab_v2", ("tabular", "kiln", "V2 JSON tensor")),
         ("kiln-nobatch", "tab_task", ("tabular", "kiln-nobatch", "task records")),
         ("mlflow-tabular", "tab_mlflow", ("tabular", "mlflow", "invocations inputs")),
         ("kiln", "mlp_task", ("mlp", "kiln", "task records")),
@@ -235,6 +236,7 @@ def requests_for(tensor: np.ndarray, image: np.ndarray) -> dict[str, bytes]:
     pick_tabular = {"X-Kiln-Model": bm.TABULAR_MODEL}
     record = json.dumps([dict(zip(names, row, strict=True))]).encode()
     v2, v2_headers = v2_binary(bm.IMAGE_MODEL, tensor)
+    v2_row = {"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}
     return {
         "image_task": http_request(f"/v1/models/{bm.IMAGE_MODEL}/predict", png(image), "image/png"),
         "image_v2": http_request(f"/v2/models/{bm.IMAGE_MODEL}/infer", v2, "application/octet-stream", v2_headers),
@@ -244,6 +246,7 @@ def requests_for(tensor: np.ndarray, image: np.ndarray) -> dict[str, bytes]:
         "tab_task": http_request(f"/v1/models/{bm.TABULAR_MODEL}/predict", record, "application/json"),
         "mlp_task": http_request(f"/v1/models/{bm.MLP_MODEL}/predict", record, "application/json"),
         "tab_invocations": http_request("/invocations", tensor_row, "application/json", pick_tabular),
+        "tab_v2": http_request(f"/v2/models/{bm.TABULAR_MODEL}/infer", json.dumps(v2_row).encode(), "application/json"),
         # mlflow's ONNX flavor cannot answer dataframe_split here: it flattens the [N, 2] probabilities output
         # into a DataFrame column and pandas refuses the length; its tensor format works
         "tab_mlflow": http_request("/invocations", tensor_row, "application/json"),
@@ -280,6 +283,9 @@ PAIRS = {
         ("tabular", "kiln", "invocations inputs"),
         ("tabular", "mlflow", "invocations inputs"),
     ),
+    "tabular V2 / mlflow": (("tabular", "kiln", "V2 JSON tensor"), ("tabular", "mlflow", "invocations inputs")),
+    "tabular task / invocations": (("tabular", "kiln", "task records"), ("tabular", "kiln", "invocations inputs")),
+    "tabular task / V2": (("tabular", "kiln", "task records"), ("tabular", "kiln", "V2 JSON tensor")),
     "tabular batching on / off": (("tabular", "kiln", "task records"), ("tabular", "kiln-nobatch", "task records")),
     "mlp batching on / off": (("mlp", "kiln", "task records"), ("mlp", "kiln-nobatch", "task records")),
 }
