@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import yaml
 
+from core.metrics import box_iou
 from data.samples import Progress, SampleRequest, register_sample
 
 Rng = np.random.Generator
@@ -60,14 +61,6 @@ def box_of(alpha: np.ndarray, class_id: int) -> Box | None:
     return (class_id, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h)
 
 
-def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def place(rng: Rng, side: int, w: float, h: float, taken: list[tuple[float, float, float, float]]) -> tuple[float, ...]:
     """A free spot (x0, y0, x1, y1) for a w x h object, overlapping earlier ones little; last try wins."""
     w, h = min(w, side - 2.0), min(h, side - 2.0)
@@ -75,7 +68,7 @@ def place(rng: Rng, side: int, w: float, h: float, taken: list[tuple[float, floa
     for _ in range(30):
         x0, y0 = rng.uniform(1, side - w - 1), rng.uniform(1, side - h - 1)
         spot = (x0, y0, x0 + w, y0 + h)
-        if all(iou(spot, t) < 0.15 for t in taken):
+        if not taken or box_iou(spot, taken).max() < 0.15:
             break
     taken.append(spot)
     return spot

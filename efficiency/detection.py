@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DatasetError
+from core.metrics import box_iou
 from data.yolo_layout import YoloDataset, label_path, list_images, load_dataset, text_of
 from serving.runtime.predictor import Predictor
 
@@ -32,14 +33,6 @@ class Labelled:
     class_id: int
     xyxy: tuple[float, float, float, float]
     confidence: float = 1.0
-
-
-def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def average_precision(recall: Sequence[float] | np.ndarray, precision: Sequence[float] | np.ndarray) -> float:
@@ -60,8 +53,8 @@ def class_ap(predictions: Sequence[Sequence[Labelled]], truths: Sequence[Sequenc
     used = [[False] * len(g) for g in gt]
     hits = []
     for _, image, pred in found:
-        ious = [box_iou(pred.xyxy, t.xyxy) for t in gt[image]]
-        best = int(np.argmax(ious)) if ious else -1
+        ious = box_iou(pred.xyxy, [t.xyxy for t in gt[image]])[0]
+        best = int(np.argmax(ious)) if ious.size else -1
         hit = best >= 0 and ious[best] >= IOU_THRESHOLD and not used[image][best]
         if hit:
             used[image][best] = True

@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from core.metrics import mask_iou
+
 LOSS_KEYS = ("train_loss", "val_loss")
 MIN_TILE = 256  # overlay tiles are scaled up (nearest neighbour) to at least this width, so 64 px samples show
 LABELS = ("input", "target", "prediction")
@@ -57,12 +59,6 @@ def _rgb(tile: np.ndarray) -> np.ndarray:
     return np.repeat(tile[:, :, None], 3, axis=2) if tile.ndim == 2 else tile
 
 
-def iou(mask: np.ndarray, pred: np.ndarray) -> float:
-    m, p = np.asarray(mask) > 0, np.asarray(pred) > 0
-    union = int((m | p).sum())
-    return float((m & p).sum()) / union if union else 1.0
-
-
 def overlay_rows(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
     """One RGB picture: a header of labels (input | target | prediction), then one row per sample, each tile
     scaled up to at least `MIN_TILE` px wide, with the sample's IoU written on its prediction."""
@@ -77,7 +73,7 @@ def overlay_rows(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> n
     picture = [_label_band(out_w, tile_w, gap, band)]
     for image, mask, pred in rows:
         tiles = [cv2.resize(_rgb(t), (tile_w, tile_h), interpolation=cv2.INTER_NEAREST) for t in (image, mask, pred)]
-        cv2.putText(tiles[2], f"IoU {iou(mask, pred):.2f}", (6, tile_h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+        cv2.putText(tiles[2], f"IoU {mask_iou(mask, pred):.2f}", (6, tile_h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                     (255, 64, 64), 2, cv2.LINE_AA)  # fmt: skip
         spacer = np.full((tile_h, gap, 3), 255, np.uint8)
         picture += [np.hstack([tiles[0], spacer, tiles[1], spacer, tiles[2]]), np.full((gap, out_w, 3), 255, np.uint8)]

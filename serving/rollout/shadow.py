@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from core import metrics
 from serving.deployment.artifacts import reason
 from serving.deployment.loading import LoadedModel
 from serving.runtime.postprocess import (
@@ -46,20 +47,8 @@ Z95 = 1.959963984540054
 
 
 def mask_iou(a: SegmentationResult, b: SegmentationResult) -> float:
-    if a.mask.shape != b.mask.shape:
-        return 0.0
-    union = int(np.count_nonzero(a.mask | b.mask))
-    return 1.0 if union == 0 else int(np.count_nonzero(a.mask & b.mask)) / union
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in `a` [N,4] with every box in `b` [M,4] (xyxy) -> [N, M]."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    return np.asarray(inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9))
+    """The masks' IoU (core.metrics); masks of different sizes do not agree at all."""
+    return 0.0 if a.mask.shape != b.mask.shape else metrics.mask_iou(a.mask, b.mask)
 
 
 def box_f1(a: DetectionResult, b: DetectionResult, iou: float = 0.5) -> float:
@@ -68,7 +57,7 @@ def box_f1(a: DetectionResult, b: DetectionResult, iou: float = 0.5) -> float:
         return 1.0
     if not a.boxes or not b.boxes:
         return 0.0
-    overlaps = box_iou(a.xyxy, b.xyxy)
+    overlaps = metrics.box_iou(a.xyxy, b.xyxy)
     overlaps[a.class_ids[:, None] != b.class_ids[None, :]] = 0.0
     matched = 0
     while overlaps.size and overlaps.max() >= iou:
