@@ -12,11 +12,12 @@ summarised in the tag `kiln.advice`.
 
 from __future__ import annotations
 
+import functools
 import math
 import shlex
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import yaml
 from mlflow import MlflowClient
 
 from core import vocab
-from experiments.runview import STOPPED_BY_TAG, RunView, Series, finite, load_run
+from experiments.runview import KNOBS, STOPPED_BY_TAG, RunView, Series, finite, load_run
 
 ADVICE_TAG = vocab.ADVICE
 ADVICE_FILE = "advice.md"
@@ -37,25 +38,48 @@ IGNORED_PARAMS = frozenset({"resume", "model_name", "data", "device", "run_name"
 class Thresholds:
     min_epochs: int = 4  # curves shorter than this are not judged (only NaN/divergence and data_bound are)
     spike_ratio: float = 2.0  # a train loss at least this many times the previous epoch's is a spike
-    rise_ratio: float = 1.0  # a final train loss above first * this means the loss went up overall
-    overfit_rise: float = 0.10  # val loss ending this fraction above its minimum ...
+    explode_ratio: float = 50.0  # any loss this many times the lowest value before it: it blew up (6.9e18)
+    rise_ratio: float = 1.0  # the last 3 train losses' mean above the first loss: the loss went up overall
+    lr_factor: float = 10.0  # an lr this many times the entry point's default (or 1/this) is far off the recipe
+    overfit_rise: float = 0.10  # smoothed val loss ending this fraction above its minimum ...
     overfit_after: int = 2  # ... at least this many epochs after the minimum, while train loss falls
     overfit_train_drop: float = 0.05  # train loss must fall by at least this fraction after the val minimum
-    zigzag: float = 0.35  # share of epochs whose train loss rose: the optimiser overshoots (lr too high)
-    steady: float = 0.8  # share of epochs whose train loss fell, for a steady descent
-    slow_drop: float = 0.30  # total relative train-loss drop below this is slow ...
-    linear_ratio: float = 0.5  # ... and still linear when the last third falls at >= this * the first third's rate
+    jitter: float = 0.03  # a train-loss step up counts as a rise only above this fraction (batch noise)
+    zigzag: float = 0.3  # share of epochs whose train loss rose by more than `jitter`: the optimiser overshoots
+    slow_drop: float = 0.30  # total fitted relative train-loss drop below this is slow ...
+    slow_t: float = 4.0  # ... yet a clear downward trend (t-statistic of the slope) ...
+    linear_ratio: float = 0.5  # ... and still linear: the second half's slope >= this * the first half's
     underfit_drop: float = 0.50  # train loss fell less than this fraction overall ...
-    flat_tail: float = 0.05  # ... and its last third fell less than this fraction of the whole drop ...
+    flat_tail: float = 0.10  # ... and its last third fell less than this fraction of the whole drop ...
     gap: float = 0.15  # ... and val loss is within this fraction of train loss: it cannot fit the train set
-    tail_share: float = 0.30  # the "end" of a run: this share of its epochs, at least 3
-    plateau_gain: float = 0.005  # the end gained less than this share of the run's total gain: a plateau
-    improving_gain: float = 0.10  # the end gained at least this share, best in the last 2 epochs: still improving
+    plateau_gain: float = 0.03  # the last third gained less than this share of the run's gain: a plateau
+    improving_gain: float = 0.20  # the last third gained at least this share, still trending: still improving
     trend_t: float = 2.0  # t-statistic of the metric's slope over the last window: a stopped run still improved
-    noisy_flips: float = 0.5  # share of direction changes in the validation metric ...
-    noisy_amplitude: float = 0.25  # ... with residuals around a 3-epoch mean above this share of its range
+    window_gain: float = 0.05  # ... by at least this share of the run's gain over that window (not a flat crawl)
+    zigzag_noise: float = 0.05  # robust sd of log train loss between epochs above this: it oscillates (lr too high)
+    noisy_ratio: float = 0.06  # robust noise sd of the validation metric above this share of its gain: noisy
     gpu_busy: float = 40.0  # mean GPU utilisation (%) below this: the GPU waits for data
     cpu_busy: float = 30.0  # mean CPU utilisation (%) below this on a CPU run: the loop waits for I/O
+
+
+# When a root cause is found, the findings it explains are left out: their remedies (more epochs, fewer epochs)
+# treat a symptom and would contradict the root cause's (a 1.0 learning rate both overfits and stops early).
+EXPLAINS: dict[str, frozenset[str]] = {
+    "divergence": frozenset({"overfitting", "lr_too_high", "lr_too_low", "underfitting", "plateau",
+                             "still_improving", "stopped_early", "noisy_validation", "not_learning"}),
+    "not_learning": frozenset({"overfitting", "lr_too_low", "underfitting", "plateau", "still_improving",
+                               "stopped_early", "noisy_validation"}),
+    "lr_too_high": frozenset({"overfitting", "plateau", "still_improving", "stopped_early", "noisy_validation"}),
+    "lr_too_low": frozenset({"underfitting", "still_improving", "stopped_early", "plateau"}),
+    "overfitting": frozenset({"plateau", "still_improving", "stopped_early"}),
+    "underfitting": frozenset({"plateau"}),
+    # a noisy metric cannot show a trend at the end of a run, nor its absence
+    "noisy_validation": frozenset({"plateau", "still_improving", "stopped_early"}),
+}  # fmt: skip
+# Knobs that act on the same thing: a finding that lowers one and a finding that raises another contradict.
+KNOB_GROUPS: dict[str, str] = {"epochs": "length", "patience": "length", "lr": "lr", "depth": "capacity"}
+# Fallback defaults where the MLproject default is "auto" (YOLO's lr0=0, cr_recon's lr="").
+KNOWN_DEFAULTS: dict[str, float] = {"lr0": 0.01, "lr": 0.001, "learning_rate": 0.3}
 
 
 T = Thresholds()
@@ -97,6 +121,7 @@ class Advice:
     headline: str
     findings: list[Finding]
     comparison: Comparison | None
+    judged: bool = True  # False for a run with no curves of its own (a cv parent, an optimize run)
 
     def kinds(self) -> list[str]:
         return [f.kind for f in self.findings]
@@ -111,7 +136,7 @@ class Advice:
 
     def markdown(self) -> str:
         lines = [f"# Advice for run {self.run_id}", "", self.headline, ""]
-        if not self.findings:
+        if not self.findings and self.judged:
             lines += ["No problem found: the curves pass every rule (see docs/experiments.md).", ""]
         for f in self.findings:
             lines += [f"## {f.kind}", "", f.summary, ""]
@@ -145,15 +170,6 @@ def rule(kind: str) -> Callable[[Rule], Rule]:
 
 def _vals(series: Series) -> list[float]:
     return [v for _, v in series]
-
-
-def _rise_share(values: Sequence[float]) -> float:
-    steps = list(zip(values, values[1:], strict=False))
-    return sum(b > a for a, b in steps) / max(len(steps), 1)
-
-
-def _tail_len(n: int) -> int:
-    return max(3, math.ceil(T.tail_share * n))
 
 
 def _better(mode: str, a: float, b: float) -> bool:
@@ -239,6 +255,7 @@ def entry_point(view: RunView) -> str | None:
     )
 
 
+@functools.cache
 def _entry_params(entry: str) -> dict[str, Any] | None:
     try:
         project = yaml.safe_load(MLPROJECT.read_text())
@@ -279,18 +296,89 @@ def _finding(view: RunView, kind: str, summary: str, evidence: dict[str, Any], o
     return Finding(kind, summary, evidence, overrides, command_line(view, overrides) if overrides else "", extra)
 
 
+# ---------------------------------------------------------------- the learning rate against the recipe
+
+
+def lr_default(view: RunView) -> tuple[str, float] | None:
+    """(param, default) of the run's learning rate: its entry point's MLproject default, else a known default."""
+    found = view.knob("lr")
+    if found is None:
+        return None
+    name = found[0]
+    entry = entry_point(view)
+    declared = _entry_params(entry) if entry else None
+    spec = (declared or {}).get(name)
+    default = _float(spec.get("default")) if isinstance(spec, dict) else None
+    if default is None or default <= 0:
+        default = KNOWN_DEFAULTS.get(name)
+    return (name, default) if default else None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def lower_lr(view: RunView) -> dict[str, str]:
+    """A smaller learning rate: the recipe's default when the run is far above it, else a third of the run's.
+
+    Never a value still far above the default (lr=1.0 -> 0.3 is 300x edgnet's 0.001, still diverging).
+    """
+    found, default = view.knob("lr"), lr_default(view)
+    if found is None:
+        return {}
+    name, value = found
+    target = value * 0.3
+    if default is not None and value > 3 * default[1]:
+        target = default[1]
+    return {name: _as_param(name, target)}
+
+
+def raise_lr(view: RunView) -> dict[str, str]:
+    """A larger learning rate: the recipe's default when the run is far below it, else three times the run's."""
+    found, default = view.knob("lr"), lr_default(view)
+    if found is None:
+        return {}
+    name, value = found
+    target = value * 3.0
+    if default is not None and value < default[1] / 3:
+        target = default[1]
+    if default is not None:
+        target = min(target, default[1] * T.lr_factor / 2)
+    return {name: _as_param(name, target)}
+
+
+def lr_far_off(view: RunView) -> tuple[str, float, float, float] | None:
+    """(param, value, default, ratio) when the run's lr is at least `lr_factor` times above or below its default."""
+    found, default = view.knob("lr"), lr_default(view)
+    if found is None or default is None or found[1] <= 0:
+        return None
+    ratio = found[1] / default[1]
+    return (found[0], found[1], default[1], ratio) if ratio >= T.lr_factor or ratio <= 1 / T.lr_factor else None
+
+
 # ---------------------------------------------------------------- the rules
 
 
 @rule("divergence")
 def divergence(view: RunView) -> Finding | None:
-    train = view.train_loss
-    values = _vals(train) + _vals(view.val_loss)
-    fix = scaled(view, "lr", 0.3)
-    if values and not finite(values):
-        bad = next(step for step, v in train + view.val_loss if not math.isfinite(v))
+    train, val = view.train_loss, view.val_loss
+    fix = lower_lr(view)
+    bad = next((step for step, v in sorted(train + val) if not math.isfinite(v)), None)
+    if bad is not None:
         summary = f"the loss became non-finite (NaN or inf) at {_step_name(view, bad)}: training diverged"
         return _finding(view, "divergence", summary, {"first_nonfinite_step": bad}, fix)
+    for name, curve in (("train", train), ("val", val)):
+        found = _explosion(curve)
+        if found is not None:
+            step, low, value = found
+            summary = (
+                f"{name} loss exploded to {_fmt(value)} at {_step_name(view, step)}, {value / low:.3g}x its lowest "
+                f"value before ({_fmt(low)}): training diverged"
+            )
+            return _finding(view, "divergence", summary, {"curve": name, "step": step, "low": low, "value": value}, fix)
     if len(train) < 2:
         return None
     steps, losses = [s for s, _ in train], _vals(train)
@@ -302,13 +390,61 @@ def divergence(view: RunView) -> Finding | None:
             )
             evidence = {"step": steps[i], "before": losses[i - 1], "after": losses[i]}
             return _finding(view, "divergence", summary, evidence, fix)
-    if len(losses) >= T.min_epochs and losses[-1] > losses[0] * T.rise_ratio:
+    end = statistics.fmean(losses[-3:])
+    if len(losses) >= T.min_epochs and end > losses[0] * T.rise_ratio:
         summary = (
-            f"train loss ended at {_fmt(losses[-1])}, above where it started ({_fmt(losses[0])} at "
-            f"{_step_name(view, steps[0])}): training is moving away from a solution"
+            f"train loss ended at {_fmt(losses[-1])} (mean of the last 3: {_fmt(end)}), above where it started "
+            f"({_fmt(losses[0])} at {_step_name(view, steps[0])}): training is moving away from a solution"
         )
         return _finding(view, "divergence", summary, {"first": losses[0], "last": losses[-1]}, fix)
     return None
+
+
+def _explosion(curve: Series) -> tuple[int, float, float] | None:
+    """(step, lowest value before it, value) of the first loss that is `explode_ratio` times the lowest before."""
+    low = math.inf
+    for step, value in curve:
+        if 0 < low < math.inf and value >= T.explode_ratio * low:
+            return step, low, value
+        low = min(low, value) if value > 0 else low
+    return None
+
+
+@rule("not_learning")
+def not_learning(view: RunView) -> Finding | None:
+    """The monitored metric never beat the family's trivial baseline (or, without one, never moved at all)."""
+    values = view.values(view.monitor or "") if view.monitor and not view.monitor.endswith("*") else []
+    if not values and view.ranking in view.final:
+        values = [view.final[view.ranking or ""]]
+    if not values or not finite(values):
+        return None
+    baseline = view.baseline()
+    best = max(values) if view.mode == "max" else min(values)
+    if baseline is not None:
+        if best > baseline if view.mode == "max" else best < baseline:
+            return None
+        why = f"never beat the family's trivial baseline {_fmt(baseline)} ({view.tags.get('kiln.baseline_kind', '')})"
+    elif len(values) >= 3 and max(values) - min(values) <= 1e-9 * max(1.0, abs(values[0])):
+        why = f"stayed at {_fmt(values[0])} at every {view.unit}"
+    else:
+        return None
+    summary = (
+        f"{view.monitor or view.ranking} {why.rstrip(' ()')}: best {_fmt(best)} over {len(values)} {view.unit}s. "
+        "The model learned nothing measurable"
+    )
+    far = lr_far_off(view)
+    if far is not None:
+        fix = {far[0]: _as_param(far[0], far[2])}
+        summary += f"; {far[0]}={_fmt(far[1])} is {_ratio_words(far[3])} the default {_fmt(far[2])}"
+    else:
+        fix = scaled(view, "epochs", 3.0) if len(values) < 10 else {}
+    evidence = {"best": best, "baseline": baseline, "epochs": len(values)}
+    extra = "Check the labels against the images (`kiln data check`), and that the val split has positives."
+    return _finding(view, "not_learning", summary, evidence, fix, extra)
+
+
+def _ratio_words(ratio: float) -> str:
+    return f"{ratio:.3g}x" if ratio >= 1 else f"1/{1 / ratio:.3g} of"
 
 
 @rule("overfitting")
@@ -316,7 +452,7 @@ def overfitting(view: RunView) -> Finding | None:
     val, train = view.val_loss, dict(view.train_loss)
     if len(val) < T.min_epochs or not train or not finite(_vals(val)):
         return None
-    values = _vals(val)
+    values = _smooth(_vals(val))
     low = _best_index(values, "min")
     step_low, step_end = val[low][0], val[-1][0]
     after = len(values) - 1 - low
@@ -328,7 +464,8 @@ def overfitting(view: RunView) -> Finding | None:
         return None
     summary = (
         f"val loss bottomed at {_fmt(values[low])} at {_step_name(view, step_low)} and rose to {_fmt(values[-1])} by "
-        f"{_step_name(view, step_end)} (+{rise:.0%}) while train loss fell from {_fmt(t_low)} to {_fmt(t_end)}"
+        f"{_step_name(view, step_end)} (+{rise:.0%}, 3-{view.unit} means) while train loss fell from {_fmt(t_low)} "
+        f"to {_fmt(t_end)}"
     )
     evidence = {"val_min_step": step_low, "val_min": values[low], "val_last": values[-1], "val_rise": rise,
                 "train_at_min": t_low, "train_last": t_end}  # fmt: skip
@@ -340,23 +477,50 @@ def overfitting(view: RunView) -> Finding | None:
     return _finding(view, "overfitting", summary, evidence, fix, "More data or stronger augmentation also helps.")
 
 
+def _smooth(values: Sequence[float]) -> list[float]:
+    """Centred 3-point mean (2 points at the ends): one noisy epoch should not move a minimum or an end."""
+    return [statistics.fmean(values[max(0, i - 1) : i + 2]) for i in range(len(values))]
+
+
+def _big_rises(losses: Sequence[float]) -> int:
+    return sum(b > a * (1 + T.jitter) for a, b in zip(losses, losses[1:], strict=False))
+
+
+def _zigzag(losses: Sequence[float]) -> tuple[float, float]:
+    """(share of epochs the train loss rose by more than `jitter`, robust epoch-to-epoch sd of its log)."""
+    if len(losses) < 3 or min(losses) <= 0:
+        return 0.0, 0.0
+    share = _big_rises(losses) / (len(losses) - 1)
+    return share, _noise_sd([math.log(v) for v in losses])
+
+
+def _oscillates(losses: Sequence[float]) -> bool:
+    share, noise = _zigzag(losses)
+    return share >= T.zigzag or noise >= T.zigzag_noise
+
+
 @rule("lr_too_high")
 def lr_too_high(view: RunView) -> Finding | None:
     losses = _vals(view.train_loss)
-    if len(losses) < T.min_epochs + 1 or not finite(losses):
+    far = lr_far_off(view)
+    if far is not None and far[3] >= T.lr_factor:
+        summary = (
+            f"{far[0]}={_fmt(far[1])} is {far[3]:.3g}x the entry point's default {_fmt(far[2])}: steps that large "
+            "overshoot, and the curves' other symptoms (early overfitting, early stopping) follow from it"
+        )
+        evidence = {"lr": far[1], "default": far[2], "ratio": far[3]}
+        return _finding(view, "lr_too_high", summary, evidence, lower_lr(view))
+    if len(losses) < T.min_epochs + 1 or not finite(losses) or not _oscillates(losses):
         return None
-    share = _rise_share(losses)
-    if share < T.zigzag:
-        return None
+    share, noise = _zigzag(losses)
     lr = view.knob("lr")
-    ups = sum(b > a for a, b in zip(losses, losses[1:], strict=False))
     summary = (
-        f"train loss went up in {ups} of {len(losses) - 1} {view.unit}s ({share:.0%}): the optimiser overshoots"
+        f"train loss went up by more than {T.jitter:.0%} in {_big_rises(losses)} of {len(losses) - 1} {view.unit}s "
+        f"and swings by +-{noise:.1%} from {view.unit} to {view.unit}: the optimiser overshoots"
         + (f" at {lr[0]}={_fmt(lr[1])}" if lr else "")
     )
-    return _finding(
-        view, "lr_too_high", summary, {"rising_share": share, "epochs": len(losses)}, scaled(view, "lr", 0.3)
-    )
+    evidence = {"rising_share": share, "log_noise": noise, "epochs": len(losses)}
+    return _finding(view, "lr_too_high", summary, evidence, lower_lr(view))
 
 
 @rule("lr_too_low")
@@ -365,21 +529,21 @@ def lr_too_low(view: RunView) -> Finding | None:
     n = len(losses)
     if n < T.min_epochs + 2 or not finite(losses) or losses[0] <= 0:
         return None
-    drop = 1 - losses[-1] / losses[0]
-    third = max(2, n // 3)
-    first_rate = (losses[0] - losses[third - 1]) / (third - 1)
-    last_rate = (losses[-third] - losses[-1]) / (third - 1)
-    steady = 1 - _rise_share(losses) >= T.steady
-    if not (steady and 0 < drop < T.slow_drop and first_rate > 0 and last_rate >= T.linear_ratio * first_rate):
+    slope, t = _slope_t(losses)
+    drop = -slope * (n - 1) / losses[0]  # the fitted line's total fall, relative to the start
+    half = n // 2
+    first, _ = _slope_t(losses[: half + 1])
+    second, _ = _slope_t(losses[half:])
+    if not (-t >= T.slow_t and 0 < drop < T.slow_drop and first < 0 and second <= T.linear_ratio * first):
         return None
     lr = view.knob("lr")
     summary = (
-        f"train loss fell only {drop:.0%} in {n} {view.unit}s ({_fmt(losses[0])} -> {_fmt(losses[-1])}), "
-        f"and as fast at the end ({_fmt(last_rate)}/{view.unit}) as at the start ({_fmt(first_rate)}/{view.unit}): "
+        f"train loss fell only {drop:.0%} in {n} {view.unit}s ({_fmt(losses[0])} -> {_fmt(losses[-1])}) on a straight "
+        f"line, as fast in the second half ({_fmt(-second)}/{view.unit}) as in the first ({_fmt(-first)}/{view.unit}): "
         "steps are too small" + (f" at {lr[0]}={_fmt(lr[1])}" if lr else "")
     )
-    evidence = {"drop": drop, "first_rate": first_rate, "last_rate": last_rate}
-    return _finding(view, "lr_too_low", summary, evidence, scaled(view, "lr", 3.0))
+    evidence = {"drop": drop, "first_rate": -first, "last_rate": -second, "t": -t}
+    return _finding(view, "lr_too_low", summary, evidence, raise_lr(view))
 
 
 @rule("underfitting")
@@ -388,53 +552,60 @@ def underfitting(view: RunView) -> Finding | None:
     n = len(losses)
     if n < T.min_epochs + 2 or not val or not finite(losses + val) or losses[0] <= 0:
         return None
-    total = losses[0] - losses[-1]
-    tail = losses[-_tail_len(n)] - losses[-1]
+    k = max(2, n // 3)
+    end = statistics.fmean(losses[-k:])
+    total = losses[0] - end
+    tail = statistics.fmean(losses[-2 * k : -k]) - end
     drop = total / losses[0]
-    close = abs(val[-1] - losses[-1]) <= T.gap * abs(losses[-1])
+    val_end = statistics.fmean(val[-k:])
+    close = abs(val_end - end) <= T.gap * abs(end)
     if not (0 < drop < T.underfit_drop and tail <= T.flat_tail * total and close):
         return None
     summary = (
-        f"train loss levelled off at {_fmt(losses[-1])} after falling only {drop:.0%}, and val loss "
-        f"({_fmt(val[-1])}) is as high: the model cannot fit even the training set"
+        f"train loss levelled off at {_fmt(end)} after falling only {drop:.0%}, and val loss "
+        f"({_fmt(val_end)}) is as high: the model cannot fit even the training set"
     )
-    evidence = {"train_first": losses[0], "train_last": losses[-1], "val_last": val[-1], "drop": drop}
-    fix = {**scaled(view, "depth", 1.5), **scaled(view, "epochs", 2.0), **scaled(view, "lr", 2.0)}
+    evidence = {"train_first": losses[0], "train_last": end, "val_last": val_end, "drop": drop}
+    fix = {**scaled(view, "depth", 1.5), **scaled(view, "epochs", 2.0)}
     extra = "A larger variant (edgnet_large, yolov8s.yaml) adds capacity where the family has one."
     return _finding(view, "underfitting", summary, evidence, fix, extra)
 
 
-def _tail_gain(view: RunView) -> tuple[list[float], int, float, float] | None:
-    """(monitor values, tail length, gain of the tail over the best before it, total gain) or None."""
+def _thirds(view: RunView) -> tuple[list[float], int, float, float] | None:
+    """(monitor values, third's length, gain of the last third's mean over the middle third's, total gain)."""
     values = view.values(view.monitor or "")
-    if len(values) < T.min_epochs + 1 or not finite(values):
+    if len(values) < T.min_epochs + 2 or not finite(values):
         return None
-    k = min(_tail_len(len(values)), len(values) - 1)
-    head, tail = values[:-k], values[-k:]
-    best_head = max(head) if view.mode == "max" else min(head)
-    best_tail = max(tail) if view.mode == "max" else min(tail)
-    gain_tail = (best_tail - best_head) if view.mode == "max" else (best_head - best_tail)
-    return values, k, gain_tail, _gain(values, view.mode)
+    k = max(2, len(values) // 3)
+    sign = 1.0 if view.mode == "max" else -1.0
+    tail_gain = sign * (statistics.fmean(values[-k:]) - statistics.fmean(values[-2 * k : -k]))
+    total = sign * (statistics.fmean(values[-k:]) - values[0])
+    return values, k, tail_gain, total
 
 
 @rule("plateau")
 def plateau(view: RunView) -> Finding | None:
-    found = _tail_gain(view)
+    found = _thirds(view)
     if found is None or _stopped_before_budget(view):
         return None
     values, k, gain_tail, total = found
     if total <= 0 or gain_tail >= T.plateau_gain * total:
         return None
     steps = [s for s, _ in view.series[view.monitor or ""]]
-    reached = next(i for i, v in enumerate(values) if abs(v - values[0]) >= (1 - T.plateau_gain) * total)
+    smooth = _smooth(values)
+    sign = 1.0 if view.mode == "max" else -1.0
+    final = statistics.fmean(values[-k:])
+    reached = next(
+        (i for i, v in enumerate(smooth) if sign * (v - values[0]) >= 0.95 * sign * (final - values[0])),
+        len(values) - 1,
+    )
     summary = (
-        f"{view.monitor} stopped improving: the last {k} {view.unit}s gained {max(gain_tail, 0):.3g} of a total "
-        f"{total:.3g}; it was within {T.plateau_gain:.1%} of its best by {_step_name(view, steps[reached])}. "
-        "More epochs would not pay at this setting"
+        f"{view.monitor} stopped improving: its last {k} {view.unit}s averaged {max(gain_tail, 0):.3g} better than "
+        f"the {k} before, of a total gain of {total:.3g}; it was within 5% of that by "
+        f"{_step_name(view, steps[reached])}. More epochs would not pay at this setting"
     )
     evidence = {"tail_epochs": k, "tail_gain": gain_tail, "total_gain": total, "reached_step": steps[reached]}
-    epochs = reached + 2
-    fix = setting(view, "epochs", epochs)
+    fix = setting(view, "epochs", reached + 2)
     return _finding(
         view, "plateau", summary, evidence, fix, "Or keep the epochs and try a lower final lr or more data."
     )
@@ -442,19 +613,19 @@ def plateau(view: RunView) -> Finding | None:
 
 @rule("still_improving")
 def still_improving(view: RunView) -> Finding | None:
-    found = _tail_gain(view)
+    found = _thirds(view)
     if found is None or _stopped_before_budget(view):
         return None
     values, k, gain_tail, total = found
-    best = _best_index(values, view.mode)
-    if total <= 0 or gain_tail < T.improving_gain * total or best < len(values) - 2:
+    _, t = _slope_t(values[-k:]) if k >= 3 else (0.0, 0.0)
+    trend = t if view.mode == "max" else -t
+    if total <= 0 or gain_tail < T.improving_gain * total or (k >= 3 and trend < T.trend_t):
         return None
     summary = (
-        f"{view.monitor} was still improving when the epochs ran out: the last {k} {view.unit}s added "
-        f"{gain_tail:.3g} ({gain_tail / total:.0%} of the run's gain), best at the final {view.unit}. "
-        "More epochs would pay"
+        f"{view.monitor} was still improving when the epochs ran out: the last {k} {view.unit}s averaged "
+        f"{gain_tail:.3g} better than the {k} before ({gain_tail / total:.0%} of the run's gain). More epochs would pay"
     )
-    evidence = {"tail_epochs": k, "tail_gain": gain_tail, "total_gain": total, "best_index": best}
+    evidence = {"tail_epochs": k, "tail_gain": gain_tail, "total_gain": total, "t": trend}
     return _finding(view, "still_improving", summary, evidence, scaled(view, "epochs", 2.0))
 
 
@@ -467,10 +638,13 @@ def stopped_early(view: RunView) -> Finding | None:
     if stopped_by and "prun" in stopped_by.lower():
         return None  # a pruned trial was stopped on purpose by the study, not by patience
     patience = view.knob("patience")
-    window = values[-min(len(values), max(6, 3 * int(patience[1]) if patience else 6)) :]
+    # the last third of the run, at least 6 epochs and 3 patience windows: long enough to see a slow trend
+    size = max(6, len(values) // 3, 3 * int(patience[1]) if patience else 6)
+    window = values[-min(len(values), size) :]
     slope, t = _slope_t(window)
     direction = t if view.mode == "max" else -t
-    if direction < T.trend_t:
+    total = _gain(values, view.mode)
+    if direction < T.trend_t or abs(slope) * (len(window) - 1) < T.window_gain * total:
         return None
     summary = (
         f"the run stopped after {len(values)} of {_budget(view)} {view.unit}s, but {view.monitor} was still trending "
@@ -519,25 +693,29 @@ def noisy_validation(view: RunView) -> Finding | None:
     n = len(values)
     if n < T.min_epochs + 2 or not finite(values):
         return None
-    diffs = [b - a for a, b in zip(values, values[1:], strict=False)]
-    flips = sum((a > 0) != (b > 0) for a, b in zip(diffs, diffs[1:], strict=False) if a and b) / max(len(diffs) - 1, 1)
-    smooth = [statistics.fmean(values[max(0, i - 1) : i + 2]) for i in range(n)]
-    resid = statistics.pstdev([v - s for v, s in zip(values, smooth, strict=True)])
-    span = (max(values) - min(values)) or 1e-12
-    train_smooth = _rise_share(_vals(view.train_loss)) < T.zigzag if view.train_loss else True
-    if flips < T.noisy_flips or resid < T.noisy_amplitude * span or not train_smooth:
+    noise = _noise_sd(values)
+    k = max(2, n // 3)
+    gain = abs(statistics.fmean(values[-k:]) - statistics.fmean(values[:2])) or 1e-12
+    if noise < T.noisy_ratio * gain or _oscillates(_vals(view.train_loss)):
         return None
     summary = (
-        f"{view.monitor} changed direction in {flips:.0%} of {view.unit}s with swings of +-{resid:.3g} around its "
-        f"3-{view.unit} mean ({resid / span:.0%} of its whole range) while train loss fell smoothly: "
+        f"{view.monitor} swings by +-{noise:.3g} from {view.unit} to {view.unit} (robust noise estimate), "
+        f"{noise / gain:.0%} of its whole gain of {gain:.3g}, while train loss fell smoothly: "
         "the validation set is too small to rank epochs or runs"
     )
-    evidence = {"direction_changes": flips, "residual_std": resid, "range": span}
+    evidence = {"noise_sd": noise, "gain": gain, "ratio": noise / gain}
     fix = {**setting(view, "val_fraction", 0.3), **scaled(view, "samples", 2.0)}
-    family = view.tags.get(vocab.PRESET) or view.tags.get(vocab.VARIANT) or view.tags.get(vocab.FAMILY) or "FAMILY"
+    family = view.tags.get("kiln.preset") or view.tags.get("kiln.variant") or view.tags.get("kiln.family") or "FAMILY"
     return _finding(
         view, "noisy_validation", summary, evidence, fix, f"Judge with folds: `kiln cv {family} --folds 5`."
     )
+
+
+def _noise_sd(values: Sequence[float]) -> float:
+    """Epoch-to-epoch noise sd from the median absolute second difference: a smooth curve's second differences
+    are small except at its knee, white noise's have sd sqrt(6) * sigma, and the median ignores the knee."""
+    second = [abs(a - 2 * b + c) for a, b, c in zip(values, values[1:], values[2:], strict=False)]
+    return 1.4826 * statistics.median(second) / math.sqrt(6) if second else 0.0
 
 
 # ---------------------------------------------------------------- across the experiment
@@ -551,7 +729,7 @@ def compare_runs(view: RunView, client: MlflowClient, max_runs: int = 500) -> Co
     runs = client.search_runs(
         [view.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=max_runs
     )
-    scored = [(r, float(r.data.metrics[metric])) for r in runs if metric in r.data.metrics]
+    scored = [(r, float(r.data.metrics[metric])) for r in runs if metric in r.data.metrics and _comparable(r.data.tags)]
     scored = [(r, v) for r, v in scored if math.isfinite(v)]
     if len(scored) < 2:
         return None
@@ -568,6 +746,13 @@ def compare_runs(view: RunView, client: MlflowClient, max_runs: int = 500) -> Co
         metric, view.mode, len(scored), (best.info.run_id, best_v), (worst.info.run_id, worst_v), changed,
         _correlations([(dict(r.data.params), v) for r, v in scored]), rank,
     )  # fmt: skip
+
+
+def _comparable(tags: Mapping[str, str]) -> bool:
+    """A trained run: not an int8/optimize run (another model's numbers, `yolo.*` params) nor a cv parent."""
+    if vocab.OPTIMIZED_FROM in tags or tags.get(vocab.INT8) == "true":
+        return False
+    return not (vocab.CV_KIND in tags and not {vocab.CV_ROLE, vocab.CV_FOLD, vocab.CV_SEED} & set(tags))
 
 
 def _correlations(rows: Sequence[tuple[dict[str, str], float]]) -> dict[str, tuple[float, int]]:
@@ -616,19 +801,68 @@ def describe_comparison(c: Comparison) -> list[str]:
 
 
 def diagnose(view: RunView) -> list[Finding]:
-    """Every rule's finding for this run, in rule order."""
-    found = [fn(view) for fn in RULES.values()]
-    findings = [f for f in found if f is not None]
-    kinds = {f.kind for f in findings}
-    if "divergence" in kinds:  # a diverged run's other curves say nothing more
-        return [f for f in findings if f.kind in ("divergence", "data_bound")]
-    return findings
+    """The findings of every rule for this run, in rule order, less those a root cause explains or contradicts.
+
+    A `kiln cv` parent and a `kiln optimize` run have no curves of their own: nothing to diagnose.
+    """
+    if view.cv_parent or view.optimized:
+        return []
+    found = [f for f in (fn(view) for fn in RULES.values()) if f is not None]
+    kinds = {f.kind for f in found}
+    explained = {k for kind in kinds for k in EXPLAINS.get(kind, frozenset())}
+    kept: list[Finding] = []
+    for finding in found:
+        if finding.kind not in explained and not any(contradicts(view, finding, k) for k in kept):
+            kept.append(finding)
+    return _carry_fixes(view, kept)
+
+
+def directions(view: RunView, finding: Finding) -> dict[str, int]:
+    """Knob group (length, lr, capacity) -> +1 or -1: which way the finding's overrides move it."""
+    out: dict[str, int] = {}
+    for param, text in finding.overrides.items():
+        knob = next((k for k, names in KNOBS.items() if param in names), None)
+        group = KNOB_GROUPS.get(knob or "")
+        old, new = _num(view.params.get(param)), _num(text)
+        if group is None or old is None or new is None or old == new:
+            continue
+        if knob == "patience" and old == 0:  # patience 0 means no early stopping: any patience stops sooner
+            out[group] = -1
+        else:
+            out[group] = 1 if new > old else -1
+    return out
+
+
+def contradicts(view: RunView, a: Finding, b: Finding) -> bool:
+    """True when a and b move the same knob group in opposite directions (fewer epochs and more patience)."""
+    da, db = directions(view, a), directions(view, b)
+    return any(da[g] != db[g] for g in da.keys() & db.keys())
+
+
+def _carry_fixes(view: RunView, findings: list[Finding]) -> list[Finding]:
+    """Give every finding's command the other findings' fixes too, so no command keeps a value judged faulty."""
+    if len(findings) < 2:
+        return findings
+    out = []
+    for finding in findings:
+        merged = {k: v for other in findings if other is not finding for k, v in other.overrides.items()}
+        merged.update(finding.overrides)
+        out.append(replace(finding, command=command_line(view, merged)) if merged else finding)
+    return out
+
+
+def _plural(n: int, unit: str) -> str:
+    return f"{n} {unit}" + ("" if n == 1 else "s")
 
 
 def headline(view: RunView) -> str:
-    n = view.epochs_run()
     where = view.tags.get(vocab.PRESET) or view.tags.get(vocab.VARIANT) or view.tags.get(vocab.FAMILY) or "run"
-    text = f"{where}: {n} {view.unit}s, status {view.status}."
+    if view.cv_parent:
+        return _cv_headline(view, where)
+    if view.optimized:
+        source = view.tags.get(vocab.OPTIMIZED_FROM, "another version")
+        return f"{where}: a kiln optimize run (int8 of {source}); it trains nothing, so it has no curves to judge."
+    text = f"{where}: {_plural(view.epochs_run(), view.unit)}, status {view.status}."
     values = view.values(view.monitor or "")
     if values:
         best = _best_index(values, view.mode)
@@ -638,15 +872,32 @@ def headline(view: RunView) -> str:
     return text
 
 
+def _cv_headline(view: RunView, where: str) -> str:
+    n, kind = view.tags.get(vocab.CV_N, "?"), view.tags.get(vocab.CV_KIND, "parts")
+    text = f"{where}: a kiln cv parent over {n} {kind}; it trains nothing itself (advise its child runs)."
+    metric = view.ranking or ""
+    for key in (metric, metric.removeprefix("best_")):
+        mean, std = view.final.get(f"cv/{key}/mean"), view.final.get(f"cv/{key}/std")
+        if mean is not None and std is not None:
+            low, high = view.final.get(f"cv/{key}/ci95_low"), view.final.get(f"cv/{key}/ci95_high")
+            text += f" {key} {_fmt(mean)} ± {_fmt(std)}"
+            text += f" (95% CI {_fmt(low)} .. {_fmt(high)})." if low is not None and high is not None else "."
+            break
+    return text
+
+
 def advise(run_id: str, *, client: MlflowClient | None = None, compare: bool = True) -> Advice:
     client = client or MlflowClient()
     view = load_run(run_id, client)
     comparison = compare_runs(view, client) if compare else None
-    return Advice(view.run_id, headline(view), diagnose(view), comparison)
+    judged = not (view.cv_parent or view.optimized)
+    return Advice(view.run_id, headline(view), diagnose(view), comparison if judged else None, judged)
 
 
 def log_advice(advice: Advice, client: MlflowClient | None = None) -> None:
     """Attach `advice.md` and the tag `kiln.advice` (the kinds found, or 'healthy') to the run."""
     client = client or MlflowClient()
     client.log_text(advice.run_id, advice.markdown(), ADVICE_FILE)
-    client.set_tag(advice.run_id, ADVICE_TAG, ", ".join(advice.kinds()) or "healthy")
+    client.set_tag(
+        advice.run_id, ADVICE_TAG, ", ".join(advice.kinds()) or ("healthy" if advice.judged else "not judged")
+    )

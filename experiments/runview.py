@@ -63,7 +63,7 @@ class RunView:
     params: dict[str, str]
     tags: dict[str, str]
     final: dict[str, float]  # latest value of every metric
-    series: dict[str, Series] = field(default_factory=dict)  # every metric with more than one step
+    series: dict[str, Series] = field(default_factory=dict)  # every non-system metric's history
     system: dict[str, Series] = field(default_factory=dict)  # system/* metrics
     monitor: str | None = None  # the per-epoch series of the ranking metric
     mode: str = "max"
@@ -93,8 +93,28 @@ class RunView:
         return [v for _, v in self.series.get(key, [])]
 
     def epochs_run(self) -> int:
-        curve = self.series.get(self.monitor or "") or self.val_loss or self.train_loss
-        return len(curve)
+        """Epochs (rounds) the run logged: the longest of its monitor and loss curves (1 for a 1-epoch run)."""
+        curves = [self.series.get(self.monitor or "", []), self.val_loss, self.train_loss]
+        return max(len(c) for c in curves)
+
+    @property
+    def cv_parent(self) -> bool:
+        """A `kiln cv` parent: it trains nothing itself; its children do, and it holds their statistics."""
+        return (
+            vocab.CV_KIND in self.tags
+            and vocab.CV_ROLE not in self.tags
+            and vocab.CV_FOLD not in self.tags
+            and vocab.CV_SEED not in self.tags
+        )
+
+    @property
+    def optimized(self) -> bool:
+        """A `kiln optimize` run (int8 or other post-training version): no curves, another model's numbers."""
+        return vocab.OPTIMIZED_FROM in self.tags or self.tags.get(vocab.INT8) == "true"
+
+    def baseline(self) -> float | None:
+        """The ranking metric's value for the family's trivial model (`kiln.baseline`), when the run tags it."""
+        return _number(self.tags.get(vocab.BASELINE))
 
 
 def _number(text: str | None) -> float | None:
@@ -120,9 +140,7 @@ def load_run(run_id: str, client: MlflowClient | None = None) -> RunView:
     )  # fmt: skip
     for key in view.final:
         history = sorted((int(m.step), float(m.value)) for m in client.get_metric_history(run_id, key))
-        target = view.system if key.startswith("system/") else view.series
-        if len(history) > 1 or key.startswith("system/"):
-            target[key] = history
+        (view.system if key.startswith("system/") else view.series)[key] = history
     resolve_curves(view)
     return view
 
@@ -136,10 +154,11 @@ def resolve_curves(view: RunView) -> None:
             break
     view.ranking = view.tags.get(vocab.METRIC)
     view.mode = view.tags.get(vocab.MODE) or "max"
-    for candidate in _monitor_candidates(view.ranking):
-        if len(view.series.get(candidate, [])) > 1:
-            view.monitor = candidate
-            return
+    # The longest curve: `val_iou` per epoch rather than `best_val_iou`, logged once at the end.
+    candidates = sorted(_monitor_candidates(view.ranking), key=lambda k: -len(view.series.get(k, [])))
+    if candidates and view.series.get(candidates[0]):
+        view.monitor = candidates[0]
+        return
     if view.val_loss:  # no tagged metric with a curve: judge by the validation loss
         view.series["val_loss*"] = view.val_loss
         view.monitor, view.mode = "val_loss*", "min"
