@@ -182,3 +182,44 @@ def test_rle_codecs_round_trip() -> None:
     column_major = coco_rle_decode({"size": [2, 3], "counts": [1, 2, 3]})  # runs go down columns first
     assert column_major.tolist() == [[False, True, False], [True, False, False]]
     assert (brush_rle_decode(brush_rle_encode(mask), 9, 7, "t") == mask).all()
+
+
+def _dataset_runs(ref: str) -> list[object]:
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    return [r for r in runs if r.data.tags.get("kiln.dataset") == ref]
+
+
+@pytest.mark.slow
+def test_a_yolo_preset_and_edgnet_train_on_imported_versions(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One tiny epoch each: yolo_custom on a Roboflow YOLO import, edgnet on a COCO polygon/RLE import."""
+    import torch
+
+    import projects.yolo.offline  # noqa: F401  (before ultralytics)
+    from projects.edgnet.train import EDGNetConfig
+    from projects.edgnet.train import train as train_edgnet
+    from projects.yolo.train import YoloConfig
+    from projects.yolo.train import train as train_yolo
+
+    monkeypatch.setenv("KILN_DATASET_CACHE", str(tmp_path / "cache"))
+    archive = exports.zip_folder(exports.roboflow_yolo(tmp_path / "rf"), tmp_path / "rf.zip")
+    assert import_dataset(archive, tmp_path / "hardhat", name="hardhat").version.ref == "hardhat@v1"
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        train_yolo(YoloConfig(preset="yolo_custom", data="dataset:hardhat@v1", epochs=1, imgsz=64, batch=4,
+                              device="cpu", model_name="hardhat_det"))  # fmt: skip
+    finally:
+        torch.use_deterministic_algorithms(deterministic)  # ultralytics turns it on process-wide
+    assert len(_dataset_runs("hardhat@v1")) == 1
+
+    archive = exports.zip_folder(exports.coco_masks(tmp_path / "coco", count=8), tmp_path / "coco.zip")
+    info = import_dataset(archive, tmp_path / "parts", name="parts").version
+    assert all("mask_sha256" in e for e in info.manifest["images"])
+    metrics = train_edgnet(EDGNetConfig(variant="edgnet", data="dataset:parts@v1", epochs=1, img_size=64,
+                                        batch_size=4, base_channels=8, overlay_every=0, register="never"))  # fmt: skip
+    assert 0.0 <= metrics["best_val_iou"] <= 1.0
+    (run,) = _dataset_runs("parts@v1")
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"parts@v1"}  # type: ignore[attr-defined]
