@@ -100,6 +100,7 @@ def budget(
 )
 @click.option("--target", help="tabular: the label column (default: the training run's target param)")
 @click.option("--max-samples", default=0, type=int, help="evaluate on at most this many samples (0 = all)")
+@click.option("--force", is_flag=True, help="register even when the gate refuses (slower, bigger or a larger drop)")
 @click.option("--json", "as_json", is_flag=True, help="print the outcome as JSON")
 @cli_errors
 def optimize_command(
@@ -111,15 +112,17 @@ def optimize_command(
     calibration: Path | None,
     target: str | None,
     max_samples: int,
+    force: bool,
     as_json: bool,
 ) -> None:
-    """Quantize MODEL's VERSION to int8; register it only if its metric drops by at most --max-drop."""
+    """Quantize MODEL's VERSION to int8; register it only if its metric drops by at most --max-drop on held-out
+    data and it is neither slower nor bigger than fp32 (--force registers it anyway)."""
     from efficiency.optimize import optimize
 
     if not int8:
         raise click.UsageError("pass --int8 (the only optimization offered)")
     outcome = optimize(model, version, max_drop=max_drop, data=data, calibration=calibration, target=target,
-                       max_samples=max_samples)  # fmt: skip
+                       max_samples=max_samples, force=force)  # fmt: skip
     click.echo(json.dumps(outcome.to_json(), indent=2) if as_json else outcome.describe())
     if not outcome.accepted:
         raise SystemExit(1)

@@ -11,6 +11,12 @@ the server's session options. The int8 model is registered as a new version of t
 drops by at most `--max-drop`; it is tagged with the fp32 version it came from (`kiln.source_version`), the drop and
 the speed-up, and carries the source's contract, so it serves and promotes like any other version.
 
+The gate: a version that loses more than `--max-drop`, that is slower than fp32 at batch 1 (p50), or whose file is
+bigger is refused with the figures (`--force` registers it anyway, tagged as forced). The drop is measured on data
+the model did not train on: the dataset's own val split (images/val, a YOLO YAML's val), else the training run's
+random hold-out rebuilt from its `val_fraction` and `seed` params with the trainer's own split function; `--data`
+given explicitly is taken as held-out as it is. The outcome says which split it used and how it was made.
+
 The data defaults to the model's own: the folder its training run recorded as its dataset. Image data is an
 `images/` + `masks/` folder; detection data a YOLO dataset YAML (its val split is evaluated, its train split
 calibrates) or a folder of images with YOLO labels; tabular data a CSV with the training target column.
@@ -70,23 +76,94 @@ class Outcome:
     registered_version: int | None
     evaluated_on: str
     images: int
+    split: str = ""  # which held-out split the metric was measured on, and how it was made
+    refusals: tuple[str, ...] = ()  # why the gate refused it, with the figures (empty: it passed)
+    forced: bool = False  # registered despite refusals (--force)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
-        verdict = (
-            f"registered {self.model} v{self.registered_version}"
-            if self.accepted
-            else f"refused: drop {self.drop:.4f} > --max-drop {self.max_drop}"
-        )
+        if self.registered_version is not None:
+            verdict = f"registered {self.model} v{self.registered_version}"
+            if self.forced:
+                verdict += f" (--force, despite: {'; '.join(self.refusals)})"
+        else:
+            verdict = "refused: " + "; ".join(self.refusals) + " (--force registers it anyway)"
         return "\n".join([
             f"{self.model} v{self.source_version} -> int8, evaluated on {self.images} samples of {self.evaluated_on}",
+            f"  held out   {self.split}",
             f"  {self.metric:<10} fp32 {self.fp32:.4f}   int8 {self.int8:.4f}   drop {self.drop:+.4f}",
             f"  p50 ms     fp32 {self.fp32_p50_ms:.3f}   int8 {self.int8_p50_ms:.3f}   speed-up x{self.speedup:.2f}",
-            f"  size       fp32 {self.fp32_bytes / 1e6:.2f} MB   int8 {self.int8_bytes / 1e6:.2f} MB",
+            f"  size       fp32 {self.fp32_bytes / 1e6:.3f} MB   int8 {self.int8_bytes / 1e6:.3f} MB",
             f"  {verdict}",
         ])  # fmt: skip
+
+
+# --- the gate -----------------------------------------------------------------------------------------------
+
+
+def refusals(
+    drop: float, max_drop: float, fp32_ms: float, int8_ms: float, fp32_bytes: int, int8_bytes: int
+) -> tuple[str, ...]:
+    """Why an int8 version should not replace its fp32 source, each with its figures; () when it should."""
+    out = []
+    if drop > max_drop:
+        out.append(f"metric drop {drop:.4f} > --max-drop {max_drop}")
+    if int8_ms > fp32_ms:
+        out.append(
+            f"slower than fp32: p50 {int8_ms:.3f} ms vs {fp32_ms:.3f} ms (speed-up x{fp32_ms / max(int8_ms, 1e-9):.2f})"
+        )
+    if int8_bytes > fp32_bytes:
+        out.append(f"bigger than fp32: {int8_bytes / 1e6:.3f} MB vs {fp32_bytes / 1e6:.3f} MB")
+    return tuple(out)
+
+
+# --- held-out data ------------------------------------------------------------------------------------------
+
+
+def _run_split_params(client: MlflowClient, run_id: str) -> tuple[float, int] | None:
+    params = get_run(client, run_id).data.params
+    try:
+        return float(params["val_fraction"]), int(params["seed"])
+    except (KeyError, ValueError):
+        return None
+
+
+def held_out_pairs(pairs: list[tuple[Path, Path | None]], folder: Path, split: tuple[float, int] | None,
+                   run_id: str) -> tuple[list[tuple[Path, Path | None]], str]:  # fmt: skip
+    """The images the training run validated on (never trained on), and a sentence saying how they were chosen."""
+    from projects.common.segdata import random_split
+
+    val_dir = folder / "images" / "val"
+    if val_dir.is_dir():
+        return [p for p in pairs if p[0].is_relative_to(val_dir)], f"the dataset's own val split ({val_dir})"
+    if split is None:
+        raise OptimizeError(f"run {run_id} records no val_fraction/seed params, so the images it did not train on "
+                            f"cannot be rebuilt from {folder}; pass --data with held-out images")  # fmt: skip
+    val_fraction, seed = split
+    _, val = random_split(pairs, val_fraction, seed)
+    how = (f"the training run's hold-out: {len(val)} of {len(pairs)} images drawn by its val_fraction="
+           f"{val_fraction} and seed={seed} (projects.common.segdata.random_split, as the trainer splits)")  # fmt: skip
+    return val, how
+
+
+def held_out_rows(table: Any, column: str, split: tuple[float, int] | None, regression: bool,
+                  run_id: str) -> tuple[Any, str]:  # fmt: skip
+    """The rows skinmodel's `split_table` held out for validation (same sklearn split, seed and stratification)."""
+    from sklearn.model_selection import train_test_split
+
+    if split is None:
+        raise OptimizeError(f"run {run_id} records no val_fraction/seed params, so its held-out rows cannot be "
+                            "rebuilt; pass --data with a held-out CSV")  # fmt: skip
+    val_fraction, seed = split
+    stratify = None if regression else table[column].to_numpy()
+    _, val_index = train_test_split(range(len(table)), test_size=val_fraction, random_state=seed, stratify=stratify)
+    how = (
+        f"the training run's hold-out: {len(val_index)} of {len(table)} rows by val_fraction={val_fraction}, "
+        f"seed={seed}{'' if regression else ', stratified by class'} (sklearn train_test_split, as skinmodel)"
+    )
+    return table.iloc[sorted(val_index)], how
 
 
 # --- data ---------------------------------------------------------------------------------------------------
@@ -253,9 +330,13 @@ def optimize(
     calibration: Path | None = None,
     target: str | None = None,
     max_samples: int = 0,
+    force: bool = False,
     client: MlflowClient | None = None,
 ) -> Outcome:
-    """Quantize `model` v`version` to int8, compare it with fp32 on the same data, register it within `max_drop`."""
+    """Quantize `model` v`version` to int8, compare it with fp32 on held-out data, register it if the gate passes.
+
+    The gate (`refusals`): drop within `max_drop`, not slower, not bigger; `force` registers a refused version.
+    """
     client = client or MlflowClient()
     if max_drop < 0:
         raise OptimizeError(f"--max-drop must be >= 0, got {max_drop}")
@@ -264,12 +345,19 @@ def optimize(
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{model}/{version}", dst_path=tmp))
         fp32 = onnx_file(local)
         contract = ModelContract.parse({p.key: p.value for p in onnx.load(str(fp32)).metadata_props})
-        folder = data or own_data(client, str(found.run_id))
+        run_id = str(found.run_id)
+        folder = data or own_data(client, run_id)
+        given = data is not None  # --data is held-out data the user chose; the model's own folder is not
+        split_params = _run_split_params(client, run_id)
         int8 = Path(tmp) / "int8.onnx"
         if contract.task == "segmentation":
             pairs = [p for p in image_pairs(folder) if p[1] is not None]
             if not pairs:
                 raise OptimizeError(f"{folder}: no image has a mask in masks/; IoU needs masks")
+            if given:
+                how = f"the --data folder {folder}, taken as held-out as given"
+            else:
+                pairs, how = held_out_pairs(pairs, folder, split_params, run_id)
             pairs = pairs[:max_samples] if max_samples else pairs
             calib = [p for p, _ in image_pairs(calibration or folder)][:CALIBRATION_IMAGES]
             quantize(fp32, int8, contract, calib)
@@ -277,7 +365,12 @@ def optimize(
             count = len(pairs)
         elif contract.task == "tabular":
             table = _read_table(folder)
-            column = target or _run_param(client, str(found.run_id), "target")
+            column = target or _run_param(client, run_id, "target")
+            if given:
+                how = f"the --data table {folder}, taken as held-out as given"
+            else:
+                regression = getattr(contract.postprocess, "task", "") == "regression"
+                table, how = held_out_rows(table, column, split_params, regression, run_id)
             table = table.head(max_samples) if max_samples else table
             quantize(fp32, int8, contract, [])
             (name, before), (_, after) = (tabular_metric(_predictor(p), table, column) for p in (fp32, int8))
@@ -285,6 +378,7 @@ def optimize(
         elif contract.task == "detection":
             images, calib = detection_data(folder, calibration, contract)
             images = images[:max_samples] if max_samples else images
+            how = "the detection dataset's val split (its YAML's `val`, or val/ beside train/)"
             quantize(fp32, int8, contract, calib)
             name, before, after = "map50", *(detection_map50(_predictor(p), images, read_image) for p in (fp32, int8))
             count = len(images)
@@ -292,11 +386,14 @@ def optimize(
             raise OptimizeError(f"{model} v{version} is a {contract.task!r} model; int8 optimize supports "
                                 "segmentation (IoU), detection (mAP50) and tabular (AUC, Pearson) models")  # fmt: skip
         fp32_ms, int8_ms = time_both(fp32, int8, contract)
+        sizes = fp32.stat().st_size, int8.stat().st_size
+        refused = refusals(before - after, max_drop, fp32_ms, int8_ms, *sizes)
         outcome = Outcome(
             model=model, source_version=version, metric=name, fp32=before, int8=after, drop=before - after,
             max_drop=max_drop, fp32_p50_ms=fp32_ms, int8_p50_ms=int8_ms, speedup=fp32_ms / max(int8_ms, 1e-9),
-            fp32_bytes=fp32.stat().st_size, int8_bytes=int8.stat().st_size, accepted=before - after <= max_drop,
-            registered_version=None, evaluated_on=str(folder), images=count,
+            fp32_bytes=sizes[0], int8_bytes=sizes[1], accepted=not refused or force,
+            registered_version=None, evaluated_on=str(folder), images=count, split=how, refusals=refused,
+            forced=bool(refused) and force,
         )  # fmt: skip
         if outcome.accepted:
             outcome.registered_version = register_int8(client, found, int8, contract, outcome, local)
@@ -349,7 +446,10 @@ def register_int8(
         mlflow.set_tags({vocab.OPTIMIZED_FROM: f"{outcome.model}/{outcome.source_version}", vocab.INT8: "true"})
         mlflow.log_params({"source_model": outcome.model, "source_version": outcome.source_version,
                            "quantization": "static QDQ int8" if contract.preprocess else "dynamic int8",
-                           "max_drop": outcome.max_drop, "evaluated_on": outcome.evaluated_on})  # fmt: skip
+                           "max_drop": outcome.max_drop, "evaluated_on": outcome.evaluated_on,
+                           "held_out": outcome.split[:500], "forced": outcome.forced})  # fmt: skip
+        if outcome.refusals:
+            mlflow.log_text("\n".join(outcome.refusals) + "\n", "gate_refusals.txt")
         metrics = {f"fp32_{outcome.metric}": outcome.fp32, f"int8_{outcome.metric}": outcome.int8,
                    "metric_drop": outcome.drop, "speedup": outcome.speedup, "fp32_p50_ms": outcome.fp32_p50_ms,
                    "int8_p50_ms": outcome.int8_p50_ms}  # fmt: skip
