@@ -9,6 +9,7 @@ A flag overrides the YAML only when it was given: MLproject passes every paramet
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -114,18 +115,25 @@ def _read_yaml(path: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(loaded).__name__}")
-    flat = {k.replace("-", "_"): v for k, v in _flatten_sections(loaded).items()}
+    flat = {k.replace("-", "_"): v for k, v in _flatten_sections(loaded, fields).items()}
     unknown = sorted(set(flat) - set(fields))
     if unknown:
         raise ConfigError(f"{path}: unknown keys {unknown}; known: {sorted(fields)}")
     return flat
 
 
-def _flatten_sections(loaded: dict[str, Any]) -> dict[str, Any]:
-    """Allow grouping keys under sections (`train: {epochs: 3}`) as the seed's YAML configs do."""
+def _flatten_sections(loaded: dict[str, Any], fields: Mapping[str, Any] = {}) -> dict[str, Any]:  # noqa: B006
+    """Allow grouping keys under sections (`train: {epochs: 3}`) as the seed's YAML configs do; a mapping under
+    a str field's own name (`augment: {hflip: 0.5}`) is that field's value, kept as JSON."""
     flat: dict[str, Any] = {}
     for key, value in loaded.items():
-        if isinstance(value, dict):
+        if (
+            isinstance(value, dict)
+            and key.replace("-", "_") in fields
+            and fields[key.replace("-", "_")].type in (str, "str")
+        ):
+            flat[key] = json.dumps(value)
+        elif isinstance(value, dict):
             flat.update(value)
         else:
             flat[key] = value

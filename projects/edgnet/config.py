@@ -37,6 +37,9 @@ class EDGNetConfig:
     max_train_batches: int = cfg_field(0, "cap on training batches per epoch; 0 = all (for smoke tests)")
     num_samples: int = cfg_field(200, "drawings to generate when --data is empty")
     val_fraction: float = cfg_field(0.2, "share of images held out for validation")
+    augment: str = cfg_field(
+        "default", "default (the family's own), none, or {hflip: 0.5, rotate: 15, ...}: see projects/common/augment.py"
+    )
     skip_bad: bool = cfg_field(False, "skip images that fail to decode (with a warning) instead of stopping")
     device: str = cfg_field("auto", "auto, cpu, cuda or cuda:N")
     num_workers: int = cfg_field(0, "DataLoader worker processes")

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import DatasetError
 from data.drawings import ensure_sample
-from projects.common import console, registration, tracking
+from projects.common import augment, console, distributed, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import entry_point
 from projects.common.datasets import data_folder, log_data_input
@@ -63,7 +63,9 @@ def make_loaders(cfg: EDGNetConfig, folder: Path) -> tuple[DataLoader, DataLoade
     train_s, val_s = edgdata.split(samples, cfg.val_fraction, cfg.seed)
     pin = torch.cuda.is_available()
     common = {"num_workers": cfg.num_workers, "pin_memory": pin, "worker_init_fn": _worker_init}
-    train = DataLoader(edgdata.DrawingDataset(train_s, True, cfg.seed), cfg.batch_size, shuffle=True, **common)
+    train_set = edgdata.DrawingDataset(train_s, True, cfg.seed)
+    augment.apply_to(train_set, cfg.augment, (cfg.img_size, cfg.img_size))  # a bad `augment` fails before any run
+    train = DataLoader(train_set, cfg.batch_size, shuffle=True, **common)
     val = DataLoader(edgdata.DrawingDataset(val_s, False), cfg.batch_size, shuffle=False, **common)
     return train, val, val_s
 
@@ -132,7 +134,8 @@ def train(cfg: EDGNetConfig) -> dict[str, float]:
         n_images = len(train_loader.dataset) + len(val_s)
         console.header("edgnet", cfg.variant, f"{folder.name} ({n_images} images)", str(device))
         _log_run_context(cfg, folder, len(train_loader.dataset), len(val_s), count_parameters(model))
-        task = Task(model, DiceBCELoss(), train_loader, val_loader, [IoU()], _overlay_hook(cfg, val_s))
+        augment.log_dataset_augmentation(train_loader.dataset, cfg.augment, cfg.seed)
+        task = Task(model, DiceBCELoss(), *shards, [IoU()], _overlay_hook(cfg, val_s))
         trainer = Trainer(task, fit_config(cfg), device)
         if cfg.resume:
             trainer.resume_from(cfg.resume)

@@ -36,6 +36,9 @@ class MicroSegConfig:
     grad_clip: float = cfg_field(1.0, "max gradient norm; 0 disables clipping")
     patience: int = cfg_field(15, "epochs without val_iou improvement before stopping; 0 = never")
     seed: int = cfg_field(0, "seed for the generated set, split, augmentation and init")
+    augment: str = cfg_field(
+        "default", "default (the family's own), none, or {hflip: 0.5, rotate: 15, ...}: see projects/common/augment.py"
+    )
     resume: str = cfg_field("", "MLflow run id to continue from its checkpoints/last.pt")
     model_name: str = cfg_field("", "registered model name; empty = microseg_<variant>")
     register: str = register_field()

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import ConfigError
 from data.segsets import SEGSETS, ensure_segset
-from projects.common import console, registration, tracking
+from projects.common import augment, console, distributed, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import entry_point
 from projects.common.datasets import data_folder, log_data_input
@@ -69,7 +69,9 @@ def make_loaders(cfg: MicroSegConfig, folder: Path) -> tuple[DataLoader, DataLoa
     samples = segdata.load_folder(folder, cfg.img_size)
     train_s, val_s = segdata.split(samples, cfg.val_fraction, cfg.seed)
     common = {"num_workers": cfg.num_workers, "pin_memory": torch.cuda.is_available()}
-    train = DataLoader(segdata.SegDataset(train_s, True, cfg.seed), cfg.batch_size, shuffle=True, **common)
+    train_set = segdata.SegDataset(train_s, True, cfg.seed)
+    augment.apply_to(train_set, cfg.augment, (cfg.img_size, cfg.img_size))  # a bad `augment` fails before any run
+    train = DataLoader(train_set, cfg.batch_size, shuffle=True, **common)
     val = DataLoader(segdata.SegDataset(val_s, False), cfg.batch_size, shuffle=False, **common)
     return train, val, len(train_s)
 
@@ -155,8 +157,8 @@ def train(cfg: MicroSegConfig) -> dict[str, float]:
     with tracking.start_run(run_name=cfg.variant, resume_run_id=cfg.resume or None):
         console.header("microseg", cfg.variant, f"{folder.name} ({n_train} train images)", str(device))
         _log_run_context(cfg, folder, n_train, count_parameters(model), teacher)
-        loader = DistilledLoader(train_loader, teacher) if teacher is not None else train_loader
-        trainer = Trainer(Task(model, loss, loader, val_loader, [IoU()]), fit_config(cfg), device)
+        augment.log_dataset_augmentation(train_loader.dataset, cfg.augment, cfg.seed)
+        trainer = Trainer(Task(model, loss, train_shard, val_shard, [IoU()]), fit_config(cfg), device)
         if cfg.resume:
             trainer.resume_from(cfg.resume)
         final = _finish(cfg, trainer, trainer.fit(), val_loader, test)
