@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import DatasetError
 from data.drawings import ensure_sample
-from projects.common import augment, console, distributed, registration, tracking
+from projects.common import augment, console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import entry_point
 from projects.common.datasets import data_folder, log_data_input
