@@ -30,7 +30,8 @@ from typing import Any
 
 import click
 
-from cloud.sagemaker_backend import HP_ENTRY_POINT, HP_EXPERIMENT_ID, HP_RUN_ID, HP_SOURCE
+from cloud.distribution import HostPlan, host_plan
+from cloud.sagemaker_backend import HP_DISTRIBUTION, HP_ENTRY_POINT, HP_EXPERIMENT_ID, HP_RUN_ID, HP_SOURCE
 from core.errors import KilnError, UserError
 from core.redact import redact
 from core.settings import read_env
@@ -64,6 +65,7 @@ class Paths:
         self.output = root / "output"
         self.failure = root / "output" / "failure"
         self.checkpoints = root / "checkpoints"
+        self.resource_config = root / "input" / "config" / "resourceconfig.json"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Job:
     experiment_id: str | None
     source: str
     params: dict[str, str]
+    distribution: str = "none"  # "ddp": every host runs the entry point as ranks of one data-parallel training
 
     @classmethod
     def from_hyperparameters(cls, path: Path) -> Job:
@@ -92,6 +95,7 @@ class Job:
             run_id=run_id,
             experiment_id=values.pop(HP_EXPERIMENT_ID, None) or os.environ.get("MLFLOW_EXPERIMENT_ID"),
             source=values.pop(HP_SOURCE),
+            distribution=values.pop(HP_DISTRIBUTION, "none") or "none",
             params=values,
         )
 
@@ -180,6 +184,20 @@ def entry_command(workdir: Path, entry_point: str, params: dict[str, str]) -> st
     return str(_entry(workdir, entry_point).compute_command(params, storage))
 
 
+def distribution_plan(job: Job, paths: Paths, workdir: Path) -> HostPlan | None:
+    """This host's place in a `distribution: ddp` job; None for a single-process job."""
+    if job.distribution == "none":
+        return None
+    if job.distribution != "ddp":
+        raise UserError(f"hyperparameter {HP_DISTRIBUTION!r}: {job.distribution!r} is not none or ddp")
+    if "nproc" not in _entry(workdir, job.entry_point).parameters:
+        raise UserError(
+            f"entry point {job.entry_point!r} has no nproc param: distribution ddp trains the shared-trainer "
+            "families (edgnet, microseg, cr_recon)"
+        )
+    return host_plan(os.environ, paths.resource_config)
+
+
 def takes_resume(workdir: Path, entry_point: str) -> bool:
     return "resume" in _entry(workdir, entry_point).parameters
 
@@ -253,11 +271,19 @@ def train(settings: ContainerSettings) -> None:
         work = settings.workdir or Path(tempfile.mkdtemp(prefix="kiln-sm-src-"))
         workdir = fetch_source(job, paths, work / "project")
         params = resume_params(job, paths, takes_resume(workdir, job.entry_point))
+        plan = distribution_plan(job, paths, workdir)
+        if plan is not None:
+            params["nproc"] = str(plan.nproc)
+            print(f"kiln: host {plan.current} ({plan.node_rank + 1} of {len(plan.hosts)}), {plan.nproc} process(es), "
+                  f"rendezvous {plan.hosts[0]}:{plan.port}", flush=True)  # fmt: skip
         command = entry_command(workdir, job.entry_point, params)
-        code = run_command(command, workdir, training_env(job), tail)
+        code = run_command(command, workdir, {**training_env(job), **(plan.env() if plan else {})}, tail)
         if code != 0:
             cause = next((line for line in reversed(tail) if line.startswith("Error:")), None)
             raise UserError(f"entry point {job.entry_point!r} exited with {code}: {cause or ' | '.join(tail)}")
+        if plan is not None and not plan.is_leader:  # the first host logged, exported and registered the model
+            print(f"kiln: host {plan.current} done; the model is on host {plan.hosts[0]}", flush=True)
+            return
         exported = export_model(job.run_id, paths.model)
         print(f"kiln: model copied to {exported}" if exported else "kiln: the run registered no model", flush=True)
     except KilnError as err:

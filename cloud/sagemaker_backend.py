@@ -40,7 +40,8 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
 # Hyperparameters the container side reads; everything else in the hyperparameters is an entry point param.
 HP_ENTRY_POINT, HP_RUN_ID, HP_SOURCE, HP_EXPERIMENT_ID = "kiln_entry_point", "kiln_run_id", "kiln_source", "kiln_exp"
-RESERVED = frozenset({HP_ENTRY_POINT, HP_RUN_ID, HP_SOURCE, HP_EXPERIMENT_ID})
+HP_DISTRIBUTION = "kiln_distribution"  # "ddp": every host trains as ranks of one run (cloud/distribution.py)
+RESERVED = frozenset({HP_ENTRY_POINT, HP_RUN_ID, HP_SOURCE, HP_EXPERIMENT_ID, HP_DISTRIBUTION})
 # SageMaker state -> MLflow run status
 RUN_STATUS = {
     "InProgress": "RUNNING",
@@ -142,8 +143,14 @@ def submit(
     if bad:
         raise UserError(f"param {bad[0]!r} is reserved by the SageMaker backend")
     work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
-    if load_project(work_dir).get_entry_point(entry_point) is None:
+    entry = load_project(work_dir).get_entry_point(entry_point)
+    if entry is None:
         raise UserError(f"entry point {entry_point!r} is not in {work_dir}/MLproject")
+    if config.distribution == "ddp" and "nproc" not in entry.parameters:
+        raise ConfigError(
+            f"distribution: entry point {entry_point!r} has no nproc param; ddp trains edgnet, microseg, cr_recon",
+            field="distribution",
+        )
     files = tracked_files(Path(work_dir))
     run = get_or_create_run(config.run_id, project_uri, experiment_id, work_dir, version, entry_point, params)
     run_id = run.info.run_id
@@ -268,7 +275,10 @@ def training_job_request(
         "TrainingJobName": job_name,
         "RoleArn": config.role_arn,
         "AlgorithmSpecification": {"TrainingImage": config.image_uri, "TrainingInputMode": "File"},
-        "HyperParameters": hyperparameters(entry_point, params, run_id, experiment_id, source),
+        "HyperParameters": {
+            **hyperparameters(entry_point, params, run_id, experiment_id, source),
+            **({HP_DISTRIBUTION: "ddp"} if config.distribution == "ddp" else {}),
+        },
         "InputDataConfig": [
             {
                 "ChannelName": "code",

@@ -41,6 +41,7 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _S3_PREFIX = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 _IMAGE = re.compile(r"^[\w.\-]+(:\d+)?/[\w.\-/]+(:[\w.\-]+|@sha256:[0-9a-f]{64})?$")
 MAX_RUN_LIMIT = 28 * 24 * 3600  # SageMaker's cap on MaxRuntimeInSeconds (28 days)
+MAX_INSTANCES = 100  # hosts in one data-parallel job (SageMaker's own quota is per account and usually lower)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class SageMakerConfig:
     image_uri: str  # the training image (deploy/Dockerfile), pushed to ECR
     s3_prefix: str  # s3://bucket/prefix; the job's code, checkpoints and output go under <prefix>/<job name>/
     instance_type: str = "ml.g5.xlarge"  # one A10G GPU; any instance type SageMaker trains on
-    instance_count: int = 1  # kiln's trainers run on one machine; more would train the same run twice
+    instance_count: int = 1  # hosts; more than 1 needs distribution "ddp" (else each would train the run again)
+    distribution: str = "none"  # "ddp": every host and GPU trains one run data-parallel (torch.distributed)
     volume_size_gb: int = 30  # EBS volume for /opt/ml (data, checkpoints, model)
     max_run_seconds: int = 24 * 3600  # SageMaker stops the job after this much training time
     use_spot: bool = False  # managed spot training: cheaper, may be interrupted and restarted from checkpoints
@@ -196,6 +198,16 @@ def _tags(name: str, value: Any) -> dict[str, str]:
     return dict(value)
 
 
+DISTRIBUTIONS = ("none", "ddp")
+
+
+def _distribution(name: str, value: Any) -> str:
+    text = _text(name, value).lower()
+    if text not in DISTRIBUTIONS:
+        raise ConfigError(f"{name}: {value!r} is not one of {list(DISTRIBUTIONS)}", field=name)
+    return text
+
+
 def _tracking_uri(name: str, value: Any) -> str:
     text = _text(name, value)
     if not text.startswith(("http://", "https://")):
@@ -211,7 +223,8 @@ _CHECKS: dict[str, Any] = {
     "image_uri": _image_uri,
     "s3_prefix": _s3_prefix,
     "instance_type": _instance_type,
-    "instance_count": _integer(1, 1),
+    "instance_count": _integer(1, MAX_INSTANCES),
+    "distribution": _distribution,
     "volume_size_gb": _integer(1, 16384),
     "max_run_seconds": _integer(1, MAX_RUN_LIMIT),
     "use_spot": _boolean,
@@ -225,6 +238,12 @@ _CHECKS: dict[str, Any] = {
 
 
 def _check_together(config: SageMakerConfig) -> None:
+    if config.instance_count > 1 and config.distribution != "ddp":
+        raise ConfigError(
+            f'instance_count: {config.instance_count} hosts need distribution: "ddp" (without it each host would '
+            "train the same run again)",
+            field="instance_count",
+        )
     if config.max_wait_seconds is not None and not config.use_spot:
         raise ConfigError("max_wait_seconds: only used with use_spot: true", field="max_wait_seconds")
     wait = config.effective_max_wait()

@@ -34,10 +34,13 @@ def parse_sets(pairs: Iterable[str]) -> dict[str, str]:
     return values
 
 
-def run_training(name: str, config_path: str | None, sets: Iterable[str]) -> dict[str, float]:
+def run_training(name: str, config_path: str | None, sets: Iterable[str], nproc: int = 0) -> dict[str, float]:
     from projects.common.families import train_family
 
-    return train_family(name, parse_sets(sets), config_path=config_path)
+    overrides = parse_sets(sets)
+    if nproc:  # the family's `nproc` setting (edgnet, microseg, cr_recon, the YOLO presets)
+        overrides["nproc"] = str(nproc)
+    return train_family(name, overrides, config_path=config_path)
 
 
 def settings_help(name: str) -> list[tuple[str, str]]:
@@ -85,11 +88,16 @@ class TrainCommand(click.Command):
 @click.option("--config", "config_path", default=None, help="YAML file of option: value pairs (after the preset).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one option; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object.")
-def train_command(name: str, config_path: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+@click.option(
+    "--nproc", type=click.IntRange(min=1), default=None,
+    help="Data-parallel processes (torch.distributed: gloo on CPU, NCCL on GPUs; YOLO: that many GPUs); "
+    "the same as --set nproc=N.",
+)  # fmt: skip
+def train_command(name: str, config_path: str | None, sets: tuple[str, ...], as_json: bool, nproc: int | None) -> None:
     """Train FAMILY_OR_PRESET (edgnet, edgnet_large, cr_recon, skinmodel, safety_detection, visitor_detection,
     yolo_custom, ...) and register its ONNX model; prints the final metrics. `kiln train NAME --help` lists
     NAME's settings and their defaults."""
-    final = run_cli(run_training, name, config_path, sets)
+    final = run_cli(run_training, name, config_path, sets, nproc or 0)
     if as_json:
         click.echo(json.dumps(final, sort_keys=True))
         return

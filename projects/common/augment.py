@@ -41,10 +41,11 @@ KEYS: dict[str, str] = {
 OFF = ("none", "off", "false", "0", "")
 DEFAULT = "default"
 
-# Key -> ultralytics train argument (and how to convert): where ultralytics has the same augmentation.
+# Key -> ultralytics train argument (and a factor): where ultralytics' detection training has the same thing.
+# blur, noise, contrast, crop and cutout have none (ultralytics' `erasing` is for classification only).
 ULTRALYTICS = {
     "hflip": ("fliplr", 1.0), "vflip": ("flipud", 1.0), "rotate": ("degrees", 1.0), "scale": ("scale", 1.0),
-    "hue": ("hsv_h", 1.0), "saturation": ("hsv_s", 1.0), "brightness": ("hsv_v", 1.0), "cutout": ("erasing", 1.0),
+    "hue": ("hsv_h", 1.0), "saturation": ("hsv_s", 1.0), "brightness": ("hsv_v", 1.0),
 }  # fmt: skip
 # augment=none for YOLO: every ultralytics augmentation off (mosaic included).
 ULTRALYTICS_OFF = {"fliplr": 0.0, "flipud": 0.0, "degrees": 0.0, "scale": 0.0, "translate": 0.0, "hsv_h": 0.0,

@@ -11,6 +11,7 @@ training after that epoch (`FitState.stopped_by`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from projects.common import callbacks, tracking
+from projects.common import callbacks, distributed, tracking
 from projects.common.checkpoint import CheckpointWriter, load_checkpoint
 from projects.common.runtime import autocast, to_device, uses_amp
 from projects.common.schedule import warmup_cosine
@@ -115,7 +116,8 @@ def train_one_epoch(
         total=steps_in_epoch(task.train_loader, cfg.max_train_batches),
         desc=f"Epoch {epoch}/{cfg.epochs}",
         leave=False,
-        disable=None,  # no bar when stderr is not a terminal (a job log): the epoch's summary line follows anyway
+        # No bar when stderr is not a terminal (a job log), nor on ranks other than 0: the epoch's line follows.
+        disable=None if distributed.world().is_main else True,
     )
     for inputs, targets in bar:
         inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
@@ -145,8 +147,9 @@ def _step(
 
 
 @torch.no_grad()
-def evaluate(task: Task, device: torch.device) -> dict[str, float]:
-    """val_loss and every task metric over the whole validation set."""
+def evaluate(task: Task, device: torch.device, world: distributed.World | None = None) -> dict[str, float]:
+    """val_loss and every task metric over the whole validation set; with `world`, each rank holds a shard and
+    the sums are reduced over the ranks."""
     task.model.eval()
     for metric in task.metrics:
         metric.reset()
@@ -160,6 +163,10 @@ def evaluate(task: Task, device: torch.device) -> dict[str, float]:
         count += len(inputs)
         for metric in task.metrics:
             metric.update(outputs.float(), targets)
+    if world is not None and world.active:
+        total, count = world.sum(total, count)
+        for metric in task.metrics:
+            world.reduce_metric(metric)
     results = {"val_loss": total / max(count, 1)}
     results.update({m.name: m.compute() for m in task.metrics})
     return results
@@ -181,6 +188,9 @@ class Trainer:
         task.model.to(device)
         if device.type == "cuda":
             task.model.to(memory_format=torch.channels_last)
+        # Data-parallel: train through DDP, keep the bare module for checkpoints, validation and export.
+        self.world = distributed.world()
+        self.train_task = dataclasses.replace(task, model=distributed.wrap(task.model, device))
         steps = steps_in_epoch(task.train_loader, cfg.max_train_batches)
         self.opt = make_optimization(task.model, cfg, steps, device)
         self.state = FitState()
@@ -195,7 +205,8 @@ class Trainer:
         self.opt.scheduler.load_state_dict(ckpt["scheduler"])
         self.opt.scaler.load_state_dict(ckpt["scaler"])
         self.state = FitState(**ckpt["fit_state"])
-        self._log_unlogged_epochs(run_id)
+        if self.world.is_main:  # every rank loads the same checkpoint; only rank 0 logs
+            self._log_unlogged_epochs(run_id)
 
     def _log_unlogged_epochs(self, run_id: str) -> None:
         """Epochs in last.pt whose metrics the killed session never logged (they follow the checkpoint)."""
@@ -208,24 +219,30 @@ class Trainer:
         for epoch in range(self.state.epoch + 1, self.cfg.epochs + 1):
             metrics = self._run_epoch(epoch)
             self._track(epoch, metrics)
-            self.stop_request = callbacks.report(epoch, metrics)
+            # Rank 0 hears the listeners and decides; every rank stops together on its word.
+            request = callbacks.report(epoch, metrics) if self.world.is_main else None
+            self.stop_request, stop_early = self.world.broadcast((request, self._should_stop()))
             if self.stop_request is not None:
                 self.state.stopped_by = self.stop_request.reason
                 break
-            if self._should_stop():
+            if stop_early:
                 self.state.stopped_early = True
-                print(
-                    f"Early stopping at epoch {epoch}: no {self.cfg.monitor} improvement in {self.cfg.patience} epochs"
-                )
+                if self.world.is_main:
+                    cfg = self.cfg
+                    print(f"Early stopping at epoch {epoch}: no {cfg.monitor} improvement in {cfg.patience} epochs")
                 break
-        self.writer.flush()  # checkpoints are written at most every WRITE_EVERY_SECONDS while training runs
+        if self.world.is_main:
+            self.writer.flush()  # checkpoints are written at most every WRITE_EVERY_SECONDS while training runs
         return self.state
 
     def _run_epoch(self, epoch: int) -> dict[str, float]:
         start = time.perf_counter()
-        train = train_one_epoch(self.task, self.opt, self.cfg, self.device, epoch)
+        distributed.set_epoch(self.task.train_loader, epoch)
+        train = train_one_epoch(self.train_task, self.opt, self.cfg, self.device, epoch)
         train_seconds = time.perf_counter() - start
-        metrics = {"train_loss": train["train_loss"], **evaluate(self.task, self.device)}
+        loss_sum, samples = self.world.sum(train["train_loss"] * train["samples"], train["samples"])
+        train = {"train_loss": loss_sum / max(samples, 1), "samples": samples}
+        metrics = {"train_loss": train["train_loss"], **evaluate(self.task, self.device, self.world)}
         metrics["lr"] = self.opt.optimizer.param_groups[0]["lr"]
         metrics["epoch_seconds"] = time.perf_counter() - start
         metrics["samples_per_second"] = train["samples"] / max(train_seconds, 1e-9)
@@ -234,17 +251,21 @@ class Trainer:
     def _track(self, epoch: int, metrics: dict[str, float]) -> None:
         if self.cfg.monitor not in metrics:
             raise KeyError(f"monitor metric {self.cfg.monitor!r} not produced; have {sorted(metrics)}")
-        summary = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        print(f"Epoch {epoch}/{self.cfg.epochs}: {summary}", flush=True)
         state = self.state
         state.epoch = epoch
         state.history.append({"epoch": float(epoch), **metrics})
         score = metrics[self.cfg.monitor]
-        if _improved(score, state.best_score, self.cfg.mode):
+        improved = _improved(score, state.best_score, self.cfg.mode)
+        if improved:
             state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
-            self.writer.save("best", {"model": self.task.model.state_dict(), "epoch": epoch, "metrics": metrics})
         else:
             state.bad_epochs += 1
+        if not self.world.is_main:  # the other ranks keep the loop state (early stopping) and log nothing
+            return
+        summary = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        print(f"Epoch {epoch}/{self.cfg.epochs}: {summary}", flush=True)
+        if improved:
+            self.writer.save("best", {"model": self.task.model.state_dict(), "epoch": epoch, "metrics": metrics})
         if self.task.on_epoch_end is not None:
             self.task.on_epoch_end(epoch, self.task.model)
         self.writer.save("last", self._full_state())
@@ -274,3 +295,12 @@ class Trainer:
             run = tracking.mlflow.active_run()
             if run is not None:
                 self.task.model.load_state_dict(load_checkpoint(run.info.run_id, "best", self.device)["model"])
+
+
+def fit_replica(task: Task, cfg: FitConfig, device: torch.device, resume: str = "") -> FitState:
+    """A data-parallel rank other than 0: the same fit, in step with rank 0, from the same checkpoint when
+    resuming; it opens no MLflow run and logs nothing."""
+    trainer = Trainer(task, cfg, device)
+    if resume:
+        trainer.resume_from(resume)
+    return trainer.fit()

@@ -84,6 +84,7 @@ class CRConfig:
     model_name: str = cfg_field("cr_recon", "registered model name")
     register: str = register_field()
     device: str = cfg_field("auto", "auto, cpu, cuda or cuda:N")
+    nproc: int = cfg_field(1, "data-parallel processes (NCCL on GPUs, gloo on CPU); batch_size stays the global batch")
     num_threads: int = cfg_field(0, "PyTorch CPU threads; 0 = PyTorch's default (one per core)")
     max_train_batches: int = cfg_field(0, "cap on training batches per epoch; 0 = all (for smoke tests)")
     plot_every: int = cfg_field(10, "log GT-vs-predicted spectra plots every N epochs (and for the best model)")

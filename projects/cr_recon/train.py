@@ -27,13 +27,13 @@ from torch.utils.data import DataLoader
 from core.contract import ModelContract, Preprocess, RegressionPost
 from core.errors import UserError
 from data.spectra import ensure_sample, generate
-from projects.common import console, registration, tracking
+from projects.common import console, distributed, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import entry_point, resolve_config
 from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
-from projects.common.trainer import FitConfig, FitState, Task, Trainer
+from projects.common.trainer import FitConfig, FitState, Task, Trainer, fit_replica
 from projects.cr_recon import data as crdata
 from projects.cr_recon.config import DEFAULT_CONFIG as DEFAULT_CONFIG
 from projects.cr_recon.config import FAMILY as FAMILY
@@ -111,6 +111,7 @@ class MeanSquaredError:
     """Mean squared error over every bin of every val spectrum."""
 
     name = "val_mse"
+    sums = ("total", "count")  # the accumulators that add up over validation shards (data-parallel runs)
 
     def reset(self) -> None:
         self.total, self.count = 0.0, 0
@@ -127,6 +128,7 @@ class MeanPearson:
     """Pearson correlation along the bins for each (sample, pixel) spectrum, averaged over the val set."""
 
     name = "val_pearson"
+    sums = ("total", "count")
 
     def reset(self) -> None:
         self.total, self.count = 0.0, 0
@@ -237,7 +239,7 @@ def _log_resolved_blanks(cfg: CRConfig) -> None:
 def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLoader) -> dict[str, float]:
     trainer.load_best()
     model = trainer.task.model
-    best = evaluate_best(trainer)
+    best = evaluate_best(trainer, val_loader)
     if state.history:
         mlflow.log_figure(save_loss_curve(state.history, extra=("val_pearson",)), "loss_curve.png")
     mlflow.log_figure(spectra_figure(model, _plot_samples(val_loader), "best model"), "plots/spectra_best.png")
@@ -255,10 +257,12 @@ def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLo
     return final
 
 
-def evaluate_best(trainer: Trainer) -> dict[str, float]:
+def evaluate_best(trainer: Trainer, val_loader: DataLoader) -> dict[str, float]:
+    """The best weights on the whole validation set (`val_loader`; in a data-parallel run the trainer's holds
+    rank 0's shard only)."""
     from projects.common.trainer import evaluate
 
-    scores = evaluate(trainer.task, trainer.device)
+    scores = evaluate(dataclasses.replace(trainer.task, val_loader=val_loader), trainer.device)
     return {"best_val_loss": scores["val_loss"], "best_val_mse": scores["val_mse"],
             "best_val_pearson": scores["val_pearson"]}  # fmt: skip
 
@@ -277,22 +281,33 @@ def prepare(cfg: CRConfig) -> tuple[Path, crdata.Prepared, DataLoader, DataLoade
 
 
 def train(cfg: CRConfig) -> dict[str, float]:
-    """Prepare data, train, track, export and register; returns the final metrics."""
+    """Prepare data, train, track, export and register; returns the final metrics. `cfg.nproc` > 1 trains
+    data-parallel."""
+    return distributed.run(_train, cfg, cfg.nproc)
+
+
+def _train(cfg: CRConfig) -> dict[str, float]:
     seed_everything(cfg.seed)
     if cfg.num_threads > 0:  # on a shared CPU one thread per process beats threads waiting on each other
         torch.set_num_threads(cfg.num_threads)
     device = pick_device(cfg.device)
-    folder, prepared, train_loader, val_loader = prepare(cfg)  # bad data fails here, before any run
+    with distributed.main_first():  # rank 0 writes the preprocessing cache, the others then read it
+        folder, prepared, train_loader, val_loader = prepare(cfg)  # bad data fails here, before any run
     model = build_model(cfg, int(prepared.struct.shape[-1]))
     baseline = mean_baseline_pearson(prepared, val_loader)
     registration.check_mode(cfg.register)
+    shards = distributed.shard(train_loader, cfg.seed, True), distributed.shard(val_loader, cfg.seed, False)
+    if not distributed.world().is_main:
+        fit_replica(Task(model, build_loss(cfg), *shards, [MeanSquaredError(), MeanPearson()]), fit_config(cfg),
+                    device, cfg.resume)  # fmt: skip
+        return {}
     with tracking.start_run(run_name=f"{cfg.model}-{cfg.loss}", resume_run_id=cfg.resume or None):
         data_text = f"{folder.name} ({len(prepared.bayer)} samples)"
         console.header("cr_recon", f"{cfg.model} + {cfg.loss}", data_text, str(device))
         _log_context(cfg, folder, prepared, count_parameters(model))
         tracking.set_kiln_tags(baseline=f"{baseline:.6g}", baseline_kind="always predicting the mean spectrum")
         samples = _plot_samples(val_loader)
-        task = Task(model, build_loss(cfg), train_loader, val_loader, [MeanSquaredError(), MeanPearson()],
+        task = Task(model, build_loss(cfg), *shards, [MeanSquaredError(), MeanPearson()],
                     _plot_hook(cfg, samples))  # fmt: skip
         trainer = Trainer(task, fit_config(cfg), device)
         if cfg.resume:

@@ -42,6 +42,7 @@ class EDGNetConfig:
     )
     skip_bad: bool = cfg_field(False, "skip images that fail to decode (with a warning) instead of stopping")
     device: str = cfg_field("auto", "auto, cpu, cuda or cuda:N")
+    nproc: int = cfg_field(1, "data-parallel processes (NCCL on GPUs, gloo on CPU); batch_size stays the global batch")
     num_workers: int = cfg_field(0, "DataLoader worker processes")
     overlay_every: int = cfg_field(
         10, "input|target|prediction overlays after epoch 1 and every N epochs (0: epoch 1 only); best.png at the end"

@@ -30,6 +30,7 @@ class IoU:
     """Foreground IoU over a whole validation pass (sums of intersection and union, not a mean of ratios)."""
 
     name = "val_iou"
+    sums = ("inter", "union")  # the accumulators that add up over validation shards (data-parallel runs)
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = threshold

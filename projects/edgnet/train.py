@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import DatasetError
 from data.drawings import ensure_sample
-from projects.common import augment, console, registration, tracking
+from projects.common import augment, console, distributed, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import entry_point
 from projects.common.datasets import data_folder, log_data_input
@@ -27,7 +27,7 @@ from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
 from projects.common.segtrain import fit_config, log_overlays
-from projects.common.trainer import FitState, Task, Trainer
+from projects.common.trainer import FitState, Task, Trainer, fit_replica
 from projects.edgnet import data as edgdata
 from projects.edgnet.config import FAMILY as FAMILY
 from projects.edgnet.config import RANKING as RANKING
@@ -120,16 +120,25 @@ def _finish(
 
 
 def train(cfg: EDGNetConfig) -> dict[str, float]:
-    """Train, track, export and register; returns the final metrics."""
+    """Train, track, export and register; returns the final metrics. `cfg.nproc` > 1 trains data-parallel."""
     _check(cfg)
+    return distributed.run(_train, cfg, cfg.nproc)
+
+
+def _train(cfg: EDGNetConfig) -> dict[str, float]:
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
-    folder = resolve_data(cfg)
+    with distributed.main_first():  # rank 0 generates the sample drawings, the others then read them
+        folder = resolve_data(cfg)
     train_loader, val_loader, val_s = make_loaders(cfg, folder)  # bad files fail here, before any run
     model = create_model(cfg.variant, base_channels=cfg.base_channels, depth=cfg.depth)
     if cfg.img_size % 2**model.depth:
         raise DatasetError(f"img_size {cfg.img_size} must be a multiple of {2**model.depth} for {cfg.variant}")
     registration.check_mode(cfg.register)
+    shards = distributed.shard(train_loader, cfg.seed, True), distributed.shard(val_loader, cfg.seed, False)
+    if not distributed.world().is_main:
+        fit_replica(Task(model, DiceBCELoss(), *shards, [IoU()]), fit_config(cfg), device, cfg.resume)
+        return {}
     with tracking.start_run(run_name=cfg.variant, resume_run_id=cfg.resume or None):
         n_images = len(train_loader.dataset) + len(val_s)
         console.header("edgnet", cfg.variant, f"{folder.name} ({n_images} images)", str(device))

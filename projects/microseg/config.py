@@ -50,6 +50,7 @@ class MicroSegConfig:
     distill_weight: float = cfg_field(0.5, "weight of the teacher term; (1 - weight) goes to Dice+BCE on the mask")
     temperature: float = cfg_field(2.0, "softens teacher and student logits in the teacher term")
     device: str = cfg_field("auto", "auto, cpu, cuda or cuda:N")
+    nproc: int = cfg_field(1, "data-parallel processes (NCCL on GPUs, gloo on CPU); batch_size stays the global batch")
     num_workers: int = cfg_field(0, "DataLoader worker processes")
 
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import ConfigError
 from data.segsets import SEGSETS, ensure_segset
-from projects.common import augment, console, registration, tracking
+from projects.common import augment, console, distributed, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.config import entry_point
 from projects.common.datasets import data_folder, log_data_input
@@ -30,7 +30,7 @@ from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
 from projects.common.segtrain import fit_config, log_overlays
-from projects.common.trainer import FitState, Task, Trainer, evaluate
+from projects.common.trainer import FitState, Task, Trainer, evaluate, fit_replica
 from projects.edgnet.losses import DiceBCELoss, IoU
 from projects.microseg import data as segdata
 from projects.microseg.config import FAMILY as FAMILY
@@ -143,17 +143,32 @@ def _finish(cfg: MicroSegConfig, trainer: Trainer, state: FitState, val_loader: 
 
 
 def train(cfg: MicroSegConfig) -> dict[str, float]:
-    """Train, track, export and register; returns the final metrics."""
+    """Train, track, export and register; returns the final metrics. `cfg.nproc` > 1 trains data-parallel."""
     _check(cfg)
-    model = create_model(cfg.variant, max_params=cfg.max_params)  # over budget: refused before any run or data
+    create_model(cfg.variant, max_params=cfg.max_params)  # over budget: refused before any run, data or process
+    return distributed.run(_train, cfg, cfg.nproc)
+
+
+def _train(cfg: MicroSegConfig) -> dict[str, float]:
+    model = create_model(cfg.variant, max_params=cfg.max_params)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
-    folder, test_folder = resolve_data(cfg)
+    with distributed.main_first():  # rank 0 generates the sample sets, the others then read them
+        folder, test_folder = resolve_data(cfg)
     train_loader, val_loader, n_train = make_loaders(cfg, folder)  # bad files fail here, before any run
     test = test_loader(cfg, test_folder) if test_folder is not None else None
     teacher = Teacher.load(cfg.teacher) if cfg.teacher else None
     loss = DistillLoss(DiceBCELoss(), cfg.distill_weight, cfg.temperature)
     registration.check_mode(cfg.register)
+    train_shard, val_shard = (
+        distributed.shard(train_loader, cfg.seed, True),
+        distributed.shard(val_loader, cfg.seed, False),
+    )
+    if teacher is not None:
+        train_shard = DistilledLoader(train_shard, teacher)
+    if not distributed.world().is_main:
+        fit_replica(Task(model, loss, train_shard, val_shard, [IoU()]), fit_config(cfg), device, cfg.resume)
+        return {}
     with tracking.start_run(run_name=cfg.variant, resume_run_id=cfg.resume or None):
         console.header("microseg", cfg.variant, f"{folder.name} ({n_train} train images)", str(device))
         _log_run_context(cfg, folder, n_train, count_parameters(model), teacher)

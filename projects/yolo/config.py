@@ -64,6 +64,11 @@ class YoloConfig:
     device: str = cfg_field("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     time: float = cfg_field(0.0, "training budget in hours; > 0 overrides epochs (ultralytics `time`)")
     workers: int = cfg_field(8, "dataloader workers on CUDA (ultralytics uses 0 on CPU)")
+    augment: str = cfg_field(
+        "default",
+        "default (ultralytics' own), none (all off, mosaic too), or {hflip: 0.5, rotate: 15, ...} mapped to "
+        "ultralytics' fliplr, flipud, degrees, scale, hsv_h/s/v; --hyp wins",
+    )
     hyp: str = cfg_field("", "YAML of further ultralytics train args (mosaic, hsv_h, degrees, close_mosaic, ...)")
     verbose: bool = cfg_field(False, "show ultralytics' model layer table and its full list of resolved args")
 

@@ -26,7 +26,7 @@ from core.errors import UserError
 from data.versions import log_dataset_version
 from data.yolo_layout import YoloDataset
 from data.yolo_validate import Report
-from projects.common import console, registration, tracking
+from projects.common import augment, console, registration, tracking
 from projects.common.callbacks import wants_export
 from projects.common.checkpoint import ResumeError
 from projects.common.config import entry_point
@@ -124,7 +124,7 @@ def prepare(cfg: YoloConfig) -> Prepared:
     """Check every input; raises a UserError naming the bad file or value before anything trains."""
     preset = get_preset(cfg.preset)
     check_numbers(cfg)
-    hyp = read_hyp(cfg.hyp)
+    hyp = {**augment.ultralytics_args(augment.parse_augment(cfg.augment)), **read_hyp(cfg.hyp)}
     model = resolve_model(cfg.model or preset.model)
     dataset = yolo_data.resolve_dataset(cfg.data, preset.sample)
     report = yolo_data.check_labels(dataset)

@@ -33,6 +33,8 @@ def test_defaults_and_derived_values() -> None:
         ({"instance_type": "ml.g9.gigantic"}, "instance_type"),
         ({"instance_type": "g5.xlarge"}, "instance_type"),
         ({"instance_count": 2}, "instance_count"),
+        ({"instance_count": 101, "distribution": "ddp"}, "instance_count"),
+        ({"distribution": "horovod"}, "distribution"),
         ({"volume_size_gb": "30"}, "volume_size_gb"),
         ({"max_run_seconds": 0}, "max_run_seconds"),
         ({"use_spot": "yes"}, "use_spot"),
@@ -52,6 +54,13 @@ def test_each_bad_key_is_named(change: dict[str, Any], key: str) -> None:
         parse_backend_config({**GOOD, **change})
     assert err.value.message.startswith(f"{key}")
     assert "\n" not in err.value.message
+
+
+def test_several_hosts_train_one_run_with_ddp() -> None:
+    config = parse_backend_config({**GOOD, "instance_count": 2, "distribution": "DDP"})
+    assert (config.instance_count, config.distribution) == (2, "ddp")
+    with pytest.raises(ConfigError, match='instance_count: 2 hosts need distribution: "ddp"'):
+        parse_backend_config({**GOOD, "instance_count": 2})
 
 
 def test_instance_type_error_lists_the_family() -> None:
