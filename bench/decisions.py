@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -113,10 +114,90 @@ def _seed_samples(rng: np.random.Generator, pairs: int) -> list[Row]:
     return rows
 
 
+# --- canary guard rails -----------------------------------------------------------------------------------------
+
+CANARY_SHARE = 0.10  # the candidate's share of requests
+CANARY_COMPARED = 0.25  # share of the candidate's requests the shadow compares with production under load
+PRODUCTION_ERRORS = 0.001  # production's own 5xx rate (timeouts, a dependency's hiccup)
+BAD_CANDIDATES = ("p99 +50%", "errors 1%", "errors 5%", "wrong answers")
+
+
+def _traffic(rng: np.random.Generator, n: int, share: float, kind: str) -> tuple[np.ndarray, ...]:
+    """n requests: which side answers, 5xx or not, latency (s) and the shadow agreement of candidate answers.
+    Latency: 20 ms x load x lognormal(0, 0.35), load 1 to 1.6 in slow waves plus bursts at 2x every 7,000
+    requests, and 1% stalls of 3-8x (a GC pause, a noisy neighbour); both sides see the same load."""
+    t = np.arange(n)
+    load = (1 + 0.6 * np.sin(2 * np.pi * t / 5000) ** 2) * np.where(((t // 1000) % 7 == 3) & (t % 1000 < 150), 2, 1)
+    candidate = rng.random(n) < share
+    latency = 0.02 * load * rng.lognormal(0.0, 0.35, n) * np.where(rng.random(n) < 0.01, rng.uniform(3, 8, n), 1)
+    error_rate = np.full(n, PRODUCTION_ERRORS)
+    agreement = np.ones(n)  # the identical candidate answers what production answers
+    if kind == "p99 +50%":
+        latency = np.where(candidate, latency * 1.5, latency)
+    elif kind.startswith("errors "):
+        extra = float(kind.split()[1].rstrip("%")) / 100
+        error_rate = np.where(candidate, PRODUCTION_ERRORS + extra, error_rate)
+    elif kind == "wrong answers":
+        agreement = rng.beta(2, 5, n)  # mean 0.29: wrong on most inputs
+    elif kind == "different, good":
+        agreement = rng.beta(18, 2, n)  # mean 0.9: disagrees on one input in ten, above min_agreement 0.8
+    compared = candidate & (rng.random(n) < CANARY_COMPARED)
+    return candidate, rng.random(n) < error_rate, latency, np.where(compared, agreement, np.nan)
+
+
+def _one_canary(rng: np.random.Generator, n: int, kind: str, share: float) -> tuple[str | None, int, int]:
+    """Run one canary through registry.sequential.RailMonitor (as the server does): (failed rail or None,
+    candidate requests, all requests) when it ended or ran out."""
+    from registry.sequential import RailMonitor
+
+    monitor = RailMonitor()  # the defaults registry.canary.GuardRails carries (tests/registry/test_sequential.py)
+    candidate, errors, latency, agreement = _traffic(rng, n, share, kind)
+    for i in range(n):
+        on_candidate = bool(candidate[i])
+        monitor.record(on_candidate, bool(errors[i]), float(latency[i]))
+        if not math.isnan(agreement[i]):
+            monitor.compared(float(agreement[i]))
+        if on_candidate or errors[i]:
+            failed = monitor.failure()
+            if failed is not None:
+                return failed.failed, monitor.candidate_requests, i + 1
+    return None, monitor.candidate_requests, n
+
+
+def canary(quick: bool, seed: int) -> list[Row]:
+    """Canaries of a candidate identical to production (and of one that disagrees on 10% of inputs but is
+    good), which must not be rolled back; candidates with +50% latency, 1% and 5% extra 5xx, and wrong answers,
+    which must all be rolled back, with the candidate requests it took."""
+    rng = np.random.default_rng(seed)
+    good, bad = (20, 6) if quick else (400, 100)
+    length, horizon = (6_000, 60_000) if quick else (20_000, 200_000)
+    rows = []
+    for kind, shares in (("identical", (CANARY_SHARE,) if quick else (CANARY_SHARE, 0.5)),
+                         ("different, good", (CANARY_SHARE,))):  # fmt: skip
+        for share in shares:
+            ended = [_one_canary(rng, length, kind, share) for _ in range(good)]
+            rails = sorted({r for r, _, _ in ended if r})
+            detail = {"requests_per_canary": length, "candidate_share": share, "rails_failed": rails}
+            rows.append(measured("canary guard rails", f"false rollback, {kind} candidate, {share:.0%} share",
+                                 good, sum(1 for r, _, _ in ended if r), "false_alarm", 0.01, detail))  # fmt: skip
+    for kind in BAD_CANDIDATES:
+        ended = [_one_canary(rng, horizon, kind, CANARY_SHARE) for _ in range(bad)]
+        took = np.asarray([c for r, c, _ in ended if r], dtype=np.float64)
+        detail = {"candidate_share": CANARY_SHARE, "rails_failed": sorted({r for r, _, _ in ended if r}),
+                  "max_requests": horizon}  # fmt: skip
+        if len(took):
+            detail.update(candidate_requests_median=float(np.median(took)), candidate_requests_max=float(took.max()),
+                          candidate_requests_p90=float(np.percentile(took, 90)))  # fmt: skip
+        rows.append(measured("canary guard rails", f"not rolled back, {kind}", bad,
+                             sum(1 for r, _, _ in ended if not r), "miss", 0.0, detail))  # fmt: skip
+    return rows
+
+
 # --- the runner ------------------------------------------------------------------------------------------------
 
 SIMULATIONS: dict[str, Simulation] = {
     "significance": significance,
+    "canary": canary,
 }
 
 

@@ -53,3 +53,11 @@ def test_json_output_is_only_rows(capsys: pytest.CaptureFixture[str], monkeypatc
     assert rows == [measured("tiny", "seed 3, quick True", 10, 0, "false_alarm", 0.1).to_json()]
     with pytest.raises(SystemExit, match="unknown decision"):
         decisions.main(["--quick", "--only", "nonsense"])
+
+
+def test_canary_guard_rails_keep_good_candidates_and_roll_back_bad_ones() -> None:
+    rows = decisions.canary(quick=True, seed=0)
+    assert_targets_met(rows)
+    bad = [r for r in rows if r.measure.startswith("not rolled back")]
+    assert len(bad) == 4 and all(r.misses == 0 and r.detail["candidate_requests_max"] > 0 for r in bad)
+    assert all(r.false_alarms == 0 for r in rows if r.measure.startswith("false rollback"))
