@@ -13,6 +13,9 @@ that have no footprint yet (those registered before the hook) on this machine an
 
 A version is on the frontier when no other version is at least as good on all three of metric, parameters and
 p50 latency and strictly better on one (latencies within 10% of each other count as equal: timing noise).
+Versions are only compared within their task and ranking metric: an AUC and an IoU are not on one scale, so
+there is one frontier (and one best-under-budget ladder) per (task, metric, mode). int8 versions (registered by
+`kiln optimize`) are placed like any other version, with their own metric and footprint, labelled "int8 of vN".
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ class Entry:
         return f"{self.model} v{self.version}"
 
     @property
+    def group(self) -> tuple[str, str, str]:
+        """(task, metric, mode): versions are ranked against each other only within one group."""
+        return self.task or "unknown task", self.metric, self.mode
+
+    @property
     def complete(self) -> bool:
         return None not in (self.value, self.parameters, self.latency_p50_ms)
 
@@ -70,6 +78,8 @@ class Budget:
     max_params: float | None
     max_latency_ms: float | None
     best: Entry | None
+    task: str = ""  # the group the budget ranks (one ladder per task and metric)
+    metric: str = ""
 
     def describe(self) -> str:
         parts = []
@@ -81,7 +91,8 @@ class Budget:
 
     def to_json(self) -> dict[str, Any]:
         best = self.best.label if self.best else None
-        return {"max_params": self.max_params, "max_latency_ms": self.max_latency_ms, "best": best}
+        return {"max_params": self.max_params, "max_latency_ms": self.max_latency_ms, "best": best,
+                "task": self.task, "metric": self.metric}  # fmt: skip
 
 
 def collect(
@@ -143,12 +154,22 @@ def dominates(a: Entry, b: Entry, latency_tolerance: float = LATENCY_TOLERANCE) 
     return no_worse and better
 
 
+def groups(entries: Iterable[Entry]) -> dict[tuple[str, str, str], list[Entry]]:
+    """Entries by (task, metric, mode), in sorted group order."""
+    out: dict[tuple[str, str, str], list[Entry]] = {}
+    for entry in entries:
+        out.setdefault(entry.group, []).append(entry)
+    return dict(sorted(out.items()))
+
+
 def mark_frontier(entries: Sequence[Entry]) -> list[Entry]:
-    """Set `frontier` on the non-dominated complete entries; returns them, smallest first."""
+    """Set `frontier` on the complete entries no entry of their own group dominates; returns them by group, then
+    smallest first. A version of another task or ranked by another metric never dominates (AUC is not IoU)."""
     complete = [e for e in entries if e.complete]
     for entry in complete:
-        entry.frontier = not any(dominates(other, entry) for other in complete if other is not entry)
-    return sorted((e for e in complete if e.frontier), key=lambda e: (e.parameters, e.latency_p50_ms))
+        rivals = (o for o in complete if o is not entry and o.group == entry.group)
+        entry.frontier = not any(dominates(other, entry) for other in rivals)
+    return sorted((e for e in complete if e.frontier), key=lambda e: (e.group, e.parameters, e.latency_p50_ms))
 
 
 def best_under(entries: Iterable[Entry], max_params: float | None, max_latency_ms: float | None) -> Entry | None:
@@ -163,11 +184,16 @@ def best_under(entries: Iterable[Entry], max_params: float | None, max_latency_m
 
 
 def budgets(entries: Sequence[Entry], max_params: float | None, max_latency_ms: float | None) -> list[Budget]:
-    """The given budget, or (none given) a ladder of parameter budgets, each with its best version."""
-    if max_params is not None or max_latency_ms is not None:
-        return [Budget(max_params, max_latency_ms, best_under(entries, max_params, max_latency_ms))]
-    ladder = [Budget(float(p), None, best_under(entries, p, None)) for p in DEFAULT_PARAM_BUDGETS]
-    return ladder + [Budget(None, None, best_under(entries, None, None))]
+    """Per (task, metric) group: the given budget, or (none given) a ladder of parameter budgets, each with its
+    best version of that group."""
+    out: list[Budget] = []
+    for (task, metric, _), members in groups(e for e in entries if e.complete).items():
+        if max_params is not None or max_latency_ms is not None:
+            limits: list[tuple[float | None, float | None]] = [(max_params, max_latency_ms)]
+        else:
+            limits = [(float(p), None) for p in DEFAULT_PARAM_BUDGETS] + [(None, None)]
+        out += [Budget(p, ms, best_under(members, p, ms), task, metric) for p, ms in limits]
+    return out
 
 
 def measure_missing(client: MlflowClient, entries: Sequence[Entry]) -> int:
@@ -205,6 +231,15 @@ class Leaderboard:
             "entries": [e.to_json() for e in self.entries],
             "frontier": [e.label for e in self.frontier],
             "budgets": [b.to_json() for b in self.budgets],
+            "groups": [
+                {
+                    "task": key[0],
+                    "metric": key[1],
+                    "mode": key[2],
+                    "frontier": [e.label for e in self.frontier if e.group == key],
+                }
+                for key in groups(self.entries)
+            ],
         }
 
 
@@ -233,21 +268,27 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def render(board: Leaderboard) -> str:
-    """The frontier table, the best under each budget, and what could not be placed."""
-    lines = ["Pareto frontier (metric vs parameters vs p50 latency, batch 1):"]
-    lines += _table(board.frontier)
-    lines += ["", "Best under each budget:"]
-    for budget in board.budgets:
-        best = budget.best
-        text = f"{best.label}  {best.metric}={_fmt(best.value, '.4f')}" if best else "(none fits)"
-        lines.append(f"  {budget.describe():<32} {text}")
+    """Per task and metric: the frontier table, the best under each budget, the dominated; then the unplaced."""
+    lines: list[str] = []
+    for (task, metric, mode), members in groups(e for e in board.entries if e.complete).items():
+        better = "higher" if mode == "max" else "lower"
+        if lines:
+            lines.append("")
+        lines += [f"== {task}: ranked by {metric} ({better} is better) ==",
+                  "Pareto frontier (metric vs parameters vs p50 latency, batch 1):"]  # fmt: skip
+        lines += _table([e for e in board.frontier if e.group == (task, metric, mode)])
+        lines += ["", "Best under each budget:"]
+        for budget in (b for b in board.budgets if (b.task, b.metric) == (task, metric)):
+            best = budget.best
+            text = f"{best.label}  {best.metric}={_fmt(best.value, '.4f')}" if best else "(none fits)"
+            lines.append(f"  {budget.describe():<32} {text}")
+        others = [e for e in members if not e.frontier]
+        if others:
+            lines += ["", "Dominated (within this task and metric):"] + _table(others)
     incomplete = [e for e in board.entries if not e.complete]
     if incomplete:
         names = ", ".join(e.label for e in incomplete)
         lines += ["", f"Not placed (no metric or no footprint; try --measure): {names}"]
-    others = [e for e in board.entries if e.complete and not e.frontier]
-    if others:
-        lines += ["", "Dominated:"] + _table(others)
     return "\n".join(lines)
 
 
@@ -278,21 +319,30 @@ def plot(board: Leaderboard, path: Path) -> Path:
     placed = [e for e in board.entries if e.complete]
     if not placed:
         raise UserError("nothing to plot: no version has both a metric and a footprint (try --measure)")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    points = ax.scatter([e.parameters for e in placed], [e.value for e in placed],
-                        c=[e.latency_p50_ms for e in placed], cmap="viridis", s=40, zorder=3)  # fmt: skip
-    fig.colorbar(points, ax=ax, label="p50 latency, ms (batch 1)")
-    front = sorted(board.frontier, key=lambda e: e.parameters or 0)
-    ax.plot([e.parameters for e in front], [e.value for e in front], "r--", lw=1, label="Pareto frontier")
-    for e in placed:
-        ax.annotate(e.label, (e.parameters, e.value), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel(placed[0].metric)
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
+    by_group = groups(placed)
+    fig, axes = plt.subplots(len(by_group), 1, figsize=(7, 4.5 * len(by_group)), squeeze=False)
+    for ax, ((task, metric, _), members) in zip(axes[:, 0], by_group.items(), strict=True):
+        _plot_group(fig, ax, members, [e for e in board.frontier if e in members], f"{task}: {metric}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _plot_group(fig: Any, ax: Any, placed: list[Entry], frontier: list[Entry], title: str) -> None:
+    """One task's versions: metric against parameters (log scale), p50 latency as colour, the frontier as a line."""
+    points = ax.scatter([e.parameters for e in placed], [e.value for e in placed],
+                        c=[e.latency_p50_ms for e in placed], cmap="viridis", s=40, zorder=3)  # fmt: skip
+    fig.colorbar(points, ax=ax, label="p50 latency, ms (batch 1)")
+    front = sorted(frontier, key=lambda e: e.parameters or 0)
+    ax.plot([e.parameters for e in front], [e.value for e in front], "r--", lw=1, label="Pareto frontier")
+    for e in placed:
+        label = e.label + (" int8" if e.source_version else "")
+        ax.annotate(label, (e.parameters, e.value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(placed[0].metric)
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)

@@ -105,3 +105,33 @@ def test_measure_profiles_a_version_without_a_footprint(mlflow_uri, tmp_path: Pa
     entry = json.loads(result.output)["entries"][0]
     assert entry["parameters"] == 10 and entry["flops"] == 2 * 9 * 16 * 16 and entry["latency_p50_ms"] > 0
     assert "latency_p50_ms" in client.get_run(run.info.run_id).data.metrics
+
+
+def test_each_task_has_its_own_frontier_ranked_by_its_own_metric(board) -> None:
+    """Without --task, a tabular AUC of 0.99 must not push every segmentation IoU under "Dominated"; an int8
+    version is placed on its own task's frontier when it trades metric for speed."""
+    client = mlflow.MlflowClient()
+    with mlflow.start_run() as run:
+        mlflow.log_metrics({"val_auc": 0.97, "num_parameters": 20, "latency_p50_ms": 0.05, "latency_p99_ms": 0.1})
+    client.create_registered_model("skin")
+    client.create_model_version("skin", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    for key, value in {"kiln.task": "tabular", "kiln.metric": "val_auc", "kiln.mode": "max"}.items():
+        client.set_model_version_tag("skin", "1", key, value)
+    with mlflow.start_run() as run:  # mid v2: int8 of v1, a little worse, faster
+        mlflow.log_metrics({"best_val_iou": 0.745, "num_parameters": 9_000, "latency_p50_ms": 0.5,
+                            "latency_p99_ms": 1.0})  # fmt: skip
+    client.create_model_version("mid", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    tags = {"kiln.task": "segmentation", "kiln.metric": "best_val_iou", "kiln.mode": "max", "kiln.source_version": "1"}
+    for key, value in tags.items():
+        client.set_model_version_tag("mid", "2", key, value)
+    out = json.loads(CliRunner().invoke(leaderboard_command, ["--json"]).output)
+    fronts = {(g["task"], g["metric"]): g["frontier"] for g in out["groups"]}
+    assert fronts[("segmentation", "best_val_iou")] == ["tiny v1", "mid v2", "mid v1", "big v1"]
+    assert sorted(fronts[("tabular", "best_val_iou")] + fronts[("tabular", "val_auc")]) == ["other_task v1", "skin v1"]
+    best = {(b["task"], b["metric"], b["max_params"]): b["best"] for b in out["budgets"]}
+    assert best[("segmentation", "best_val_iou", None)] == "big v1" and best[("tabular", "val_auc", None)] == "skin v1"
+    text = CliRunner().invoke(leaderboard_command, []).output
+    seg = text.split("== segmentation: ranked by best_val_iou (higher is better) ==")[1].split("==")[0]
+    assert "mid v2 (int8 of v1)" in seg.split("Best under each budget:")[0]
+    assert "wide v1" in seg.split("Dominated (within this task and metric):")[1]
+    assert "== tabular: ranked by val_auc (higher is better) ==" in text
