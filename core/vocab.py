@@ -87,6 +87,7 @@ TUNE_BEST_RUN = TUNE_PREFIX + "best_run"
 TUNE_BEST_PREFIX = TUNE_PREFIX + "best."  # + a hyperparameter: the best trial's value
 TUNE_REGISTERED_VERSION = TUNE_PREFIX + "registered_version"
 TUNE_REFIT_RUN = TUNE_PREFIX + "refit_run"
+TUNE_REGISTERED_RUN = TUNE_PREFIX + "registered_run"  # the trial run the registered version was exported from
 STUDY_WORKER_ATTR = "kiln.worker"  # Optuna trial user attribute: the worker process that ran it
 STUDY_PARENT_ATTR = "kiln.parent_run_id"  # Optuna study user attributes
 STUDY_TARGET_ATTR = "kiln.target"
@@ -105,6 +106,8 @@ CV_REGISTERED_RUN = CV_PREFIX + "registered_run"
 CV_VALUES_PREFIX = CV_PREFIX + "values."  # + metric: JSON list of the per-fold or per-seed values
 
 # --- registry ---
+DEFAULT_ALIAS = "production"  # the alias promotions move unless told otherwise (an MLflow alias, not a tag)
+CANARY_ALIAS = "canary"  # the alias of a running canary's candidate
 HISTORY_PREFIX = "kiln.history."  # registered-model tags, + a UTC time: the promotion timeline (JSON)
 CANARY = "kiln.canary"  # registered-model tag: the running canary (JSON)
 PROMOTION_MODEL = "kiln.promotion.model"  # run tags of the MLproject `promote` entry point

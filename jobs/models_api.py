@@ -5,7 +5,9 @@
          -d '{"version": 3, "metric": "val_iou", "min_value": 0.7, "reason": "beats v2 on the new drawings"}'
 
 Promotion goes through `registry.promotion.promote`, the same gated move as `kiln promote`: a refused gate
-is a 409 whose `detail` names the metric and both numbers, and `checks` lists every gate's verdict.
+is a 409 whose `detail` names the metric and both numbers, and `checks` lists every gate's verdict. Every
+policy (gates, warnings, guard-rail defaults and merge, a rollback ending a canary) is registry/'s: these routes
+parse the body and return what the registry returns.
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ from fastapi import APIRouter, Request
 from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from registry.baseline import baseline_warning
-from registry.canary import GuardRails, NoCanaryError, end_canary, finish_canary, read_canary, start_canary
-from registry.errors import InvalidRequestError
+from registry.canary import NoCanaryError, end_canary, read_canary, start_canary
 from registry.lookup import get_model, run_metrics
 from registry.models import key_metrics, list_models
-from registry.promotion import DEFAULT_ALIAS, history, promote, rollback
+from registry.promotion import DEFAULT_ALIAS, finish_canary, history, promote, rollback
 
 MAX_VERSIONS = 30  # newest versions listed per model, for the promote menu
 MAX_EVENTS = 10  # newest history events shown per model
@@ -62,7 +62,7 @@ class CanaryRequest(BaseModel):
     version: int | str | None = None
     percent: float = Field(gt=0, lt=100)
     alias: str = DEFAULT_ALIAS
-    guards: dict[str, float] = Field(default_factory=dict)  # registry.canary.GuardRails fields to change
+    guards: dict[str, float] = Field(default_factory=dict)  # GuardRails fields to change (registry.canary.merge_guards)
     reason: str = ""
     by: str | None = Field(default=None, max_length=200)
 
@@ -147,14 +147,7 @@ def models_router() -> APIRouter:
 
     @router.post("/{name}/promote")
     def promote_version(name: str, body: PromoteRequest, request: Request) -> dict[str, Any]:
-        client = _client(request)
-        result = promote(name, **body.model_dump(), client=client)
-        data = _result_json(result)
-        warning = None
-        if result.moved and result.previous_version is None:  # first promotion: judged against the baseline only
-            warning = baseline_warning(client, name, result.version, metric=body.metric)
-        data["warnings"] = [warning] if warning else []
-        return data
+        return _result_json(promote(name, **body.model_dump(), client=_client(request)))
 
     @router.get("/{name}/canary")
     def canary(name: str, request: Request) -> dict[str, Any]:
@@ -163,15 +156,8 @@ def models_router() -> APIRouter:
 
     @router.post("/{name}/canary")
     def start_or_step_canary(name: str, body: CanaryRequest, request: Request) -> dict[str, Any]:
-        client = _client(request)
-        running = read_canary(client, name)
-        base = running.guards.to_json() if running is not None else GuardRails().to_json()
-        unknown = sorted(set(body.guards) - set(base))
-        if unknown:
-            raise InvalidRequestError(f"unknown guard rails {unknown}; known: {sorted(base)}")
-        guards = GuardRails(**{**base, **body.guards}) if body.guards else None
-        spec = start_canary(name, version=body.version, percent=body.percent, alias=body.alias, guards=guards,
-                            reason=body.reason, by=body.by, client=client)  # fmt: skip
+        spec = start_canary(name, version=body.version, percent=body.percent, alias=body.alias, guards=body.guards,
+                            reason=body.reason, by=body.by, client=_client(request))  # fmt: skip
         return {"running": True, **spec.to_json()}
 
     @router.post("/{name}/canary/finish")

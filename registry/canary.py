@@ -5,6 +5,9 @@
     kiln promote edgnet --finish-canary                  # production -> v4 through the usual gates; canary over
     kiln rollback edgnet                                 # ends the canary (production unchanged)
 
+Finishing a canary is a promotion and ending one is part of a rollback: both live in registry/promotion.py
+(`finish_canary`, `rollback`), which builds on this module.
+
 The split lives in the registry, not in one server: the `canary` alias points at the candidate and the
 registered-model tag `kiln.canary` holds the percentage, the production version it runs against and the guard
 rails (JSON). Every `kiln serve` watching the model reads them on its next poll (or webhook) and routes the same
@@ -17,7 +20,8 @@ canary and change nothing. Each start, step, rollback and finish is an event of 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from mlflow import MlflowClient
@@ -25,12 +29,12 @@ from mlflow.exceptions import MlflowException
 
 from core import vocab
 from registry.errors import InvalidRequestError, RegistryError
-from registry.history import AliasEvent, now_utc, record_event
+from registry.history import AliasEvent, default_user, now_utc, record_event
 from registry.lookup import alias_holder, check_alias, get_model, get_version, parse_version, tags_of
-from registry.promotion import DEFAULT_ALIAS, PromotionResult, default_user, promote
 
 CANARY_TAG = vocab.CANARY
-CANARY_ALIAS = "canary"
+CANARY_ALIAS = vocab.CANARY_ALIAS
+DEFAULT_ALIAS = vocab.DEFAULT_ALIAS
 
 
 class NoCanaryError(RegistryError):
@@ -101,6 +105,33 @@ def read_canary(client: MlflowClient, model: str) -> CanarySpec | None:
     return CanarySpec.parse(model, text) if text else None
 
 
+def merge_guards(running: CanarySpec | None, changes: Mapping[str, Any] | None) -> GuardRails | None:
+    """The guard rails a canary start or step asks for: `changes` (GuardRails field -> value) over the running
+    canary's rails, or over the defaults when none runs; None when nothing changes. Every front end passes its
+    raw changes here. An unknown name or a value of the wrong kind raises InvalidRequestError naming it."""
+    if not changes:
+        return None
+    kinds = {f.name: f.type for f in fields(GuardRails)}
+    unknown = sorted(set(changes) - set(kinds))
+    if unknown:
+        raise InvalidRequestError(f"unknown guard rails {unknown}; known: {sorted(kinds)}")
+    base = (running.guards if running is not None else GuardRails()).to_json()
+    for name, value in changes.items():
+        base[name] = _guard_value(name, value, kinds[name])
+    return GuardRails(**base).checked()
+
+
+def _guard_value(name: str, value: Any, kind: Any) -> int | float:
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if number is None:
+        raise InvalidRequestError(f"guard rail {name}={value!r} is not a number")
+    if kind in (int, "int"):
+        if float(number) != int(number):
+            raise InvalidRequestError(f"guard rail {name}={value!r} must be a whole number")
+        return int(number)
+    return float(number)
+
+
 def check_percent(percent: float) -> float:
     if not 0 < percent < 100:
         raise InvalidRequestError(f"canary percent {percent!r} must be above 0 and below 100")
@@ -113,17 +144,20 @@ def start_canary(
     version: int | str | None = None,
     percent: float,
     alias: str = DEFAULT_ALIAS,
-    guards: GuardRails | None = None,
+    guards: GuardRails | Mapping[str, Any] | None = None,
     reason: str = "",
     by: str | None = None,
     client: MlflowClient | None = None,
 ) -> CanarySpec:
     """Send `percent` of `model`'s traffic to `version` while `alias` keeps the rest; with a canary of the same
-    version running (or no version given), change its percent (a step)."""
+    version running (or no version given), change its percent (a step). `guards` is a GuardRails, or changes
+    to the running canary's rails (or to the defaults) as `merge_guards` reads them."""
     client = client or MlflowClient()
     check_alias(alias)
     percent = check_percent(percent)
     running = read_canary(client, model)
+    if guards is not None and not isinstance(guards, GuardRails):
+        guards = merge_guards(running, guards)
     if running is not None and (version is None or parse_version(version) == running.version):
         return _step(client, running, percent, guards, reason, by or default_user())
     if running is not None:
@@ -195,34 +229,6 @@ def end_canary(
     if int(registered.aliases.get(CANARY_ALIAS, 0) or 0) == running.version:
         client.delete_registered_model_alias(model, CANARY_ALIAS)
     return _record(client, running, f"canary-{outcome}", reason, by or default_user(), numbers)
-
-
-def finish_canary(
-    model: str,
-    *,
-    metric: str | None = None,
-    mode: str | None = None,
-    min_value: float | None = None,
-    max_value: float | None = None,
-    force: bool = False,
-    reason: str = "",
-    by: str | None = None,
-    client: MlflowClient | None = None,
-) -> PromotionResult:
-    """Move the canary's alias to its candidate through the usual gates (registry.promotion.promote), then end
-    the canary. A refused gate raises PromotionRefusedError and leaves the canary running."""
-    client = client or MlflowClient()
-    running = read_canary(client, model)
-    if running is None:
-        raise NoCanaryError(f"no canary is running on {model}; nothing to finish")
-    result = promote(
-        model, version=running.version, alias=running.alias, metric=metric, mode=mode, min_value=min_value,
-        max_value=max_value, force=force, reason=reason or f"canary of v{running.version} finished", by=by,
-        client=client,
-    )  # fmt: skip
-    end_canary(model, outcome="finish", reason=result.event.reason if result.event else reason, by=by,
-               numbers={"percent": running.percent}, version=running.version, client=client)  # fmt: skip
-    return result
 
 
 def _write(client: MlflowClient, spec: CanarySpec) -> None:

@@ -26,16 +26,18 @@ if TYPE_CHECKING:  # mlflow is imported when a command runs: `kiln promote --hel
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Guard-rail flags. Their defaults belong to registry.canary.GuardRails (which imports mlflow, too slow to load
+# for --help); a canary's start prints the rails in effect. tests/registry/test_parity.py keeps these names equal.
 GUARD_FLAGS = {
-    "max_error_rate": ("--max-error-rate", float, "Canary: end it when its 5xx share is above this [0.05]."),
+    "max_error_rate": ("--max-error-rate", float, "Canary: end it once its 5xx share is proved above this."),
     "max_p99_ratio": (
         "--max-p99-ratio",
         float,
-        "Canary: end it when its p99 is above this multiple of production's [2].",
+        "Canary: end it once its latency tail is proved above this multiple of production's.",
     ),
-    "min_agreement": ("--min-agreement", float, "Canary: end it when its shadow agreement is below this [0.8]."),
-    "min_requests": ("--min-requests", int, "Canary: requests in the window before guard rails judge [20]."),
-    "window_seconds": ("--window-seconds", float, "Canary: the sliding window the guard rails look at [120]."),
+    "min_agreement": ("--min-agreement", float, "Canary: end it once its mean shadow agreement is proved below this."),
+    "min_requests": ("--min-requests", int, "Canary: answers (and shadow comparisons) before guard rails judge."),
+    "window_seconds": ("--window-seconds", float, "Canary: the window of counts its status route shows."),
 }
 
 
@@ -82,7 +84,8 @@ def canary_command(
     reason: str,
     gates: dict[str, Any],
 ) -> CanaryOutcome:
-    from registry.canary import GuardRails, finish_canary, read_canary, start_canary
+    from registry.canary import read_canary, start_canary
+    from registry.promotion import finish_canary
 
     if finish and percent is not None:
         raise InvalidRequestError("give --canary PERCENT or --finish-canary, not both")
@@ -94,9 +97,7 @@ def canary_command(
     from mlflow import MlflowClient
 
     running = read_canary(MlflowClient(), model)
-    base = running.guards if running is not None else GuardRails()
-    rails = GuardRails(**{**base.to_json(), **guards}) if guards else None
-    spec = start_canary(model, version=version, percent=percent, alias=alias, guards=rails, reason=reason)
+    spec = start_canary(model, version=version, percent=percent, alias=alias, guards=guards, reason=reason)
     return CanaryOutcome(model, "step" if running is not None else "start", spec=spec)
 
 
@@ -117,20 +118,6 @@ def describe_canary(outcome: CanaryOutcome) -> list[str]:
         f"p99 <= {g.max_p99_ratio:g}x production's, shadow agreement >= {g.min_agreement:g}",
         "  servers watching the model apply it on their next poll; send X-Kiln-Routing-Key for sticky routing",
     ]
-
-
-def end_running_canary(model: str, to_version: str | None, reason: str) -> AliasEvent | None:
-    """`kiln rollback` while a canary runs: end it (a --to VERSION asks for a real rollback instead)."""
-    if to_version is not None:
-        return None
-    from mlflow import MlflowClient
-
-    from registry.canary import end_canary, read_canary
-
-    client = MlflowClient()
-    if read_canary(client, model) is None:
-        return None
-    return end_canary(model, outcome="rollback", reason=reason or "ended by kiln rollback", client=client)
 
 
 def canary_columns(event: AliasEvent) -> tuple[str, str]:

@@ -20,13 +20,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
-from registry.canary_cli import (
-    canary_columns,
-    canary_command,
-    canary_options,
-    describe_canary,
-    end_running_canary,
-)
+from core import vocab
+from registry.canary_cli import canary_columns, canary_command, canary_options, describe_canary
 from registry.errors import RegistryError
 from registry.gates import better_word, fmt
 
@@ -35,7 +30,7 @@ if TYPE_CHECKING:  # mlflow (seconds to import) loads when a command runs, not f
     from registry.models import ModelSummary
     from registry.promotion import PromotionResult
 
-DEFAULT_ALIAS = "production"  # registry.promotion.DEFAULT_ALIAS; tests/registry/test_cli.py keeps them equal
+DEFAULT_ALIAS = vocab.DEFAULT_ALIAS
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -83,6 +78,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def describe_result(result: PromotionResult) -> list[str]:
     was = f"v{result.previous_version}" if result.previous_version is not None else "no version"
+    ended = result.ended_canary
+    if ended is not None and not result.moved:
+        return [f"ended the canary of {result.model} v{ended.version}; {result.alias} stays on v{result.version}"]
     if not result.moved:
         return [f"{result.model} v{result.version} already holds {result.alias}; nothing to do"]
     verb = "rolled back" if result.action == "rollback" else "promoted"
@@ -94,7 +92,15 @@ def describe_result(result: PromotionResult) -> list[str]:
     lines += [f"  {'ok  ' if c.passed else 'FAIL'} {c.gate}: {c.detail}" for c in result.checks]
     if result.forced and result.event is not None and result.event.overridden:
         lines.append(f"  override recorded: {len(result.event.overridden)} failed gate(s) in {result.event.key}")
+    if ended is not None:
+        lines.append(f"  ended the canary of v{ended.version} first")
     return lines
+
+
+def echo_warnings(result: PromotionResult | None) -> None:
+    """The registry's warnings about a move that went through, on stderr (stdout may be --json)."""
+    for warning in result.warnings if result is not None else ():
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.command("promote")
@@ -138,9 +144,6 @@ def promote_command(
 
     With --canary PERCENT the version first answers that share of the traffic (sticky per routing key) while
     ALIAS keeps the rest; servers end it by themselves when a guard rail fails. --finish-canary promotes it."""
-    from mlflow import MlflowClient
-
-    from registry.baseline import baseline_warning
     from registry.promotion import promote
 
     if canary is not None or finish_canary:
@@ -155,16 +158,14 @@ def promote_command(
             dict(metric=metric, mode=mode, min_value=min_value, max_value=max_value, force=force),
         )
         click.echo(to_json(outcome) if as_json else "\n".join(describe_canary(outcome)))
+        echo_warnings(outcome.promotion)
         return
     result = promote(
         model, version=version, run_id=run_id, alias=alias, metric=metric, mode=mode,
         min_value=min_value, max_value=max_value, force=force, reason=reason, significance=significance,
     )  # fmt: skip
     click.echo(to_json(result) if as_json else "\n".join(describe_result(result)))
-    if result.moved and result.previous_version is None:  # a first promotion: nothing to compare with but the baseline
-        warning = baseline_warning(MlflowClient(), model, result.version, metric=metric)
-        if warning:
-            click.echo(f"warning: {warning}", err=True)
+    echo_warnings(result)
 
 
 @click.command("rollback")
@@ -176,14 +177,9 @@ def promote_command(
 @reported
 def rollback_command(model: str, alias: str, to_version: str | None, reason: str, as_json: bool) -> None:
     """Move ALIAS of MODEL back to the version that held it before (no gates); recorded like a promotion.
-    While a canary runs on MODEL, end the canary instead (production stays where it is)."""
+    While a canary runs on MODEL, end the canary instead (ALIAS stays where it is; with --to it moves too)."""
     from registry.promotion import rollback
 
-    ended = end_running_canary(model, to_version, reason)
-    if ended is not None:
-        click.echo(to_json(ended) if as_json else f"ended the canary of {model} v{ended.version}; "
-                   f"{ended.alias} stays on v{ended.previous_version}")  # fmt: skip
-        return
     result = rollback(model, alias=alias, to_version=to_version, reason=reason)
     click.echo(to_json(result) if as_json else "\n".join(describe_result(result)))
 

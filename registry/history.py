@@ -16,7 +16,9 @@ Keys are `kiln.history.<UTC time to the microsecond>.<4 hex>`, so they sort by t
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -190,3 +192,14 @@ def rollback_target(events: Sequence[AliasEvent], alias: str, current: int | Non
     if stack[-1] != current:
         return stack[-1]
     return stack[-2] if len(stack) >= 2 else None
+
+
+def default_user() -> str:
+    """Who to record as `promoted_by`: $KILN_USER (set it in CI or a web service), else the login name."""
+    user = os.environ.get("KILN_USER")
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -11,8 +11,6 @@ version's source run (`version.run_id`), latest value per metric.
 
 from __future__ import annotations
 
-import getpass
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +19,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 
 from core import vocab
+from registry.baseline import baseline_warning
+from registry.canary import NoCanaryError, end_canary, read_canary
 from registry.errors import (
     InvalidRequestError,
     MetricMissingError,
@@ -40,7 +40,7 @@ from registry.gates import (
     infer_mode,
     run_gates,
 )
-from registry.history import AliasEvent, now_utc, parse_events, record_event, rollback_target
+from registry.history import AliasEvent, default_user, now_utc, parse_events, record_event, rollback_target
 from registry.lookup import (
     alias_holder,
     check_alias,
@@ -54,7 +54,8 @@ from registry.lookup import (
 )
 from registry.significance import SignificanceOutcome, check_alpha, significance_gate
 
-DEFAULT_ALIAS = "production"
+DEFAULT_ALIAS = vocab.DEFAULT_ALIAS
+__all__ = ["DEFAULT_ALIAS", "PromotionResult", "default_user", "finish_canary", "history", "promote", "rollback"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class PromotionResult:
     checks: tuple[GateCheck, ...] = ()  # every gate that applied, passed or not
     event: AliasEvent | None = None  # the history entry written; None when nothing moved
     significance: dict[str, Any] | None = None  # the significance gate's numbers, when --significance was given
+    warnings: tuple[str, ...] = ()  # what a front end shows beside a move that went through (a first promotion
+    # no better than the family's trivial baseline)
+    ended_canary: AliasEvent | None = None  # a rollback that ended the model's running canary: that event
 
 
 @dataclass(frozen=True)
@@ -93,17 +97,6 @@ class _Move:
     value: float | None = None
     previous_value: float | None = None
     significance: dict[str, Any] | None = None
-
-
-def default_user() -> str:
-    """Who to record as `promoted_by`: $KILN_USER (set it in CI or a web service), else the login name."""
-    user = os.environ.get("KILN_USER")
-    if user:
-        return user
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def promote(
@@ -164,7 +157,16 @@ def promote(
                  significance=stats)  # fmt: skip
     move = _with_metric(move, choice, value, current_value)
     event = _move_alias(client, move)
-    return _result(move, event, checks)
+    return _result(move, event, checks, _warnings(client, move))
+
+
+def _warnings(client: MlflowClient, move: _Move) -> tuple[str, ...]:
+    """A first promotion has no holder to be judged against: warn when it is no better than its baseline."""
+    if move.previous is not None:
+        return ()
+    metric = move.metric.metric if move.metric is not None else None
+    warning = baseline_warning(client, move.model, move.version, metric=metric)
+    return (warning,) if warning else ()
 
 
 def _significance(
@@ -222,9 +224,17 @@ def rollback(
 
     No gates run: a rollback is the way out of a bad promotion. Successive rollbacks walk further back
     through the timeline. Raises `NothingToRollBackError` (HTTP 409) when there is no earlier version.
+    A canary running against `alias` is ended first (a "canary-rollback" event); without `to_version` that is
+    all a rollback does (the alias stays where it is, `ended_canary` says what ended), with it the alias moves too.
     """
     client = client or MlflowClient()
     check_alias(alias)
+    get_model(client, model)
+    ended = _end_canary(client, model, alias, to_version is not None, reason, by)
+    if ended is not None and to_version is None:
+        holder = alias_holder(get_model(client, model), alias)
+        version = holder if holder is not None else int(ended.previous_version or 0)
+        return PromotionResult(model, alias, version, holder, moved=False, action="rollback", ended_canary=ended)
     registered = get_model(client, model)
     current = alias_holder(registered, alias)
     target = _rollback_target(client, registered, alias, current, to_version)
@@ -236,7 +246,47 @@ def rollback(
         reason = f"rollback from v{current}"
     move = _Move(model, alias, "rollback", target, current, by or default_user(), reason)
     move = _with_metric(move, choice, value, current_value)
-    return _result(move, _move_alias(client, move), ())
+    result = _result(move, _move_alias(client, move), ())
+    return result if ended is None else PromotionResult(**{**result.__dict__, "ended_canary": ended})
+
+
+def _end_canary(
+    client: MlflowClient, model: str, alias: str, moving: bool, reason: str, by: str | None
+) -> AliasEvent | None:
+    """End the canary running against `alias` of `model`, if any; the rollback's reason goes with it."""
+    running = read_canary(client, model)
+    if running is None or running.alias != alias:
+        return None
+    why = reason or ("ended by a rollback" if not moving else f"ended by a rollback of {alias}")
+    return end_canary(model, outcome="rollback", reason=why, version=running.version, by=by, client=client)
+
+
+def finish_canary(
+    model: str,
+    *,
+    metric: str | None = None,
+    mode: str | None = None,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    force: bool = False,
+    reason: str = "",
+    by: str | None = None,
+    client: MlflowClient | None = None,
+) -> PromotionResult:
+    """Move the canary's alias to its candidate through the usual gates (`promote`), then end the canary.
+    A refused gate raises PromotionRefusedError and leaves the canary running."""
+    client = client or MlflowClient()
+    running = read_canary(client, model)
+    if running is None:
+        raise NoCanaryError(f"no canary is running on {model}; nothing to finish")
+    result = promote(
+        model, version=running.version, alias=running.alias, metric=metric, mode=mode, min_value=min_value,
+        max_value=max_value, force=force, reason=reason or f"canary of v{running.version} finished", by=by,
+        client=client,
+    )  # fmt: skip
+    end_canary(model, outcome="finish", reason=result.event.reason if result.event else reason, by=by,
+               numbers={"percent": running.percent}, version=running.version, client=client)  # fmt: skip
+    return result
 
 
 def history(model: str, *, alias: str | None = None, client: MlflowClient | None = None) -> list[AliasEvent]:
@@ -394,8 +444,10 @@ def _version_tags(event: AliasEvent) -> dict[str, str]:
     return tags
 
 
-def _result(move: _Move, event: AliasEvent, checks: tuple[GateCheck, ...]) -> PromotionResult:
+def _result(
+    move: _Move, event: AliasEvent, checks: tuple[GateCheck, ...], warnings: tuple[str, ...] = ()
+) -> PromotionResult:
     return PromotionResult(
         move.model, move.alias, move.version, move.previous, True, move.action, move.forced, move.metric,
-        move.value, move.previous_value, checks, event, move.significance,
+        move.value, move.previous_value, checks, event, move.significance, warnings,
     )  # fmt: skip

@@ -59,7 +59,7 @@ def test_finish_goes_through_the_gates(client: MlflowClient, make_version: MakeV
     assert refused.exit_code == 1 and "worse than production v1's 0.8" in refused.output
     assert read_canary(client, "seg") is not None  # a refused finish leaves the canary running
     with pytest.raises(PromotionRefusedError):
-        from registry.canary import finish_canary
+        from registry.promotion import finish_canary
 
         finish_canary("seg", metric="val_iou", client=client)
 
