@@ -8,6 +8,8 @@ PYTEST_ARGS ?=
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+# The runs table in MLflow 3's model-training view (core/ui_links.py); without the query it opens on GenAI pages.
+MLFLOW_RUNS_URL := http://127.0.0.1:5000/\#/experiments/0/runs?workflowType=machine_learning
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 export PYTHONUNBUFFERED := 1
@@ -41,7 +43,7 @@ postgres-deps:
 run: $(STAMP)
 	$(VENV)/bin/mlflow run . -e edgnet_large --env-manager local \
 	  -P epochs=6 -P img_size=96 -P batch_size=8 -P lr=0.002 -P num_samples=60
-	@echo "Open the MLflow UI with: $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
+	@echo "Open the MLflow UI with: make ui, then $(MLFLOW_RUNS_URL)"
 
 # pytest exits 5 when a selection collects no tests; that is not a failure of the suite.
 test: $(STAMP) browser-deps postgres-deps
@@ -56,6 +58,7 @@ check: $(STAMP)
 	$(VENV)/bin/mypy --strict registry serving core projects/common/families.py
 
 ui: $(STAMP)
+	@echo "runs of the Default experiment: $(MLFLOW_RUNS_URL)"
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)
 
 clean:

@@ -121,6 +121,7 @@ def public_router() -> APIRouter:
         return {
             "auth_required": s.api_token is not None,
             "mlflow_ui_url": s.mlflow_ui_url,
+            "mlflow_runs_url": request.app.state.views.runs_table_url(),  # the runs table, model-training view
             "max_concurrent_jobs": s.max_concurrent_jobs,
         }
 

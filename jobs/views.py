@@ -19,6 +19,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from core import ui_links
 from jobs.progress import METRIC_TAG, Progress
 from jobs.runner import JobRunner
 from jobs.settings import Settings
@@ -59,7 +60,18 @@ class JobViews:
     def run_url(self, experiment_id: str | None, run_id: str | None) -> str | None:
         if not run_id or experiment_id is None:
             return None
-        return f"{self.settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+        return ui_links.run_url(self.settings.mlflow_ui_url, experiment_id, run_id)
+
+    def runs_table_url(self) -> str:
+        """The runs table of the experiment new jobs log to (MLflow's default, id 0, unless KILN_JOBS_EXPERIMENT)."""
+        base, name = self.settings.mlflow_ui_url, self.settings.experiment_name
+        if not name:
+            return ui_links.runs_table_url(base, "0")
+        try:
+            found = MlflowClient(self.settings.tracking_uri).get_experiment_by_name(name)
+        except Exception:  # an unreachable store must not break the page's config; the list still opens
+            found = None
+        return ui_links.runs_table_url(base, found.experiment_id) if found else ui_links.experiments_url(base)
 
     def model_url(self, name: str, version: int | None = None) -> str:
         from urllib.parse import quote

@@ -869,7 +869,7 @@ async function init() {
   });
   state.config = await (await fetch("/api/config")).json();
   $("#token-button").hidden = !state.config.auth_required;
-  $("#mlflow-link").href = state.config.mlflow_ui_url;
+  $("#mlflow-link").href = state.config.mlflow_runs_url || state.config.mlflow_ui_url;
   if (state.config.auth_required && !localStorage.getItem("kiln-token")) { askToken(); return; }
   try { await loadEntryPoints(); } catch (e) { banner(`Cannot read the MLproject: ${e.message}`); }
   await refreshJobs();

@@ -40,7 +40,9 @@ def ui_base() -> str:
 
 
 def run_url(experiment_id: str, run_id: str) -> str:
-    return f"{ui_base()}/#/experiments/{experiment_id}/runs/{run_id}"
+    from core.ui_links import run_url as ui_run_url
+
+    return ui_run_url(ui_base(), experiment_id, run_id)
 
 
 def model_url(name: str, version: int | None = None) -> str:

@@ -47,7 +47,9 @@ def test_a_job_runs_with_live_progress_logs_and_metrics(client: TestClient, sett
     assert job["registered"] == []  # the tiny project registers no model
     assert client.get(f"/api/training/{job_id}/preview").status_code == 404  # nor logs a picture
     assert job["metrics"] == {"train_loss": 0.25, "val_acc": 1.0}
-    assert job["mlflow_url"] == f"http://127.0.0.1:5000/#/experiments/0/runs/{job['run_id']}"
+    assert (
+        job["mlflow_url"] == f"http://127.0.0.1:5000/#/experiments/0/runs/{job['run_id']}?workflowType=machine_learning"
+    )
     assert job["finished_at"] >= job["started_at"] >= job["created_at"]
 
     # The argument reached the script intact, and nothing in it ran as a shell command.
@@ -120,7 +122,9 @@ def test_bearer_token_guards_the_api_but_not_the_page(make_client: Callable[...,
     assert client.get("/api/models").status_code == 401
     assert client.get("/").status_code == 200 and "kiln" in client.get("/").text
     assert client.get("/static/vendor/uplot/uPlot.iife.min.js").status_code == 200
-    assert client.get("/api/config").json()["auth_required"] is True
+    config = client.get("/api/config").json()
+    assert config["auth_required"] is True
+    assert config["mlflow_runs_url"].endswith("/#/experiments/0/runs?workflowType=machine_learning")
     assert client.get("/healthz").json() == {"status": "ok"}
 
 

@@ -99,7 +99,7 @@ def test_bookkeeping_values_are_tags_and_the_card_describes_the_version(mlflow_u
     assert "**Data:** flat (digest " in card and "60 rows" in card
     assert "**Contract:** records of flat (float32, missing = NaN) -> binary: classes [0, 1]" in card
     assert "curl -H 'content-type: application/json' -d '[{\"flat\": 0}]' 127.0.0.1:8080/v1/models/flat/predict" in card
-    assert f"/#/experiments/0/runs/{run.info.run_id})" in card
+    assert f"/#/experiments/0/runs/{run.info.run_id}?workflowType=machine_learning)" in card
     model = client.get_registered_model("flat")
     assert model.description.startswith("### flat") and card in model.description
 
