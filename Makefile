@@ -56,6 +56,7 @@ check: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict registry serving core projects/common/families.py
+	$(PY) -m kiln mlproject --check
 
 ui: $(STAMP)
 	@echo "runs of the Default experiment: $(MLFLOW_RUNS_URL)"

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("efficiency.cli", "study"),
     "optimize": ("efficiency.cli", "optimize_command"),
     "leaderboard": ("efficiency.cli", "leaderboard_command"),
+    "mlproject": ("kiln.mlproject", "mlproject_command"),
 }
 
 
@@ -42,6 +43,7 @@ SHORT_HELP: dict[str, str] = {
     "history": "Print the timeline of a model's aliases.",
     "jobs": "The training-job service and its web page.",
     "leaderboard": "Registered versions on the accuracy/cost Pareto frontier.",
+    "mlproject": "Generate MLproject from the family registry (--write, --check).",
     "models": "List registered models, their aliases and key metrics.",
     "optimize": "Quantize a registered version to int8 and register it.",
     "promote": "Point an alias of a model at a version, through the gates.",

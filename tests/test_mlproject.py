@@ -76,3 +76,18 @@ def test_entry_point_defaults_match_the_registered_preset(name):
     config_path = params.pop("config", "") or None  # the YAML option, not a config field
     from_mlproject = family.resolve(None, config_path, {**fixed_flags(name), **params})
     assert from_mlproject == family.resolve(preset.name if preset else None, config_path), name
+
+
+def test_mlproject_is_generated_from_the_registry(tmp_path):
+    """MLproject is `kiln mlproject --write`'s output; --check fails on a stale copy, naming the fix."""
+    from click.testing import CliRunner
+
+    from kiln.mlproject import mlproject_command, render
+
+    assert (REPO_ROOT / "MLproject").read_text() == render(), "MLproject is stale: run `kiln mlproject --write`"
+    stale = tmp_path / "MLproject"
+    stale.write_text(render().replace("default: 100}", "default: 99}", 1))
+    result = CliRunner().invoke(mlproject_command, ["--check", "--path", str(stale)])
+    assert result.exit_code == 1 and "kiln mlproject --write" in result.output
+    assert CliRunner().invoke(mlproject_command, ["--write", "--path", str(stale)]).exit_code == 0
+    assert CliRunner().invoke(mlproject_command, ["--check", "--path", str(stale)]).exit_code == 0

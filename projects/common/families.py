@@ -65,6 +65,9 @@ class Family:
     # overrides that train, export and register in seconds on a CPU.
     smoke: Callable[[Path], dict[str, Any]] | None = None
     summary: str = ""  # one line
+    # The config fields each MLproject entry point of the family takes as parameters, in order (kiln/mlproject.py
+    # generates MLproject from them and the presets; a preset's other overrides become fixed flags).
+    mlproject: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

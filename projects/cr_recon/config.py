@@ -101,5 +101,20 @@ FAMILY = register_family(
         smoke=lazy("projects.cr_recon.train:smoke"),
         load_config=lazy("projects.cr_recon.train:load_config"),
         summary="structure image -> 2x2x30 Bayer spectra (settings from configs/default.yaml)",
+        # every parameter defaults to "": keep the value from the YAML config (`config`, default configs/default.yaml)
+        mlproject=(
+            "config",
+            "data",
+            "epochs",
+            "batch_size",
+            "lr",
+            "model",
+            "loss",
+            "seed",
+            "resume",
+            "model_name",
+            "register",
+            "nproc",
+        ),
     )
 )

@@ -65,5 +65,20 @@ FAMILY = register_family(
             Preset("edgnet_large", {"variant": "edgnet_large", "model_name": "edgnet_large"}, "the seed's ~31M"),
         ),
         summary="UNet line-work segmentation of engineering drawings",
+        mlproject=(
+            "data",
+            "epochs",
+            "batch_size",
+            "img_size",
+            "lr",
+            "patience",
+            "seed",
+            "resume",
+            "model_name",
+            "register",
+            "max_train_batches",
+            "num_samples",
+            "nproc",
+        ),
     )
 )

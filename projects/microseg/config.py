@@ -64,5 +64,26 @@ FAMILY = register_family(
         selected_by=Ranking("val_iou", "max"),  # best.pt is the epoch with the highest val IoU
         smoke=lazy("projects.microseg.train:smoke"),
         summary="binary segmentation under a parameter budget (seed 003), with optional distillation",
+        mlproject=(
+            "data",
+            "sample",
+            "epochs",
+            "batch_size",
+            "img_size",
+            "lr",
+            "patience",
+            "seed",
+            "resume",
+            "model_name",
+            "register",
+            "max_train_batches",
+            "num_samples",
+            "variant",
+            "max_params",
+            "teacher",
+            "distill_weight",
+            "temperature",
+            "nproc",
+        ),
     )
 )

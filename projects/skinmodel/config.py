@@ -53,5 +53,19 @@ FAMILY = register_family(
         selected_by=Ranking("val_logloss", "min"),  # early stopping keeps the round with the lowest val loss
         smoke=lazy("projects.skinmodel.train:smoke"),
         summary="XGBoost on a CSV (binary, multiclass or regression), exported to ONNX",
+        mlproject=(
+            "data",
+            "target",
+            "task",
+            "n_estimators",
+            "max_depth",
+            "learning_rate",
+            "early_stopping_rounds",
+            "val_fraction",
+            "seed",
+            "model_name",
+            "register",
+            "drop_columns",
+        ),
     )
 )

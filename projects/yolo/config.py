@@ -96,5 +96,23 @@ FAMILY = register_family(
         smoke=lazy("projects.yolo.train:smoke"),
         presets=tuple(family_preset(p) for p in PRESETS.values()),
         summary="ultralytics YOLO detectors (yolov8/yolo11 YAMLs or local weights), exported to ONNX",
+        mlproject=(
+            "data",
+            "model",
+            "epochs",
+            "imgsz",
+            "batch",
+            "patience",
+            "lr0",
+            "optimizer",
+            "seed",
+            "resume",
+            "model_name",
+            "register",
+            "device",
+            "time",
+            "workers",
+            "hyp",
+        ),
     )
 )
