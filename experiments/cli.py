@@ -16,6 +16,7 @@ import click
 import mlflow
 
 from core.errors import cli_errors
+from core.stdio import progress_to_stderr
 from experiments.options import parse_overrides
 
 
@@ -73,11 +74,12 @@ def tune_command(target: str, space_path: str, trials: int, metric: str | None, 
     from experiments.tune import tune
 
     _use_store(tracking_uri)
-    result = tune(
-        target, space_path, trials, metric=metric, mode=mode, pruner=pruner, sampler=sampler, seed=seed,
-        study=study or None, storage=storage or None, workers=workers, timeout=timeout or None,
-        sets=parse_overrides(sets, joined), experiment=experiment or None, register_best=register_best,
-    )  # fmt: skip
+    with progress_to_stderr(as_json):  # --json: stdout holds the JSON alone
+        result = tune(
+            target, space_path, trials, metric=metric, mode=mode, pruner=pruner, sampler=sampler, seed=seed,
+            study=study or None, storage=storage or None, workers=workers, timeout=timeout or None,
+            sets=parse_overrides(sets, joined), experiment=experiment or None, register_best=register_best,
+        )  # fmt: skip
     click.echo(json.dumps(dataclasses.asdict(result), indent=2, default=str) if as_json else result.note)
 
 
@@ -105,10 +107,11 @@ def cv_command(target: str, folds: int | None, seeds_text: str | None, metric: s
 
     _use_store(tracking_uri)
     seeds = parse_seeds(seeds_text) if seeds_text else None
-    result = cv(
-        target, folds=folds or None, seeds=seeds, sets=parse_overrides(sets, joined), metric=metric or None,
-        refit=refit, register=register, experiment=experiment or None, seed=fold_seed,
-    )  # fmt: skip
+    with progress_to_stderr(as_json):  # --json: stdout holds the JSON alone
+        result = cv(
+            target, folds=folds or None, seeds=seeds, sets=parse_overrides(sets, joined), metric=metric or None,
+            refit=refit, register=register, experiment=experiment or None, seed=fold_seed,
+        )  # fmt: skip
     click.echo(json.dumps(dataclasses.asdict(result), indent=2, default=str) if as_json else result.note)
 
 

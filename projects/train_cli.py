@@ -97,7 +97,10 @@ def train_command(name: str, config_path: str | None, sets: tuple[str, ...], as_
     """Train FAMILY_OR_PRESET (edgnet, edgnet_large, cr_recon, skinmodel, safety_detection, visitor_detection,
     yolo_custom, ...) and register its ONNX model; prints the final metrics. `kiln train NAME --help` lists
     NAME's settings and their defaults."""
-    final = run_cli(run_training, name, config_path, sets, nproc or 0)
+    from core.stdio import progress_to_stderr
+
+    with progress_to_stderr(as_json):  # --json: stdout holds the JSON alone
+        final = run_cli(run_training, name, config_path, sets, nproc or 0)
     if as_json:
         click.echo(json.dumps(final, sort_keys=True))
         return

@@ -64,7 +64,13 @@ def header(family: str, name: str, data: str, device: str) -> None:
 
 
 def footer(url: str, model_name: str, version: int | None) -> None:
-    """The last line: the run's address and the command to type next."""
+    """The last line: the run's address and the command to type next. A tune trial or cv fold (trained under
+    `callbacks.exporting(False)`) prints the address alone: the study's own summary says what to do next."""
+    from projects.common.callbacks import figures_wanted
+
+    if not figures_wanted():
+        print(f"Done: {url}", flush=True)
+        return
     if version is not None:
         step = f"kiln promote {model_name} --version {version}"
     else:

@@ -15,6 +15,7 @@ budget: the budget is the point of the family, so it is checked where the model 
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -46,7 +47,8 @@ def create_model(name: str, max_params: int = DEFAULT_BUDGET, **overrides: Any) 
     if max_params and count > max_params:
         raise BudgetError(
             f"microseg variant {name!r} has {count:,} parameters, over the budget of {max_params:,} "
-            f"(raise --max-params or pick a smaller variant: {variant_counts_text()})",
+            f"(raise max_params: --set max_params=N with kiln train, -P max_params=N with mlflow run, --max-params N "
+            f"with python -m projects.microseg.train; or pick a smaller variant: {variant_counts_text()})",
             field="max_params",
         )
     return model
@@ -279,4 +281,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from core.scripts import script_args
+
+    script_args(sys.argv[1:], "python -m projects.microseg.model", __doc__, range(0, 1))
     main()
