@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,7 +29,23 @@ SAMPLE_MODULES: tuple[str, ...] = (
     "data.tabular",
     "data.segsets",
 )
-SAMPLES_DIR = Path(__file__).resolve().parent / "samples"  # where entry points keep their bundled sets
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def samples_dir(env: Mapping[str, str] = os.environ, package: Path = PACKAGE_DIR) -> Path:
+    """Where entry points keep generated sample sets: KILN_SAMPLES_DIR; else data/samples/ of a source checkout
+    (the paths the docs use); else, for an installed package (site-packages is no place to write), the working
+    folder's .kiln/samples/."""
+    if env.get("KILN_SAMPLES_DIR"):
+        return Path(env["KILN_SAMPLES_DIR"]).expanduser().resolve()
+    if any(part in ("site-packages", "dist-packages") for part in package.parts):
+        return Path.cwd().resolve() / ".kiln" / "samples"
+    return package / "samples"
+
+
+SAMPLES_DIR = samples_dir()  # resolved once at import
 STAMP = "sample.json"  # written last into every generated set: the request that made it
 
 

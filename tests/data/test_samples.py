@@ -50,3 +50,15 @@ def test_ensure_sample_builds_once_and_rebuilds_on_a_new_request(
 def test_a_kind_registered_twice_is_an_error(counting_kind: list[SampleRequest]) -> None:
     with pytest.raises(ValueError, match=r"'counting' is registered twice"):
         register_sample("counting", "again")(lambda request: request.dst)
+
+
+def test_samples_go_to_the_working_folder_when_the_package_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from data.samples import samples_dir
+
+    installed = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "data"
+    monkeypatch.chdir(tmp_path)
+    assert samples_dir({}, installed) == tmp_path.resolve() / ".kiln" / "samples"
+    assert samples_dir({}, tmp_path / "checkout" / "data") == tmp_path / "checkout" / "data" / "samples"
+    assert samples_dir({"KILN_SAMPLES_DIR": str(tmp_path / "s")}, installed) == (tmp_path / "s").resolve()
