@@ -163,7 +163,7 @@ def submit(
     except Exception as err:
         _close_failed(run_id, err)
         raise
-    _tag_run(run_id, config, job_name, arn, source)
+    tag_run(run_id, config, job_name, arn, source)
     print(f"kiln: started SageMaker training job {job_name} for run {run_id}", file=sys.stderr, flush=True)
     return SageMakerSubmittedRun(run_id, job_name, clients, config)
 
@@ -326,7 +326,21 @@ def create_job(sagemaker: Any, request: dict[str, Any]) -> str:
         raise SageMakerError(f"cannot reach SageMaker: {err}") from None
 
 
-def _tag_run(run_id: str, config: SageMakerConfig, job_name: str, arn: str, source: str) -> None:
+def stop_job(sagemaker: Any, job_name: str) -> None:
+    """StopTrainingJob (what `kiln tune` does to a pruned trial); a job that already ended is left as it is."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        sagemaker.stop_training_job(TrainingJobName=job_name)
+    except ClientError as err:
+        message = err.response.get("Error", {}).get("Message", str(err))
+        if "already" not in message.lower() and "status" not in message.lower():
+            raise SageMakerError(f"SageMaker refused to stop training job {job_name}: {message}") from None
+    except BotoCoreError as err:
+        raise SageMakerError(f"cannot reach SageMaker to stop {job_name}: {err}") from None
+
+
+def tag_run(run_id: str, config: SageMakerConfig, job_name: str, arn: str, source: str) -> None:
     import mlflow
 
     client = mlflow.MlflowClient()

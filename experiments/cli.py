@@ -63,17 +63,42 @@ def advise_command(run_id: str, as_json: bool, no_log: bool, no_compare: bool, t
               help="Train the best trial's config once more and register it.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="Tracking store [default: MLFLOW_TRACKING_URI].")
+@click.option("--backend", type=click.Choice(["local", "sagemaker"]), default="local", show_default=True,
+              help="Where trials train: this machine, or one SageMaker training job each.")  # fmt: skip
+@click.option(
+    "--backend-config", help="SageMaker backend config (sm.json, docs/sagemaker.md); with --backend sagemaker."
+)
+@click.option("--parallel", type=click.IntRange(min=1), default=2, show_default=True,
+              help="SageMaker jobs running at once (--backend sagemaker).")  # fmt: skip
+@click.option("--resume", is_flag=True, help="Reattach to the study's running SageMaker jobs (--backend sagemaker).")
 @cli_errors
 def tune_command(target: str, space_path: str, trials: int, metric: str | None, mode: str | None, pruner: str,
                  sampler: str, seed: int | None, timeout: float | None, study: str | None, storage: str | None,
                  workers: int, sets: tuple[str, ...], joined: str, experiment: str | None, register_best: bool,
-                 as_json: bool, tracking_uri: str | None) -> None:  # fmt: skip
+                 as_json: bool, tracking_uri: str | None, backend: str, backend_config: str | None, parallel: int,
+                 resume: bool) -> None:  # fmt: skip
     """Search hyperparameters of FAMILY_OR_PRESET with Optuna; one MLflow parent run, one child run per trial."""
     import dataclasses
 
     from experiments.tune import tune
 
     _use_store(tracking_uri)
+    if backend == "sagemaker":
+        from experiments.tune_sagemaker import tune_on_sagemaker
+
+        if not backend_config:
+            raise click.UsageError("--backend sagemaker needs --backend-config sm.json")
+        with progress_to_stderr(as_json):  # --json: stdout holds the JSON alone
+            found = tune_on_sagemaker(
+                target, space_path, trials, backend_config=backend_config, parallel=parallel, resume=resume,
+                register=register_best, metric=metric, mode=mode, pruner=pruner, sampler=sampler, seed=seed,
+                study=study or None, storage=storage or None, timeout=timeout or None,
+                sets=parse_overrides(sets, joined), experiment=experiment or None,
+            )  # fmt: skip
+        click.echo(json.dumps(dataclasses.asdict(found), indent=2, default=str) if as_json else found.note)
+        return
+    if backend_config or resume:
+        raise click.UsageError("--backend-config and --resume go with --backend sagemaker")
     with progress_to_stderr(as_json):  # --json: stdout holds the JSON alone
         result = tune(
             target, space_path, trials, metric=metric, mode=mode, pruner=pruner, sampler=sampler, seed=seed,

@@ -24,7 +24,7 @@ import socket
 import statistics
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,8 +319,13 @@ def tune(
     sets: Mapping[str, str] | None = None,
     experiment: str | None = None,
     register_best: bool = True,
+    executor: Callable[[TuneSpec], None] | None = None,
 ) -> TuneResult:
-    """Run (or resume) a study; returns what it found. Bad flags or space entries fail before any trial."""
+    """Run (or resume) a study; returns what it found. Bad flags or space entries fail before any trial.
+
+    `executor(spec)` runs the study's trials instead of this machine's `workers` processes: the trial-executor seam
+    (`experiments.tune_sagemaker.SageMakerTrials` runs each trial as a SageMaker job).
+    """
     import optuna
 
     from projects.common.families import resolve_family_config
@@ -351,7 +356,10 @@ def tune(
     spec = _with(spec, parent_run_id=parent, trial_cap=len(optuna_study.trials) + trials)
     status = "FAILED"
     try:
-        run_workers(spec, workers)
+        if executor is not None:
+            executor(spec)
+        else:
+            run_workers(spec, workers)
         result = summarize(client, spec, register_best)
         status = "FINISHED"
         return result

@@ -117,12 +117,15 @@ def test_kiln_train_nproc_is_the_nproc_setting() -> None:
     assert result.exit_code == 2 and "0 is not in the range x>=1" in result.output
 
 
-# Tiny but long enough to learn: 2 processes must land within TOLERANCE of 1 process with the same global batch.
-EDGNET = {"variant": "edgnet", "img_size": 32, "num_samples": 16, "epochs": 6, "batch_size": 4, "base_channels": 8,
-          "depth": 2, "lr": 0.01, "patience": 0, "overlay_every": 0, "register": "never"}  # fmt: skip
-MICROSEG = {"variant": "micronet", "sample": "seg_objects", "img_size": 32, "num_samples": 16, "num_test": 4,
-            "epochs": 6, "batch_size": 4, "lr": 0.01, "patience": 0, "register": "never"}  # fmt: skip
-TOLERANCE = 0.06  # best val IoU; measured gaps (docs/training.md) are 0.00-0.03 at these sizes
+# Full-batch steps without augmentation: 12 training images in one global batch of 12 (6 per rank), so one
+# process and two see the same gradient, the same batch-norm statistics and the same validation sums; what is left
+# is float summation order. (With minibatches and augmentation the two runs draw different batches: the gaps
+# measured then are in docs/training.md.)
+COMMON = {"img_size": 32, "num_samples": 16, "val_fraction": 0.25, "epochs": 10, "batch_size": 12, "lr": 0.03,
+          "patience": 0, "augment": "none", "register": "never"}  # fmt: skip
+EDGNET = {**COMMON, "variant": "edgnet", "base_channels": 8, "depth": 2, "overlay_every": 0}
+MICROSEG = {**COMMON, "variant": "micronet", "sample": "seg_objects", "num_test": 4}
+TOLERANCE = 0.01  # best val IoU, 2 processes against 1
 
 
 def epochs_logged(run_id: str, metric: str) -> list[int]:
@@ -137,10 +140,15 @@ def test_two_processes_reach_one_process_metric_in_one_run(mlflow_uri: str, fami
     assert abs(two["best_val_iou"] - one["best_val_iou"]) <= TOLERANCE, (one, two)
     runs = mlflow.search_runs(["0"], output_format="list", order_by=["attribute.start_time ASC"])
     assert len(runs) == 2, "a rank other than 0 opened a run"
-    ddp = runs[1]
+    single, ddp = runs
     assert ddp.info.status == "FINISHED" and ddp.data.params["nproc"] == "2"
     for metric in ("train_loss", "val_loss", "val_iou"):
-        assert epochs_logged(ddp.info.run_id, metric) == list(range(1, 7)), metric
+        assert epochs_logged(ddp.info.run_id, metric) == list(range(1, 11)), metric
+    history = mlflow.MlflowClient().get_metric_history
+    for metric in ("train_loss", "val_loss"):  # the whole curve, not only the end
+        expected = [m.value for m in sorted(history(single.info.run_id, metric), key=lambda m: m.step)]
+        got = [m.value for m in sorted(history(ddp.info.run_id, metric), key=lambda m: m.step)]
+        np.testing.assert_allclose(got, expected, rtol=1e-3, err_msg=metric)
 
 
 def _spawned_rank(parent: psutil.Process) -> psutil.Process | None:
