@@ -7,9 +7,10 @@
 `cloud.sagemaker_backend` created), unpacks the project source from the `code` channel or from S3, and runs the
 entry point's MLproject command inside the MLflow run named by the hyperparameters. A marker in
 `<root>/checkpoints/` (synced to S3 by SageMaker) tells a restarted spot job that it ran before: it then passes
-`resume=<run id>` to entry points that take it, so training continues from the run's `checkpoints/last.pt` in
-the same run. On error the cause goes to `<root>/output/failure` (SageMaker's FailureReason); on success the
-run's registered ONNX model is copied to `<root>/model`, which `serve` loads.
+`resume=<run id>` to entry points that take it, so training continues from the run's last complete checkpoint
+(projects/common/checkpoint.py: a kill during an upload leaves the previous one in charge) in the same run. On
+error the cause goes to `<root>/output/failure` (SageMaker's FailureReason); on success the run's registered ONNX
+model is copied to `<root>/model`, which `serve` loads.
 """
 
 from __future__ import annotations
@@ -153,15 +154,16 @@ def resume_params(job: Job, paths: Paths, takes_resume: bool) -> dict[str, str]:
     params = dict(job.params)
     if attempt > 1 and takes_resume and _has_checkpoint(job.run_id):
         params["resume"] = job.run_id
-        print(f"kiln: attempt {attempt} of run {job.run_id}: resuming from its checkpoints/last.pt", flush=True)
+        print(f"kiln: attempt {attempt} of run {job.run_id}: resuming from its last complete checkpoint", flush=True)
     return params
 
 
 def _has_checkpoint(run_id: str) -> bool:
-    import mlflow
+    """A complete `last` checkpoint (its pointer) is in the run; a half-uploaded one from a kill does not count."""
+    from projects.common.checkpoint import has_checkpoint
 
     try:
-        return any(f.path == "checkpoints/last.pt" for f in mlflow.MlflowClient().list_artifacts(run_id, "checkpoints"))
+        return has_checkpoint(run_id, "last")
     except Exception:  # noqa: BLE001 - no checkpoint to resume from is the answer either way
         return False
 

@@ -1,9 +1,18 @@
-"""Checkpoints as run artifacts: `checkpoints/last.pt` (full training state) and `checkpoints/best.pt` (weights).
+"""Checkpoints as run artifacts: `last` (full training state) and `best` (weights), each written atomically.
 
     python -m projects.edgnet.train --resume <run_id>   # continues from that run's last.pt
 
-`last.pt` holds everything resume needs: epoch, model, optimizer, scheduler, AMP scaler, early-stopping
+`last` holds everything resume needs: epoch, model, optimizer, scheduler, AMP scaler, early-stopping
 state and the best score so far.
+
+An upload can die half-way (a spot reclaim kills the job; an artifact proxy then keeps the bytes it got under
+the name it was given). So no file is ever overwritten: each write uploads `checkpoints/<name>-<stamp>.pt` under
+a new name, then a small pointer `checkpoints/<name>-<stamp>.json` naming that file with its size and SHA-256.
+A reader takes the newest pointer that parses and whose file matches it, so it never sees a half-written file,
+and a kill at any moment of an upload leaves the previous complete checkpoint in charge. Once a pointer is up,
+checkpoints older than the one before it are deleted (the store keeps at most two of each name, plus any
+half-written leftover of a killed upload until the next write). Runs from before this scheme have a plain
+`checkpoints/<name>.pt`, which is read when no pointer exists.
 
 Writing both files every epoch cost about 50 ms an epoch on a 0.5M-parameter model, 5% of a short epoch (bench/
 train_overhead.py). So while training runs the writer writes at most every `WRITE_EVERY_SECONDS`: a `best` that comes
@@ -13,6 +22,9 @@ way), and `flush()` at the end of training writes whatever is pending. A crash l
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import shutil
 import tempfile
 import time
@@ -29,6 +41,8 @@ from core.settings import read_env
 
 ARTIFACT_DIR = "checkpoints"
 WRITE_EVERY_SECONDS = 30.0  # while training runs, checkpoints reach the run at most this often; always at the end
+KEEP = 2  # complete checkpoints of each name kept in the run: the newest and the one before it
+_STAMPED = re.compile(r"^(?P<name>[a-z_]+)-(?P<stamp>\d{20})\.(?P<ext>pt|json)$")
 
 
 @dataclass(frozen=True)
@@ -71,14 +85,43 @@ class CheckpointWriter:
         self._written_at = time.monotonic()
 
     def _write(self, name: str, state: dict[str, Any]) -> Path:
-        path = self._dir / f"{name}.pt"
+        """Upload `state` under a new name, then its pointer; then drop checkpoints older than the previous one."""
+        stamp = f"{time.time_ns():020d}"  # sorts by time; a resumed session never reuses a killed one's name
+        path = self._dir / f"{name}-{stamp}.pt"
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)
         mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
-        return path
+        pointer = self._dir / f"{name}-{stamp}.json"
+        pointer.write_text(json.dumps({"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}))
+        mlflow.log_artifact(str(pointer), artifact_path=ARTIFACT_DIR)
+        pointer.unlink()
+        path.replace(self.local_path(name))
+        self._prune(name)
+        return self.local_path(name)
+
+    def _prune(self, name: str) -> None:
+        """Delete this name's checkpoints older than the KEEP newest complete ones (and stale half-written ones)."""
+        run = mlflow.active_run()
+        if run is None:
+            return
+        listed = [
+            f.path.rsplit("/", 1)[-1] for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, ARTIFACT_DIR)
+        ]
+        pointers = sorted((f for f in listed if _stamped(f, name, "json")), reverse=True)
+        if len(pointers) < KEEP:
+            return
+        oldest_kept = pointers[KEEP - 1].removesuffix(".json")
+        stale = [f for f in listed if (_stamped(f, name, "json") or _stamped(f, name, "pt")) and f < oldest_kept]
+        if stale:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            repo = get_artifact_repository(run.info.artifact_uri)
+            for file in stale:
+                repo.delete_artifacts(f"{ARTIFACT_DIR}/{file}")  # type: ignore[no-untyped-call]
 
     def local_path(self, name: str) -> Path:
+        """This session's newest `name` checkpoint on local disk (it may not exist yet)."""
         return self._dir / f"{name}.pt"
 
 
@@ -93,12 +136,72 @@ def _snapshot(value: Any) -> Any:
     return value
 
 
+def _stamped(file: str, name: str, ext: str) -> bool:
+    match = _STAMPED.match(file)
+    return match is not None and match["name"] == name and match["ext"] == ext
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def complete_checkpoints(run_id: str, name: str = "last") -> list[str]:
+    """The pointer files of `name` in the run, newest first (without checking them); [] when there are none."""
+    listed = mlflow.MlflowClient().list_artifacts(run_id, ARTIFACT_DIR)
+    return sorted((f.path.rsplit("/", 1)[-1] for f in listed if _stamped(f.path.rsplit("/", 1)[-1], name, "json")),
+                  reverse=True)  # fmt: skip
+
+
+def has_checkpoint(run_id: str, name: str = "last") -> bool:
+    """Whether the run holds a `name` checkpoint a resume could read (a pointer, or an old-style plain file)."""
+    listed = {f.path.rsplit("/", 1)[-1] for f in mlflow.MlflowClient().list_artifacts(run_id, ARTIFACT_DIR)}
+    return f"{name}.pt" in listed or any(_stamped(f, name, "json") for f in listed)
+
+
 def load_checkpoint(run_id: str, name: str = "last", map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Download `checkpoints/<name>.pt` from `run_id` and load it."""
+    """The newest complete `name` checkpoint of `run_id`: the newest pointer whose file has its size and SHA-256."""
+    try:
+        pointers = complete_checkpoints(run_id, name)
+    except Exception as exc:  # MlflowException or OSError, depending on the artifact store
+        raise ResumeError(f"cannot resume run {run_id!r}: cannot list {ARTIFACT_DIR}/ ({exc})") from None
+    with tempfile.TemporaryDirectory(prefix="kiln-resume-") as tmp:
+        for pointer in pointers:
+            local = _verified(run_id, pointer, Path(tmp))
+            if local is not None:
+                state: dict[str, Any] = torch.load(local, map_location=map_location, weights_only=False)
+                return state
+        return _load_plain(run_id, name, map_location, skipped=len(pointers))
+
+
+def _verified(run_id: str, pointer: str, dst: Path) -> Path | None:
+    """The checkpoint `pointer` names, downloaded, when the pointer parses and the file matches it; else None."""
+    try:
+        meta = json.loads(Path(_download(run_id, pointer, dst)).read_text())
+        local = Path(_download(run_id, str(meta["file"]), dst))
+        if local.stat().st_size == int(meta["bytes"]) and _sha256(local) == meta["sha256"]:
+            return local
+    except Exception:  # noqa: BLE001 - a half-written pointer or file: the next older checkpoint is the answer
+        return None
+    return None
+
+
+def _download(run_id: str, file: str, dst: Path) -> str:
+    return str(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{ARTIFACT_DIR}/{file}", dst_path=str(dst))
+    )
+
+
+def _load_plain(run_id: str, name: str, map_location: str | torch.device, skipped: int) -> dict[str, Any]:
+    """A run written before atomic checkpoints: its plain `checkpoints/<name>.pt`."""
     artifact = f"{ARTIFACT_DIR}/{name}.pt"
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
     except Exception as exc:  # MlflowException or OSError, depending on the artifact store
-        raise ResumeError(f"cannot resume run {run_id!r}: no artifact {artifact!r} ({exc})") from None
+        found = f"{skipped} incomplete {name} checkpoint(s) and " if skipped else ""
+        raise ResumeError(f"cannot resume run {run_id!r}: {found}no complete {name!r} checkpoint ({exc})") from None
     state: dict[str, Any] = torch.load(local, map_location=map_location, weights_only=False)
     return state

@@ -2,9 +2,11 @@
 
     .venv/bin/python -m pytest tests/cloud/test_container.py -q
 
-A training is killed (SIGKILL, as a reclaimed spot instance) once its first checkpoint reached the run, then started
-again with the same /opt/ml tree, as SageMaker restarts an interrupted spot job: it must resume from the run's
-checkpoint in the same run, without repeating an epoch, and leave the model in /opt/ml/model for `serve`.
+A training is killed (SIGKILL, as a reclaimed spot instance) in the middle of uploading its second checkpoint through
+the team server's artifact proxy (a sitecustomize hook slows the upload's reads, so the kill lands while bytes are in
+flight), then started again with the same /opt/ml tree, as SageMaker restarts an interrupted spot job: it must resume
+from the last complete checkpoint in the same run, without repeating an epoch, and leave the model in /opt/ml/model
+for `serve`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,30 @@ from cloud.sagemaker_backend import pack_source, tracked_files
 
 pytestmark = pytest.mark.slow
 EPOCHS = 6
+# Loaded by every Python process of the first attempt (PYTHONPATH): uploads of `last-*.pt` checkpoints read their file
+# 64 KiB at a time with a pause, and each upload's start is appended to $KILN_TEST_UPLOAD_MARKER.
+SLOW_UPLOADS = """
+import io, os, time
+from mlflow.store.artifact import http_artifact_repo
+
+
+class _SlowFile(io.FileIO):
+    def read(self, size=-1):
+        time.sleep(0.05)
+        return super().read(max(size, 1 << 16) if size and size > 0 else -1)
+
+
+def _open(path, mode="r", *args, **kwargs):
+    name = os.path.basename(str(path))
+    if mode == "rb" and name.startswith("last-") and name.endswith(".pt"):
+        with open(os.environ["KILN_TEST_UPLOAD_MARKER"], "a") as marker:
+            marker.write(name + "\\n")
+        return _SlowFile(path, "r")
+    return open(path, mode, *args, **kwargs)
+
+
+http_artifact_repo.open = _open
+"""
 
 
 def opt_ml(tmp_path: Path, hyperparameters: dict[str, str]) -> Path:
@@ -48,18 +74,20 @@ def steps(client: mlflow.MlflowClient, run_id: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
 
 
-def has_last_checkpoint(client: mlflow.MlflowClient, run_id: str) -> bool:
-    return any(f.path == "checkpoints/last.pt" for f in client.list_artifacts(run_id, "checkpoints"))
+def uploads_started(marker: Path) -> int:
+    return len(marker.read_text().split()) if marker.exists() else 0
 
 
-def checkpoint_epoch(client: mlflow.MlflowClient, run_id: str, tmp_path: Path) -> int:
-    import torch
+def checkpoint_epoch(run_id: str) -> int:
+    from projects.common.checkpoint import load_checkpoint
 
-    local = client.download_artifacts(run_id, "checkpoints/last.pt", str(tmp_path))
-    return int(torch.load(local, weights_only=False)["fit_state"]["epoch"])
+    return int(load_checkpoint(run_id)["fit_state"]["epoch"])
 
 
-def test_spot_restart_resumes_in_the_same_run_then_serves(team: Team, tmp_path: Path) -> None:
+def test_spot_restart_resumes_in_the_same_run_then_serves(
+    team: Team, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team.uri)
     client = mlflow.MlflowClient(team.uri)
     experiment = client.create_experiment("container-tests")
     run_id = client.create_run(experiment).info.run_id
@@ -81,23 +109,26 @@ def test_spot_restart_resumes_in_the_same_run_then_serves(team: Team, tmp_path: 
         },
     )
     env = team.aws_env()
+    hooks, marker = tmp_path / "hooks", tmp_path / "uploads.txt"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_UPLOADS)
 
-    first = container(root, env, "train")
+    first = container(root, {**env, "PYTHONPATH": str(hooks), "KILN_TEST_UPLOAD_MARKER": str(marker)}, "train")
     deadline = time.monotonic() + 240
-    # An epoch's metrics are logged after its checkpoints finished uploading, so a kill right after they show up
-    # lands in the next epoch's compute, not inside an upload that the artifact proxy would keep half-written.
-    while not (has_last_checkpoint(client, run_id) and steps(client, run_id)) and time.monotonic() < deadline:
+    while uploads_started(marker) < 2 and time.monotonic() < deadline:  # the second epoch's last checkpoint
         assert first.poll() is None, first.stdout.read() if first.stdout else ""
-        time.sleep(0.05)
+        time.sleep(0.01)
+    time.sleep(0.2)  # a few 64 KiB reads into the upload
+    in_flight = uploads_started(marker)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
-    killed_after = checkpoint_epoch(client, run_id, tmp_path)
-    assert 1 <= killed_after < EPOCHS, f"killed after epoch {killed_after}: too late to test a resume"
+    assert in_flight == 2, f"{in_flight} uploads had started: the kill did not land in the second one"
+    assert checkpoint_epoch(run_id) == 1, "the resume point is not the last complete checkpoint"
 
     second = container(root, env, "train")
     out, _ = second.communicate(timeout=300)
     assert second.returncode == 0, out
-    assert "resuming from its checkpoints/last.pt" in out, out[-4000:]
+    assert "resuming from its last complete checkpoint" in out, out[-4000:]
     assert steps(client, run_id) == list(range(1, EPOCHS + 1)), "an epoch ran twice or went missing"
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and not (root / "output" / "failure").exists()

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from core.errors import UserError
 from data.spectra import generate
+from projects.common.checkpoint import load_checkpoint
 from projects.common.config import ConfigError
 from projects.cr_recon import data as crdata
 from projects.cr_recon.model import create_model
@@ -95,9 +96,8 @@ def test_mlflow_run_trains_exports_and_registers(mlflow_run, tmp_path):
     assert json.loads(meta["kiln.postprocess"])["output_shape"] == [2, 2, 30]
     assert json.loads(meta["kiln.postprocess"])["layout"] == "BGGR"
 
-    best = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints/best.pt")
     model = create_model("cnn_xattn", **TINY_MODEL).eval()
-    model.load_state_dict(torch.load(best, weights_only=False)["model"])
+    model.load_state_dict(load_checkpoint(run.info.run_id, "best")["model"])
     prepared = crdata.preprocess(data, tmp_path / "cache")
     batch = torch.stack([crdata.CRDataset(prepared, np.arange(3))[i][0] for i in range(3)])
     with torch.no_grad():

@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from data.drawings import generate
+from projects.common.checkpoint import load_checkpoint
 from projects.edgnet.model import create_model
 from projects.edgnet.train import main
 
@@ -37,8 +38,8 @@ def test_mlflow_run_tracks_exports_and_registers(mlflow_run, drawings):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"checkpoints", "config.yaml", "loss_curve.png", "overlays", "datasets"} <= artifacts
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")} == {
-        "checkpoints/best.pt", "checkpoints/last.pt"}  # fmt: skip
+    checkpoints = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
+    assert {p.rsplit("-", 1)[0] for p in checkpoints} == {"checkpoints/best", "checkpoints/last"}  # name-stamp.pt/.json
     assert run.data.tags["mlflow.note.content"].startswith("edgnet: best val IoU")
     dataset = run.inputs.dataset_inputs[0].dataset
     assert dataset.name == "drawings" and len(dataset.digest) == 16
@@ -50,9 +51,8 @@ def test_mlflow_run_tracks_exports_and_registers(mlflow_run, drawings):
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["kiln.task"] == "segmentation" and '"size": [64, 64]' in meta["kiln.preprocess"]
 
-    best = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints/best.pt")
     model = create_model("edgnet").eval()
-    model.load_state_dict(torch.load(best, weights_only=False)["model"])
+    model.load_state_dict(load_checkpoint(run.info.run_id, "best")["model"])
     batch = np.random.default_rng(0).normal(size=(2, 1, 64, 64)).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(batch)).numpy()
