@@ -76,12 +76,17 @@ def priority(scores: list[float], conf: float) -> float:
     return round(max(0.0, 1.0 - nearest / max(conf, 1.0 - conf)), 6)
 
 
+def default_margin(conf: float) -> float:
+    """0.1 below the threshold, but never past half of it: --conf 0.001 alone must not be refused."""
+    return min(0.1, conf / 2)
+
+
 def autolabel(
     dst: str | Path,
     model: str,
     *,
     conf: float = 0.25,
-    margin: float = 0.1,
+    margin: float | None = None,
     batch: int = 8,
     tracking_uri: str | None = None,
     progress: bool = False,
@@ -91,6 +96,7 @@ def autolabel(
 
     if not 0.0 < conf < 1.0:
         raise UserError(f"--conf must be in (0, 1), got {conf}")
+    margin = default_margin(conf) if margin is None else margin
     if not 0.0 <= margin < conf:
         raise UserError(f"--margin must be in [0, conf), got {margin}")
     dst = Path(dst).expanduser()

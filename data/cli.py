@@ -309,14 +309,15 @@ def diff(a: str, b: str, tracking_uri: str | None, as_json: bool, max_lines: int
 @click.option("--model", required=True, help="registered detector: NAME@ALIAS, NAME/VERSION, models:/... or a .onnx")
 @click.option("--conf", type=float, default=0.25, show_default=True, help="confidence a box needs to be a pre-label")
 @click.option(
-    "--margin", type=float, default=0.1, show_default=True,
-    help="candidates this far below --conf count as near the threshold when ordering the queue",
+    "--margin", type=float, default=None,
+    help="candidates this far below --conf count as near the threshold when ordering the queue "
+    "[default: 0.1, or --conf/2 when that is smaller]",
 )  # fmt: skip
 @click.option("--batch", type=int, default=8, show_default=True, help="images per model run")
 @click.option("--tracking-uri", help="MLflow registry URI (default MLFLOW_TRACKING_URI)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def autolabel(
-    dst: Path, model: str, conf: float, margin: float, batch: int, tracking_uri: str | None, quiet: bool
+    dst: Path, model: str, conf: float, margin: float | None, batch: int, tracking_uri: str | None, quiet: bool
 ) -> None:
     """Pre-label DST's unreviewed images with a registered detector and queue them for review."""
     from data.autolabel import autolabel as run_autolabel

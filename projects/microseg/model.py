@@ -15,6 +15,7 @@ budget: the budget is the point of the family, so it is checked where the model 
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -280,4 +281,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from core.scripts import script_args
+
+    script_args(sys.argv[1:], "python -m projects.microseg.model", __doc__, range(0, 1))
     main()

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 
 from serving_helpers import Registry, det_model, image_example, new_registry, seg_model  # noqa: E402
 
-from data.autolabel import autolabel, priority  # noqa: E402
+from data.autolabel import autolabel, default_margin, priority  # noqa: E402
 from data.cli import data  # noqa: E402
 from data.loop import class_names, read_boxes  # noqa: E402
 from data.review.store import ReviewStore  # noqa: E402
@@ -91,6 +91,17 @@ def test_bad_models_are_named(registry: Registry, tmp_path: Path) -> None:
     assert out.exit_code == 1 and "class names ['person'] differ from model det@production's" in out.output
     out = runner.invoke(data, ["autolabel", str(dst), "--model", "det@production", "--conf", "1.5"])
     assert out.exit_code == 1 and "--conf must be in (0, 1)" in out.output
+    out = runner.invoke(data, ["autolabel", str(dst), "--model", "det@production", "--conf", "0.2", "--margin", "0.3"])
+    assert out.exit_code == 1 and "--margin must be in [0, conf), got 0.3" in out.output
+
+
+def test_a_low_conf_alone_is_accepted(registry: Registry, tmp_path: Path) -> None:
+    """--conf 0.001 without --margin: the default margin follows the threshold instead of refusing it."""
+    assert default_margin(0.25) == 0.1 and default_margin(0.001) == 0.0005
+    dst = folder(tmp_path / "dst", 1)
+    out = CliRunner().invoke(data, ["autolabel", str(dst), "--model", "det@production", "--conf", "0.001",
+                                    "--tracking-uri", registry.uri, "--quiet"])  # fmt: skip
+    assert out.exit_code == 0, out.output
 
 
 def test_priority_puts_boxes_near_the_threshold_first() -> None:
