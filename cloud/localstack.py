@@ -217,4 +217,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from core.scripts import script_args
+
+    script_args(sys.argv[1:], "python -m cloud.localstack", __doc__, range(0, 1))
     main()

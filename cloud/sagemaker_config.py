@@ -274,4 +274,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from core.scripts import script_args
+
+    main(script_args(sys.argv[1:], "python -m cloud.sagemaker_config [SM.json]", __doc__, range(0, 2)))

@@ -180,8 +180,9 @@ def load_space(path: str | Path, target: str, base: Mapping[str, Any]) -> Space:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m experiments.space FAMILY_OR_PRESET SPACE.yaml")
+    from core.scripts import script_args
+
+    script_args(sys.argv[1:], "python -m experiments.space FAMILY_OR_PRESET SPACE.yaml", __doc__, range(2, 3))
     try:
         print("\n".join(load_space(sys.argv[2], sys.argv[1], {}).describe()))
     except KilnError as err:

@@ -79,4 +79,7 @@ def last_error(path: Path, window: int = 200) -> str | None:
 
 
 if __name__ == "__main__":
+    from core.scripts import script_args
+
+    script_args(sys.argv[1:], "python -m jobs.logs LOG [OFFSET]", __doc__, range(1, 3))
     print(read_all(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None), end="")

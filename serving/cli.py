@@ -221,4 +221,6 @@ def check_load(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    check_load(sys.argv[1:])
+    from core.scripts import script_args
+
+    check_load(script_args(sys.argv[1:], "python -m serving.cli MODEL [ALIAS]", __doc__, range(1, 3)))

@@ -256,4 +256,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from core.scripts import script_args
+
+    main(script_args(sys.argv[1:], "python -m projects.cr_recon.data DATA_DIR", __doc__, range(1, 2)))

@@ -275,4 +275,10 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from core.scripts import script_args
+
+    main(
+        script_args(
+            sys.argv[1:], "python -m serving.runtime.footprint MODEL.onnx [MODEL.onnx ...]", __doc__, range(1, 1000)
+        )
+    )
