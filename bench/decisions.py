@@ -193,11 +193,110 @@ def canary(quick: bool, seed: int) -> list[Row]:
     return rows
 
 
+# --- drift --------------------------------------------------------------------------------------------------------
+
+DRIFT_WINDOWS = (50, 200, 500, 1000, 5000)
+DRIFT_REFERENCE = 2000  # rows (or images) a reference profile is built from, as at export
+
+
+def _tabular(rng: np.random.Generator, n: int, shift: float = 0.0, missing: bool = False,
+             new_category: float = 0.0) -> dict[str, np.ndarray]:  # fmt: skip
+    """A tabular model's inputs and outputs: normal, skewed, uniform and heavy-tailed numbers, a 5-level code, a
+    flag, a feature missing 5% of the time, the predicted label and its confidence (9 features)."""
+    features = {
+        "input.normal": rng.normal(0.0, 1.0, n) + shift,
+        "input.skewed": np.full(n, np.nan) if missing else rng.lognormal(0.0, 0.8, n),
+        "input.uniform": rng.uniform(0.0, 10.0, n),
+        "input.heavy": rng.standard_t(3, n),
+        "input.code": rng.choice([0.0, 1.0, 2.0, 3.0, 4.0], n, p=[0.4, 0.3, 0.15, 0.1, 0.05]),
+        "input.sparse": np.where(rng.random(n) < 0.05, np.nan, rng.normal(5.0, 2.0, n)),
+        "input.flag": (rng.random(n) < 0.2).astype(np.float64),
+        "output.label": rng.choice(np.array(["a", "b", "c"], dtype=object), n, p=[0.5, 0.3, 0.2]),
+        "output.confidence": rng.beta(5.0, 2.0, n),
+    }
+    if new_category:
+        features["input.code"] = np.where(rng.random(n) < new_category, 7.0, features["input.code"])
+    return features
+
+
+def _image_pool(rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
+    """Brightness, contrast and sharpness (core.profile.image_stats) of `count` synthetic 32x32 gray images:
+    a smooth random pattern of random brightness and amplitude, sensor noise, sometimes blurred."""
+    from core.profile import image_stats
+
+    coarse = rng.normal(size=(count, 4, 4))
+    values: dict[str, list[float]] = {"input.brightness": [], "input.contrast": [], "input.sharpness": []}
+    for i in range(count):
+        pattern = np.kron(coarse[i], np.ones((8, 8)))
+        if rng.random() < 0.3:  # out of focus: a 3x3 box blur
+            pattern = sum(np.roll(np.roll(pattern, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9
+        gray = rng.normal(120, 20) + rng.uniform(15, 45) * pattern + rng.normal(0, 4, (32, 32))
+        for key, value in image_stats(np.clip(gray, 0, 255)).items():
+            values["input." + key].append(value)
+    return {k: np.asarray(v) for k, v in values.items()}
+
+
+def _alarms(reference: dict[str, np.ndarray], live: dict[str, np.ndarray]) -> list[str]:
+    """Profile the reference as export does, score the live window as the server does: the drifted features."""
+    from core.profile import build_profile, correct, score, window_drifted
+
+    inputs = {k.removeprefix("input."): v for k, v in reference.items() if k.startswith("input.")}
+    outputs = {k.removeprefix("output."): v for k, v in reference.items() if k.startswith("output.")}
+    profile = build_profile(inputs, outputs, rows=len(next(iter(reference.values()))), categorical=("label",))
+    return window_drifted(correct({f: score(ref, live[f]) for f, ref in profile.features().items()}))
+
+
+def _draw(pool: dict[str, np.ndarray], rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    rows = rng.choice(len(next(iter(pool.values()))), n, replace=False)
+    return {k: v[rows] for k, v in pool.items()}
+
+
+def drift(quick: bool, seed: int) -> list[Row]:
+    """In-distribution windows of rows and images at 50 to 5,000 samples (each with its own reference, drawn
+    as export draws one), which must not alarm; shifted, missing and new-category windows, which must."""
+    rng = np.random.default_rng(seed)
+    reps, power_reps = (25, 20) if quick else (1000, 300)
+    windows = (50, 1000) if quick else DRIFT_WINDOWS
+    pool = _image_pool(rng, 3000 if quick else 40_000)
+    brightness_sd = float(pool["input.brightness"].std())
+    rows: list[Row] = []
+    for n in windows:
+        alarms = sum(bool(_alarms(_tabular(rng, DRIFT_REFERENCE), _tabular(rng, n))) for _ in range(reps))
+        rows.append(measured("drift", f"false alarm, rows, window {n}, 9 features", reps, alarms, "false_alarm",
+                             0.01, {"reference": DRIFT_REFERENCE}))  # fmt: skip
+        alarms = sum(bool(_alarms(_draw(pool, rng, DRIFT_REFERENCE), _draw(pool, rng, n))) for _ in range(reps))
+        rows.append(measured("drift", f"false alarm, images, window {n}, 3 features", reps, alarms,
+                             "false_alarm", 0.01, {"reference": DRIFT_REFERENCE}))  # fmt: skip
+    for sd in (0.25, 0.5, 1.0):
+        found = sum("input.normal" in _alarms(_tabular(rng, DRIFT_REFERENCE), _tabular(rng, 500, shift=sd))
+                    for _ in range(power_reps))  # fmt: skip
+        rows.append(measured("drift", f"power, rows, window 500, one feature shifted {sd:g} sd", power_reps, found,
+                             "power", 0.9 if sd >= 0.5 else None))  # fmt: skip
+    found = 0
+    for _ in range(power_reps):
+        live = _draw(pool, rng, 500)
+        live["input.brightness"] = live["input.brightness"] + 0.5 * brightness_sd
+        found += "input.brightness" in _alarms(_draw(pool, rng, DRIFT_REFERENCE), live)
+    rows.append(measured("drift", "power, images, window 500, brightness shifted 0.5 sd", power_reps, found,
+                         "power", 0.9))  # fmt: skip
+    for n in (50, 500):
+        found = sum("input.skewed" in _alarms(_tabular(rng, DRIFT_REFERENCE), _tabular(rng, n, missing=True))
+                    for _ in range(power_reps))  # fmt: skip
+        rows.append(measured("drift", f"power, rows, window {n}, a feature stopped arriving", power_reps, found,
+                             "power", 0.9))  # fmt: skip
+        found = sum("input.code" in _alarms(_tabular(rng, DRIFT_REFERENCE), _tabular(rng, n, new_category=0.05))
+                    for _ in range(power_reps))  # fmt: skip
+        rows.append(measured("drift", f"power, rows, window {n}, a new category in 5% of rows", power_reps, found,
+                             "power", 0.9 if n >= 500 else None))  # fmt: skip
+    return rows
+
+
 # --- the runner ------------------------------------------------------------------------------------------------
 
 SIMULATIONS: dict[str, Simulation] = {
     "significance": significance,
     "canary": canary,
+    "drift": drift,
 }
 
 

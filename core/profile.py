@@ -9,8 +9,14 @@ statistics over a rolling window of live traffic and scores each feature against
   the share of reference and live values per bin, and a Kolmogorov-Smirnov statistic compares the live values with
   the reference's percentile curve (101 points, linear in between);
 - categorical features (class labels, small integer codes): PSI over the category shares, unseen ones pooled.
-PSI reads as usual: under 0.1 stable, 0.1-0.2 moderate shift, over 0.2 a shift worth acting on, provided it is
-also above what sampling noise alone gives for samples that size (`FeatureDrift.noise`).
+PSI reads as usual: under 0.1 stable, 0.1-0.2 moderate shift, over 0.2 large; it measures how far, not whether.
+Whether a window has drifted is a test per feature with a p-value (`FeatureDrift.p_value`): numeric features by
+KS against the reference curve (the exact one-sample distribution at the effective size n*m/(n+m) of a live
+window of n and a reference of m) and a Fisher test of the missing share; categorical features by a chi-square
+test of homogeneity of the two samples' category counts (an unseen category counts against the reference's
+none). A window alarms when any feature's Holm-adjusted p-value (`correct`, over every feature scored together)
+is below DRIFT_ALPHA: at most a 1% chance per window that an in-distribution window alarms, however many
+features the model has (docs/decisions.md measures it). Such a feature's level is "shift".
 Image statistics (brightness, contrast, sharpness) are defined here once, on 0-255 gray pixels, so that training
 and serving compute the same numbers. Pure numpy: no kiln import, usable from any layer.
 """
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +37,7 @@ OTHER = "__other__"
 EPSILON = 1e-4  # share given to an empty bin, so PSI stays finite
 PSI_MODERATE = 0.1
 PSI_SHIFT = 0.2
+DRIFT_ALPHA = 0.01  # the chance that a window of in-distribution traffic raises drift, over all features together
 
 
 @dataclass(frozen=True)
@@ -238,6 +245,8 @@ class FeatureDrift:
     missing_live: float = 0.0
     missing_reference: float = 0.0
     bins: int = BINS
+    p_value: float = 1.0  # this feature alone: how likely a difference this large is with no drift
+    adjusted_p: float | None = None  # Holm-adjusted over every feature of the window (`correct`)
 
     @property
     def noise(self) -> float:
@@ -249,15 +258,21 @@ class FeatureDrift:
         return float(chi2.ppf(0.99, max(self.bins - 1, 1))) / effective
 
     @property
+    def drifted(self) -> bool:
+        """Significant at DRIFT_ALPHA after the correction for the window's number of features."""
+        return (self.p_value if self.adjusted_p is None else self.adjusted_p) < DRIFT_ALPHA
+
+    @property
     def level(self) -> str:
-        if self.psi > max(PSI_SHIFT, self.noise):
+        if self.drifted:
             return "shift"
         return "moderate" if self.psi > max(PSI_MODERATE, self.noise) else "stable"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "psi": round(self.psi, 5), "ks": None if self.ks is None else round(self.ks, 5), "level": self.level,
-            "noise_psi": round(self.noise, 5),
+            "noise_psi": round(self.noise, 5), "p_value": _round_p(self.p_value),
+            "adjusted_p": None if self.adjusted_p is None else _round_p(self.adjusted_p),
             "live": self.live, "reference": self.reference,
             "missing_live": round(self.missing_live, 5), "missing_reference": round(self.missing_reference, 5),
         }  # fmt: skip
@@ -292,13 +307,17 @@ def score(reference: FeatureProfile, values: Sequence[Any] | np.ndarray) -> Feat
     array = np.asarray(values, dtype=np.float64).reshape(-1)
     finite = array[np.isfinite(array)]
     missing = float(1 - len(finite) / len(array)) if len(array) else 0.0
+    p_missing = _missing_p(reference, len(array), missing)
     if not len(finite) or not reference.count:
-        return FeatureDrift(0.0, None, len(finite), reference.count, missing, reference.missing)
+        value = _missing_psi(reference.missing, missing)
+        return FeatureDrift(value, None, len(finite), reference.count, missing, reference.missing, p_value=p_missing)
     edges = np.asarray(reference.edges)
     live_shares = _bin_counts(finite, edges) / len(finite)
     value = psi(reference.shares, live_shares) + _missing_psi(reference.missing, missing)
     ks = ks_statistic(reference.percentiles, finite)
-    return FeatureDrift(value, ks, len(finite), reference.count, missing, reference.missing, len(reference.shares))
+    p_value = min(1.0, 2 * min(ks_p_value(ks, len(finite), reference.count), p_missing))  # two tests: Bonferroni
+    return FeatureDrift(value, ks, len(finite), reference.count, missing, reference.missing, len(reference.shares),
+                        p_value)  # fmt: skip
 
 
 def _score_categorical(reference: CategoricalProfile, values: Sequence[Any] | np.ndarray) -> FeatureDrift:
@@ -309,8 +328,74 @@ def _score_categorical(reference: CategoricalProfile, values: Sequence[Any] | np
     pooled = [v if v in known else OTHER for v in labels]
     names = sorted(known | {OTHER})
     expected = [reference.shares.get(n, 0.0) for n in names]
-    actual = [pooled.count(n) / len(pooled) for n in names]
-    return FeatureDrift(psi(expected, actual), None, len(labels), reference.count, bins=len(names))
+    counts = [pooled.count(n) for n in names]
+    actual = [c / len(pooled) for c in counts]
+    p_value = homogeneity_p([e * reference.count for e in expected], counts)
+    return FeatureDrift(psi(expected, actual), None, len(labels), reference.count, bins=len(names), p_value=p_value)
+
+
+# --- the tests behind `drifted` ---------------------------------------------------------------------------
+
+
+def ks_p_value(ks: float, live: int, reference: int) -> float:
+    """P(KS >= ks) with no drift, for a live window of `live` values against a reference of `reference`: the exact
+    one-sample distribution at the effective size live*reference/(live+reference) (the two-sample statistic's)."""
+    if live <= 0 or reference <= 0 or ks <= 0:
+        return 1.0
+    from scipy.stats import kstwo
+
+    effective = max(1, round(live * reference / (live + reference)))
+    return float(kstwo.sf(ks, effective))
+
+
+def _missing_p(reference: NumericProfile, live_total: int, live_missing: float) -> float:
+    """Fisher's exact test: is the live window's share of missing values different from the reference's?"""
+    if live_total <= 0 or reference.count <= 0 or live_missing == reference.missing:
+        return 1.0
+    from scipy.stats import fisher_exact
+
+    ref_total = round(reference.count / (1 - reference.missing)) if reference.missing < 1 else reference.count
+    ref_missing = ref_total - reference.count
+    live_nan = round(live_missing * live_total)
+    table = [[live_nan, live_total - live_nan], [ref_missing, reference.count]]
+    return float(fisher_exact(table).pvalue)
+
+
+def homogeneity_p(reference_counts: Sequence[float], live_counts: Sequence[int]) -> float:
+    """Chi-square test that two samples' category counts come from one distribution (categories empty in both
+    are dropped); 1.0 when there is nothing to compare."""
+    ref = np.asarray(reference_counts, dtype=np.float64)
+    live = np.asarray(live_counts, dtype=np.float64)
+    keep = (ref + live) > 0
+    if keep.sum() < 2 or ref.sum() <= 0 or live.sum() <= 0:
+        return 1.0
+    from scipy.stats import chi2
+
+    table = np.stack([ref[keep], live[keep]])
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    statistic = float(((table - expected) ** 2 / expected).sum())
+    return float(chi2.sf(statistic, keep.sum() - 1))
+
+
+def correct(scores: Mapping[str, FeatureDrift]) -> dict[str, FeatureDrift]:
+    """Holm's step-down adjustment of every feature's p-value over the whole window: a window alarms (some
+    feature `drifted`) with probability at most DRIFT_ALPHA when nothing drifted, however many features."""
+    order = sorted(scores, key=lambda name: scores[name].p_value)
+    count, running = len(order), 0.0
+    out: dict[str, FeatureDrift] = {}
+    for rank, name in enumerate(order):
+        running = max(running, min(1.0, (count - rank) * scores[name].p_value))
+        out[name] = replace(scores[name], adjusted_p=running)
+    return {name: out[name] for name in scores}
+
+
+def window_drifted(scores: Mapping[str, FeatureDrift]) -> list[str]:
+    """The features of a corrected window (`correct`) that drifted."""
+    return sorted(name for name, drift in scores.items() if drift.drifted)
+
+
+def _round_p(p: float) -> float:
+    return float(f"{p:.3g}")
 
 
 def _missing_psi(expected: float, actual: float) -> float:

@@ -61,3 +61,11 @@ def test_canary_guard_rails_keep_good_candidates_and_roll_back_bad_ones() -> Non
     bad = [r for r in rows if r.measure.startswith("not rolled back")]
     assert len(bad) == 4 and all(r.misses == 0 and r.detail["candidate_requests_max"] > 0 for r in bad)
     assert all(r.false_alarms == 0 for r in rows if r.measure.startswith("false rollback"))
+
+
+def test_drift_alarms_rarely_in_distribution_and_finds_real_shifts() -> None:
+    rows = decisions.drift(quick=True, seed=0)
+    assert_targets_met(rows)
+    by_measure = {r.measure: r for r in rows}
+    assert by_measure["power, rows, window 500, one feature shifted 0.5 sd"].rate >= 0.9
+    assert by_measure["power, rows, window 50, a feature stopped arriving"].rate == 1.0
