@@ -78,7 +78,17 @@ class ModelSlot:
 
 
 class Router(Protocol):
-    def pick(self, production: Deployed) -> Deployed: ...
+    """A running canary (serving/rollout/canary.py), as the dataplane sees it."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def deployed(self) -> Deployed: ...
+
+    def pick(self, production: Deployed, routing_key: str | None) -> Deployed: ...
+
+    def record(self, version: str, production_version: str, status: int, seconds: float) -> None: ...
 
 
 class ModelStore:
@@ -102,8 +112,8 @@ class ModelStore:
 
     # --- request side -------------------------------------------------------------------------------------
 
-    def get(self, name: str | None) -> Deployed:
-        """The deployed model for `name`; with one model served, `None` means that one."""
+    def slot(self, name: str | None) -> ModelSlot:
+        """The slot of `name`; with one model served, `None` means that one."""
         if name is None:
             if len(self.slots) != 1:
                 raise ModelNotFound(
@@ -114,9 +124,14 @@ class ModelStore:
         slot = self.slots.get(name)
         if slot is None:
             raise ModelNotFound(f"no model named {name!r} is served; served: {sorted(self.slots)}")
+        return slot
+
+    def get(self, name: str | None) -> Deployed:
+        """The production deployment of `name` (the canary's pick is the dataplane's, serving/dataplane.py)."""
+        slot = self.slot(name)
         if slot.current is None:
-            raise ModelNotReady(f"model {name!r} is not loaded yet")
-        return slot.current if slot.canary is None else slot.canary.pick(slot.current)
+            raise ModelNotReady(f"model {slot.name!r} is not loaded yet")
+        return slot.current
 
     @property
     def ready(self) -> bool:
@@ -247,9 +262,9 @@ class ModelStore:
         """Every step before a swap (serving/deployment/loading.py). Blocking: run it in a thread."""
         return load_version(self.client, self.settings, name, version, None if against is None else against.model)
 
-    def install(self, loaded: LoadedModel) -> None:
-        """The swap itself: one reference assignment on the event loop. The old batcher drains and stops."""
-        slot = self.slots[loaded.name]
+    def deploy(self, loaded: LoadedModel) -> Deployed:
+        """A loaded version behind its batcher, with the request limits of this server: production, a canary's
+        candidate and nothing else are deployed, all by this method."""
         config = batch_config(loaded, self.settings)
         observe = self.metrics.batch_observer(loaded.name, loaded.version)
         batcher = Batcher(loaded.run, config, batchable=loaded.batchable, observe=observe)
@@ -257,7 +272,12 @@ class ModelStore:
             loaded.inputs, loaded.contract.preprocess, config.max_batch_size, self.settings.max_request_pixels
         )
         loaded.predictor.shrink_above_pixels = limits.usual_pixels
-        old, slot.current = slot.current, Deployed(loaded, batcher, limits)
+        return Deployed(loaded, batcher, limits)
+
+    def install(self, loaded: LoadedModel) -> None:
+        """The swap itself: one reference assignment on the event loop. The old batcher drains and stops."""
+        slot = self.slots[loaded.name]
+        old, slot.current = slot.current, self.deploy(loaded)
         timing = ", ".join(f"{k} {v:.2f}s" for k, v in loaded.load_seconds.items())
         if old is not None:
             old.batcher.close()

@@ -26,16 +26,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core import vocab
 from core.errors import KilnError
 from core.http import error_response, install_error_handler
+from serving.dataplane import DataPlane
 from serving.deployment import watcher
 from serving.deployment.store import ModelSlot, ModelStore
-from serving.edge import invocations, protocol_v2, task_routes
+from serving.edge import invocations, protocol_v2, rollout_routes, task_routes
 from serving.edge.http import json_response, request_store
 from serving.edge.metrics import Metrics
 from serving.edge.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, configure_logging
 from serving.edge.pages import install_pages
 from serving.errors import BadRequest, MethodNotAllowed, RouteNotFound, ServingError
-from serving.rollout.rollout import Rollout, RolloutMiddleware
-from serving.rollout.rollout import router as rollout_router
+from serving.rollout.rollout import Rollout
 from serving.settings import ServeSettings
 
 log = logging.getLogger(vocab.SERVING_LOG + ".app")
@@ -82,13 +82,13 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
     app.state.settings, app.state.store, app.state.metrics = settings, store, metrics
     app.state.watcher = watcher.Watcher(store, settings.poll_seconds)
     app.state.rollout = rollout
+    app.state.dataplane = DataPlane(store, rollout)  # every protocol's request path (serving/dataplane.py)
     for router in (protocol_v2.router, invocations.router, task_routes.router, status_router, watcher.router):
         app.include_router(router)
-    app.include_router(rollout_router)
+    app.include_router(rollout_routes.router)
     install_pages(app)
     _add_error_handlers(app)
     app.add_middleware(FastPath, routes=_fast_routes(protocol_v2.router, invocations.router, task_routes.router))
-    app.add_middleware(RolloutMiddleware, rollout=rollout, header=settings.routing_header)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

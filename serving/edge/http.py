@@ -20,6 +20,7 @@ from starlette.responses import Response
 from serving.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 if TYPE_CHECKING:
+    from serving.dataplane import DataPlane
     from serving.deployment.loading import LoadedModel
     from serving.deployment.store import ModelStore
 
@@ -27,6 +28,17 @@ if TYPE_CHECKING:
 def request_store(request: Request) -> ModelStore:
     store: ModelStore = request.app.state.store
     return store
+
+
+def request_plane(request: Request) -> DataPlane:
+    plane: DataPlane = request.app.state.dataplane
+    return plane
+
+
+def routing_key(request: Request) -> str | None:
+    """The client's canary routing key (KILN_ROUTING_HEADER, default X-Kiln-Routing-Key), if it sent one."""
+    header: str = request.app.state.settings.routing_header
+    return request.headers.get(header)
 
 
 def json_response(content: Any, model: LoadedModel | None = None, status_code: int = 200) -> Response:
@@ -128,4 +140,7 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-__all__ = ["json_depth", "json_response", "media_type", "parse_json", "read_body", "read_json", "request_store"]
+__all__ = [
+    "json_depth", "json_response", "media_type", "parse_json", "read_body", "read_json", "request_plane",
+    "request_store", "routing_key",
+]  # fmt: skip

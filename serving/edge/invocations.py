@@ -22,9 +22,17 @@ from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
 from core.contract import TabularPost
+from serving.dataplane import Prepared
 from serving.deployment.loading import LoadedModel
-from serving.deployment.store import infer
-from serving.edge.http import json_response, media_type, parse_json, read_body, request_store
+from serving.edge.http import (
+    json_response,
+    media_type,
+    parse_json,
+    read_body,
+    request_plane,
+    request_store,
+    routing_key,
+)
 from serving.errors import BadRequest, UnsupportedMediaType
 from serving.runtime.postprocess import records_to_matrix
 from serving.runtime.tensors import as_array, cast_to_spec, check_shape
@@ -82,14 +90,26 @@ async def server_version() -> Response:
 @router.post("/invocations", openapi_extra=_BODY, summary="Score with MLflow's input formats")
 async def invocations(request: Request) -> Response:
     name = request.headers.get("x-kiln-model") or request.query_params.get("model")
-    deployed = request_store(request).get(name)
-    model = deployed.model
-    request.state.model, request.state.version = model.name, model.version
-    feeds, tabular = await _parse(request, model)
-    outputs = await infer(deployed, feeds)
-    if tabular:
-        return json_response({"predictions": _records(outputs)}, model)
-    return json_response({"predictions": {k: v.tolist() for k, v in outputs.items()}}, model)
+    answer = await request_plane(request).infer(name, None, routing_key(request), ScoringInputs(request), request.state)
+    response: Response = answer.result
+    return response
+
+
+class ScoringInputs:
+    """A request of MLflow's scoring protocol, parsed for the version the dataplane picks."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.tabular = False
+
+    async def prepare(self, model: LoadedModel) -> Prepared:
+        feeds, self.tabular = await _parse(self.request, model)
+        return Prepared(feeds)
+
+    async def finish(self, model: LoadedModel, outputs: Feeds, prepared: Prepared) -> Response:
+        if self.tabular:
+            return json_response({"predictions": _records(outputs)}, model)
+        return json_response({"predictions": {k: v.tolist() for k, v in outputs.items()}}, model)
 
 
 async def _parse(request: Request, model: LoadedModel) -> tuple[Feeds, bool]:

@@ -74,7 +74,9 @@ class AccessMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 response["status"] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = _with_version(
+                    scope, [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                )
             elif message["type"] == "http.response.body":
                 response["bytes"] += len(message.get("body", b""))
             await send(message)
@@ -131,6 +133,18 @@ class AccessMiddleware:
                 "client": f"{client[0]}:{client[1]}" if client else None,
             }
         )
+
+
+def _with_version(scope: Scope, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Name the model and version on every answer, errors included, so a client can tell which side of a canary
+    answered (serving/dataplane.py writes them on the request's state)."""
+    state = scope.get("state") or {}
+    if state.get("version") and not any(k.lower() == b"x-kiln-model-version" for k, _ in headers):
+        headers += [
+            (b"x-kiln-model", str(state["model"]).encode()),
+            (b"x-kiln-model-version", str(state["version"]).encode()),
+        ]
+    return headers
 
 
 class InternalError(ServingError):

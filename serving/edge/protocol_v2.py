@@ -20,9 +20,11 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from serving.dataplane import Prepared
+from serving.deployment.batching import Feeds
 from serving.deployment.loading import LoadedModel
-from serving.deployment.store import Deployed, infer
-from serving.edge.http import json_response, parse_json, read_body, request_store
+from serving.deployment.store import Deployed
+from serving.edge.http import json_response, parse_json, read_body, request_plane, request_store, routing_key
 from serving.errors import BadRequest, ModelNotFound, ModelNotReady
 from serving.runtime.tensors import V2_TO_NUMPY, TensorSpec, cast_to_spec, check_shape
 
@@ -118,15 +120,30 @@ async def model_ready(name: str, request: Request, model_version: str | None = N
 @router.post("/v2/models/{name}/infer", openapi_extra=_INFER_BODY, summary="Inference")
 @router.post("/v2/models/{name}/versions/{model_version}/infer", openapi_extra=_INFER_BODY, summary="Inference")
 async def model_infer(name: str, request: Request, model_version: str | None = None) -> Response:
-    deployed = _deployed(request, name, model_version)
-    model = deployed.model
-    request.state.model, request.state.version = model.name, model.version
-    body = await read_body(request)
-    payload, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
-    feeds = decode_inputs(payload, binary, model)
-    wanted = _requested_outputs(payload, model)
-    outputs = await infer(deployed, feeds)
-    return encode_response(payload, model, outputs, wanted)
+    inputs = V2Inputs(request)
+    answer = await request_plane(request).infer(name, model_version, routing_key(request), inputs, request.state)
+    response: Response = answer.result
+    return response
+
+
+class V2Inputs:
+    """An inference request of the Open Inference Protocol: JSON or binary tensors, checked against the version
+    the dataplane picks; the answer is the protocol's response (JSON, or JSON header then binary outputs)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.payload: dict[str, Any] = {}
+        self.wanted: list[tuple[str, bool]] = []
+
+    async def prepare(self, model: LoadedModel) -> Prepared:
+        body = await read_body(self.request)
+        self.payload, binary = _split_body(body, self.request.headers.get(HEADER_LENGTH))
+        feeds = decode_inputs(self.payload, binary, model)
+        self.wanted = _requested_outputs(self.payload, model)
+        return Prepared(feeds)
+
+    async def finish(self, model: LoadedModel, outputs: Feeds, prepared: Prepared) -> Response:
+        return encode_response(self.payload, model, outputs, self.wanted)
 
 
 def metadata(model: LoadedModel) -> dict[str, Any]:
@@ -140,12 +157,10 @@ def metadata(model: LoadedModel) -> dict[str, Any]:
 
 
 def _deployed(request: Request, name: str, model_version: str | None) -> Deployed:
-    deployed = request_store(request).get(name)
-    if model_version not in (None, "", deployed.model.version):
-        raise ModelNotFound(
-            f"model {name!r} version {model_version!r} is not served; version {deployed.model.version} is"
-        )
-    return deployed
+    """Production, or the version named (production's or a running canary's candidate)."""
+    if model_version in (None, ""):
+        return request_store(request).get(name)
+    return request_plane(request).route(name, model_version)
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:

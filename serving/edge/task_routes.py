@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,11 +24,11 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from serving.dataplane import Prepared
+from serving.deployment.batching import Feeds
 from serving.deployment.loading import LoadedModel
-from serving.deployment.store import infer
-from serving.edge.http import json_response, media_type, read_body, read_json, request_store
+from serving.edge.http import json_response, media_type, read_body, read_json, request_plane, routing_key
 from serving.errors import BadRequest, ServingError, UnsupportedMediaType
-from serving.rollout.rollout import after_task
 from serving.runtime.pictures import picture, wanted_format
 from serving.runtime.postprocess import Task
 
@@ -112,34 +111,48 @@ _IMAGE_BODY = {
 
 @router.post("/v1/models/{name}/predict", openapi_extra=_IMAGE_BODY, summary="Predict with the model's own pre/post")
 async def predict(name: str, request: Request) -> Any:
-    """Read the request, hand it to the model object (the predictor), run it through the batcher, answer."""
-    started = time.perf_counter()
-    deployed = request_store(request).get(name)
-    model = deployed.model
-    request.state.model, request.state.version = model.name, model.version
-    predictor = model.predictor
-    task = _task_of(model)
+    """Read the request; the dataplane picks the version, which prepares and finishes it with its predictor."""
     query = dict(request.query_params)
     fmt = wanted_format(query.pop("format", None), request.headers.get("accept", ""))
-    params = task.check_params(_query_options(task, query))
-    if task.takes_image:
-        data = await read_image(request)
-        feeds, geometry = await run_in_threadpool(predictor.prepare_bytes, data)
-        outputs = await infer(deployed, feeds)
-        result: Any = await run_in_threadpool(predictor.finish_image, outputs, geometry, params)
-        after_task(request, deployed, result, started, feeds=feeds, params=params, data=data, geometry=geometry)
-        if fmt != "json":
-            png = await run_in_threadpool(picture, result, data, fmt, task.name)
-            headers = {"X-Kiln-Model": model.name, "X-Kiln-Model-Version": str(model.version)}
-            return Response(png, media_type="image/png", headers=headers)
-    else:
-        if fmt != "json":
-            picture(None, b"", fmt, task.name)  # raises the 406 that names what this task answers
-        payload = await read_json(request)
-        feeds, rows = predictor.prepare_records(payload)
-        result = predictor.finish_records(await infer(deployed, feeds), rows)
-        after_task(request, deployed, result, started, feeds=feeds, params=params, records=payload)
+    answer = await request_plane(request).infer(
+        name, None, routing_key(request), TaskInputs(request, query, fmt), request.state
+    )
+    model, result = answer.model, answer.result
+    task = _task_of(model)
+    if fmt != "json":
+        png = await run_in_threadpool(picture, result, answer.prepared.data or b"", fmt, task.name)
+        headers = {"X-Kiln-Model": model.name, "X-Kiln-Model-Version": str(model.version)}
+        return Response(png, media_type="image/png", headers=headers)
     return json_response({"model": model.name, "version": model.version, "task": task.name, **result.to_json()}, model)
+
+
+class TaskInputs:
+    """A task request (an image or JSON records), decoded by the predictor of the version that answers it."""
+
+    def __init__(self, request: Request, query: dict[str, str], fmt: str) -> None:
+        self.request, self.query, self.fmt = request, query, fmt
+
+    async def prepare(self, model: LoadedModel) -> Prepared:
+        task = _task_of(model)
+        params = task.check_params(_query_options(task, self.query))
+        predictor = model.predictor
+        if task.takes_image:
+            data = await read_image(self.request)
+            feeds, geometry = await run_in_threadpool(predictor.prepare_bytes, data)
+            return Prepared(feeds, data=data, geometry=geometry, params=params, typed=True)
+        if self.fmt != "json":
+            picture(None, b"", self.fmt, task.name)  # raises the 406 that names what this task answers
+        payload = await read_json(self.request)
+        feeds, _ = predictor.prepare_records(payload)
+        return Prepared(feeds, records=payload, params=params, typed=True)
+
+    async def finish(self, model: LoadedModel, outputs: Feeds, prepared: Prepared) -> Any:
+        predictor = model.predictor
+        if prepared.geometry is not None:
+            assert prepared.data is not None
+            return await run_in_threadpool(predictor.finish_image, outputs, prepared.geometry, prepared.params)
+        rows = int(next(iter(prepared.feeds.values())).shape[0])
+        return predictor.finish_records(outputs, rows)
 
 
 def _task_of(model: LoadedModel) -> Task:

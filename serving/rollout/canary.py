@@ -26,7 +26,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,9 +37,6 @@ from registry.canary import CanarySpec, GuardRails
 from serving.deployment.store import Deployed
 
 log = logging.getLogger(vocab.SERVING_LOG + ".canary")
-
-routing_key: ContextVar[str | None] = ContextVar("kiln_routing_key", default=None)
-pinned_version: ContextVar[str | None] = ContextVar("kiln_pinned_version", default=None)
 
 
 def bucket(model: str, key: str) -> float:
@@ -163,14 +159,12 @@ class CanaryDeployment:
     def version(self) -> str:
         return str(self.spec.version)
 
-    def pick(self, production: Deployed) -> Deployed:
-        """The side this request goes to (store.get calls this for every request of the model)."""
+    def pick(self, production: Deployed, routing_key: str | None) -> Deployed:
+        """The side a request of this model goes to (serving/dataplane.py asks for every request that does not
+        name its version)."""
         if self.ended_at is not None:
             return production
-        pinned = pinned_version.get()
-        if pinned is not None:  # /v2/models/{name}/versions/{v}/infer names its side
-            return self.deployed if pinned == self.version else production
-        key = routing_key.get()
+        key = routing_key
         share = bucket(self.spec.model, key) if key else random.random() * 100
         if share < self.spec.percent:
             self.routed["candidate"] += 1

@@ -8,46 +8,45 @@ capture, wired to the store, the request path and HTTP.
 
 - After each refresh of a model's alias, `follow` reads the registered model once (its aliases and tags) and
   loads, swaps or drops the challenger (the `--shadow` alias) and the canary candidate (registry/canary.py),
-  each through the same load pipeline and checks as production (serving/deployment/loading.py), against the production
-  version. A version that fails is logged, shown and not retried for KILN_SWAP_RETRY_SECONDS; production is
-  never touched.
-- `after_task` (called by the task endpoint once it has its answer) hands the shadow run, the drift features and
-  the capture check to the off-path worker (serving/rollout/offpath.py) and returns at once.
-- `RolloutMiddleware` reads the routing key for the canary, tells the off-path worker when production is busy,
-  and records each answer's status and latency on the canary's side.
+  each through the same load pipeline and checks as production (serving/deployment/loading.py), against the
+  production version; the candidate is deployed by `ModelStore.deploy`, with production's request limits. A
+  version that fails is logged, shown and not retried for KILN_SWAP_RETRY_SECONDS; production is never touched.
+- `after_answer` (called by serving/dataplane.py once any protocol's request has its answer) hands the shadow
+  run, the drift features and the capture check to the off-path worker (serving/rollout/offpath.py) and returns
+  at once. The routing of a canary and the record of each answer are the dataplane's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import random
 import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import vocab
+from core.contract import TabularPost
 from core.preprocess import Geometry
 from core.profile import FeatureDrift
 from registry.canary import CANARY_TAG, CanarySpec, end_canary
-from serving.deployment.batching import Batcher
-from serving.deployment.loading import LoadedModel, batch_config, load_version
+from serving.deployment.batching import Feeds
+from serving.deployment.loading import LoadedModel, load_version
 from serving.deployment.store import Deployed, ModelStore
-from serving.edge.http import json_response, request_store
 from serving.edge.metrics import LATENCY_BUCKETS, Metrics
-from serving.errors import ModelNotReady, SwapRefused
-from serving.rollout.canary import CanaryDeployment, Verdict, pinned_version, routing_key
+from serving.errors import SwapRefused
+from serving.rollout.canary import CanaryDeployment, Verdict
 from serving.rollout.drift import Capture, DriftMonitor, image_features, read_profile, result_features, tabular_features
 from serving.rollout.offpath import OffPath
 from serving.rollout.shadow import ShadowRequest, ShadowStats, compare, task_kind
+from serving.runtime.postprocess import ImageResult, TabularResults
 from serving.settings import ServeSettings
 
 log = logging.getLogger(vocab.SERVING_LOG + ".rollout")
@@ -80,6 +79,36 @@ class RolloutMetrics:
         self.captured = Counter("kiln_captured_inputs", "Uncertain inputs saved for labelling", ["model"], registry=r)
         self.rollout_load_failures = Counter("kiln_rollout_load_failures", "Challenger or canary versions refused",
                                              ["model", "role", "step"], registry=r)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One answered request as the after-answer hooks see it, whatever its protocol. A task request brings its
+    typed result, image bytes or records; a V2 or /invocations request only its tensors, from which the typed
+    result is made off the request path when a hook needs it (`typed_result`)."""
+
+    feeds: Feeds
+    outputs: Feeds
+    result: ImageResult | TabularResults | None = None
+    data: bytes | None = None
+    records: Any = None
+    geometry: Geometry | None = None
+    params: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def typed_result(self, model: LoadedModel) -> ImageResult | TabularResults | None:
+        """The task's typed result: the task request's own, else made from the tensors by the predictor."""
+        return self.result if self.result is not None else model.predictor.finish_tensors(self.feeds, self.outputs)
+
+    def capture_form(self, model: LoadedModel) -> tuple[bytes | None, Any]:
+        """What capture saves of a tensor request: records for a tabular model, else its first tensor (.npy)."""
+        post = model.contract.postprocess
+        matrix = next(iter(self.feeds.values()))
+        if isinstance(post, TabularPost) and matrix.ndim == 2:
+            return None, [dict(zip(post.feature_names, map(float, row), strict=False)) for row in matrix]
+        buffer = io.BytesIO()
+        np.save(buffer, matrix, allow_pickle=False)  # the first input, as a .npy file
+        return buffer.getvalue(), None
 
 
 @dataclass
@@ -180,7 +209,7 @@ class Rollout:
         if loaded is None:
             return
         deployment = CanaryDeployment(
-            spec, self._deploy(loaded), self._failed, self._agreement_of(name, loaded.version)
+            spec, self.store.deploy(loaded), self._failed, self._agreement_of(name, loaded.version)
         )
         if running is not None:
             self._stop(name, running, f"replaced by the canary of v{spec.version}")
@@ -209,11 +238,6 @@ class Rollout:
             return None
         self.refused.pop((name, role), None)
         return loaded
-
-    def _deploy(self, loaded: LoadedModel) -> Deployed:
-        config = batch_config(loaded, self.settings)
-        observe = self.store.metrics.batch_observer(loaded.name, loaded.version)
-        return Deployed(loaded, Batcher(loaded.run, config, batchable=loaded.batchable, observe=observe))
 
     def _agreement_of(self, name: str, version: str) -> Any:
         def agreement() -> tuple[str, float, int] | None:
@@ -277,26 +301,31 @@ class Rollout:
 
     # --- the request path -------------------------------------------------------------------------------------
 
-    def after_task(
-        self, deployed: Deployed, result: Any, seconds: float, *, feeds: Any, params: dict[str, float],
-        data: bytes | None = None, geometry: Geometry | None = None, records: Any = None,
-    ) -> None:  # fmt: skip
-        """Hand the shadow run, drift features and capture of an answered task request to the off-path worker."""
+    def after_answer(self, deployed: Deployed, observed: Observation) -> None:
+        """Hand the shadow run, drift features and capture of an answered request, whatever its protocol, to the
+        off-path worker; the request only pays for a few random draws and a queue append."""
         model = deployed.model
         slot = self.store.slots.get(model.name)
         if slot is None or slot.current is None:
             return
-        is_production = slot.current is deployed
         if random.random() * 100 < self.settings.drift_percent:
-            self.offpath.submit(lambda: self._observe(model, feeds, geometry, result, data, records), kind="drift")
+            self.offpath.submit(lambda: self._observe(model, observed), kind="drift")
         shadow = self.shadows.get(model.name)
-        if is_production and shadow is not None and random.random() * 100 < self.settings.shadow_percent:
-            request = ShadowRequest(data, records, params, result, seconds)
-            self.offpath.submit(lambda: self._shadow(shadow, request), kind="shadow", when_idle=True,
+        if slot.current is deployed and shadow is not None and random.random() * 100 < self.settings.shadow_percent:
+            self.offpath.submit(lambda: self._shadow(shadow, model, observed), kind="shadow", when_idle=True,
                                 dropped=lambda: self._shadow_dropped(shadow))  # fmt: skip
 
-    def _shadow(self, shadow: Shadow, request: ShadowRequest) -> None:
+    def _shadow(self, shadow: Shadow, model: LoadedModel, observed: Observation) -> None:
         name, version = shadow.challenger.name, shadow.challenger.version
+        production = observed.typed_result(model)
+        if production is None:  # a model without a task: nothing typed to compare
+            shadow.stats.fail(f"{name} has no kiln.task, so its answers cannot be compared")
+            self.prom.shadow_errors.labels(name, version).inc()
+            return
+        request = ShadowRequest(
+            observed.data, observed.records, observed.params, production, observed.seconds,
+            None if observed.data is not None or observed.records is not None else observed.feeds,
+        )  # fmt: skip
         numbers = compare(shadow.stats, shadow.challenger, request)
         if numbers is None:
             self.prom.shadow_errors.labels(name, version).inc()
@@ -312,10 +341,10 @@ class Rollout:
         shadow.stats.dropped += 1
         self.prom.shadow_dropped.labels(shadow.challenger.name).inc()
 
-    def _observe(
-        self, model: LoadedModel, feeds: Any, geometry: Geometry | None, result: Any, data: bytes | None, records: Any
-    ) -> None:
+    def _observe(self, model: LoadedModel, observed: Observation) -> None:
         monitor = self.monitor(model)
+        feeds, geometry = observed.feeds, observed.geometry
+        result = observed.typed_result(model)
         tensor = next(iter(feeds.values()))
         post = model.contract.postprocess
         pre = model.contract.preprocess
@@ -325,8 +354,13 @@ class Rollout:
             inputs = tabular_features(tensor, post)  # type: ignore[arg-type]
         else:
             inputs = {}
-        monitor.observe(inputs, result_features(result))
-        if self.capture is not None and self.capture.offer(model.name, model.version, data, records, result):
+        monitor.observe(inputs, result_features(result) if result is not None else {})
+        if self.capture is None or result is None:
+            return
+        data, records = observed.data, observed.records
+        if data is None and records is None:  # a V2 or /invocations request: the tensors as sent
+            data, records = observed.capture_form(model)
+        if self.capture.offer(model.name, model.version, data, records, result):
             self.prom.captured.labels(model.name).inc()
 
     def monitor(self, model: LoadedModel) -> DriftMonitor:
@@ -355,126 +389,3 @@ class Rollout:
         for slot in self.store.slots.values():
             if isinstance(slot.canary, CanaryDeployment):
                 slot.canary.deployed.batcher.close()
-
-
-def after_task(request: Request, deployed: Deployed, result: Any, started: float, **kwargs: Any) -> None:
-    """The task endpoint's one call: hand the answered request to the app's rollout (shadow, drift, capture)."""
-    rollout: Rollout | None = getattr(request.app.state, "rollout", None)
-    if rollout is not None:
-        rollout.after_task(deployed, result, time.perf_counter() - started, **kwargs)
-
-
-# --- the middleware ------------------------------------------------------------------------------------------
-
-
-def _inference(method: str, path: str) -> bool:
-    return method == "POST" and (path.endswith(("/predict", "/infer")) or path == "/invocations")
-
-
-class RolloutMiddleware:
-    """Routing key and pinned version for the canary, busy/idle for the off-path worker, answers to the canary."""
-
-    def __init__(self, app: ASGIApp, rollout: Rollout, header: str) -> None:
-        self.app = app
-        self.rollout = rollout
-        self.header = header.lower().encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _inference(scope["method"], scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        key = next((bytes(v).decode("latin-1") for k, v in scope["headers"] if k == self.header), None)
-        parts = scope["path"].split("/")
-        pinned = parts[5] if len(parts) == 7 and parts[1] == "v2" and parts[4] == "versions" else None
-        key_token, pin_token = routing_key.set(key), pinned_version.set(pinned)
-        status = {"code": 500}
-
-        async def send_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                message["headers"] = _with_version(scope, list(message.get("headers", [])))
-            await send(message)
-
-        offpath = self.rollout.offpath
-        offpath.begin()
-        start = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            offpath.end()
-            routing_key.reset(key_token)
-            pinned_version.reset(pin_token)
-            self._record(scope, status["code"], time.perf_counter() - start)
-
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        state = scope.get("state") or {}
-        name = state.get("model")
-        slot = self.rollout.store.slots.get(name) if name else None
-        if slot is None or slot.current is None or not isinstance(slot.canary, CanaryDeployment):
-            return
-        slot.canary.record(str(state.get("version", "")), slot.current.model.version, status, seconds)
-
-
-def _with_version(scope: Scope, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Name the model and version on every answer, errors included, so a client can tell which side failed."""
-    state = scope.get("state") or {}
-    if state.get("version") and not any(k.lower() == b"x-kiln-model-version" for k, _ in headers):
-        headers += [
-            (b"x-kiln-model", str(state["model"]).encode()),
-            (b"x-kiln-model-version", str(state["version"]).encode()),
-        ]
-    return headers
-
-
-# --- routes ----------------------------------------------------------------------------------------------------
-
-router = APIRouter(tags=["rollout"])
-
-
-def _rollout(request: Request, name: str) -> Rollout:
-    store = request_store(request)
-    if name not in store.slots:
-        store.get(name)  # raises the 404 with the served names
-    rollout: Rollout = request.app.state.rollout
-    return rollout
-
-
-@router.get("/v1/models/{name}/shadow", summary="Shadow comparison with the challenger: agreement, latency, errors")
-async def shadow_status(name: str, request: Request) -> Response:
-    rollout = _rollout(request, name)
-    settings = rollout.settings
-    refused = rollout.refused.get((name, "challenger"))
-    body: dict[str, Any] = {
-        "model": name, "enabled": bool(settings.shadow), "alias": settings.shadow, "percent": settings.shadow_percent,
-        "challenger_refused": None if refused is None else refused.to_json(),
-    }  # fmt: skip
-    shadow = rollout.shadows.get(name)
-    if shadow is None:
-        return json_response({**body, "challenger_version": None, "requests_compared": 0})
-    kind = task_kind(shadow.challenger)
-    return json_response({**body, "task": kind, **shadow.stats.to_json(kind)})
-
-
-@router.get("/v1/models/{name}/canary", summary="The running canary: split, guard rails, both sides' window")
-async def canary_status(name: str, request: Request) -> Response:
-    rollout = _rollout(request, name)
-    slot = rollout.store.slots[name]
-    refused = rollout.refused.get((name, "canary"))
-    body: dict[str, Any] = {"model": name, "candidate_refused": None if refused is None else refused.to_json()}
-    if isinstance(slot.canary, CanaryDeployment):
-        return json_response({**body, **slot.canary.to_json()})
-    return json_response({**body, "state": "none", "last": rollout.ended.get(name)})
-
-
-@router.get("/v1/models/{name}/drift", summary="Drift of live inputs and predictions against the training profile")
-async def drift_status(name: str, request: Request) -> Response:
-    rollout = _rollout(request, name)
-    slot = rollout.store.slots[name]
-    current = slot.current
-    if current is None:
-        raise ModelNotReady(f"model {name!r} is not loaded yet")
-    body = await asyncio.to_thread(lambda: rollout.monitor(current.model).to_json())
-    if isinstance(slot.canary, CanaryDeployment):
-        candidate = rollout.monitors.get((name, slot.canary.version))
-        body["candidate"] = None if candidate is None else await asyncio.to_thread(candidate.to_json)
-    return json_response(body)

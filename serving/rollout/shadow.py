@@ -279,15 +279,21 @@ class ShadowRequest:
     params: dict[str, float]
     production: ImageResult | TabularResults
     production_seconds: float
+    feeds: dict[str, np.ndarray] | None = None  # a V2 or /invocations request: the tensors as sent
 
 
 def run_challenger(challenger: LoadedModel, request: ShadowRequest) -> tuple[ImageResult | TabularResults, float]:
     """The challenger's answer to the request through its own predictor, and the seconds it took."""
     predictor = challenger.predictor
     start = time.perf_counter()
-    if request.data is not None:
+    if request.feeds is not None:
+        typed = predictor.finish_tensors(request.feeds, predictor.run(request.feeds))
+        if typed is None:
+            raise ValueError(f"{challenger.name} v{challenger.version} has no kiln.task: nothing to compare")
+        result: ImageResult | TabularResults = typed
+    elif request.data is not None:
         feeds, geometry = predictor.prepare_bytes(request.data)
-        result: ImageResult | TabularResults = predictor.finish_image(predictor.run(feeds), geometry, request.params)
+        result = predictor.finish_image(predictor.run(feeds), geometry, request.params)
     else:
         feeds, rows = predictor.prepare_records(request.records)
         result = predictor.finish_records(predictor.run(feeds), rows)

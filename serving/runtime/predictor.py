@@ -265,6 +265,21 @@ class Predictor:
     def finish_records(self, outputs: Feeds, rows: int) -> TabularResults:
         return self._tabular_task().finish(self.contract, self.outputs, outputs, rows)
 
+    # --- tensors --------------------------------------------------------------------------------------------
+
+    def finish_tensors(self, feeds: Feeds, outputs: Feeds) -> ImageResult | TabularResults | None:
+        """The typed result of a run on tensors as a client sent them (KServe V2, /invocations): every row for
+        a tabular model, row 0 for an image model (the tensor is taken as the image: no resize to undo), None
+        for a model without a task."""
+        first = next(iter(feeds.values()))
+        if isinstance(self.task, Tabular):
+            return self.finish_records(outputs, int(first.shape[0]) if first.ndim else 1)
+        if isinstance(self.task, ImageTask) and first.ndim == 4:
+            height, width = int(first.shape[2]), int(first.shape[3])
+            geometry = Geometry(height, width, 1.0, 1.0, 0, 0, height, width)
+            return self.finish_image(outputs, geometry, self.task.check_params({}))
+        return None
+
     # --- helpers ------------------------------------------------------------------------------------------
 
     def _image_task(self) -> ImageTask:
