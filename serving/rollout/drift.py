@@ -13,7 +13,9 @@ stores the profile in the model file's metadata (key `kiln_profile`), so it trav
   and confidences (detection), the output mean (regression).
 The server computes the same features from each observed request (off the request path, serving/rollout/offpath.py),
 keeps the last KILN_DRIFT_WINDOW values of each, and scores them with core.profile when asked and every
-KILN_DRIFT_SCORE_EVERY observations, setting the `kiln_drift_psi{model, feature}` gauges.
+KILN_DRIFT_SCORE_EVERY observations, setting the `kiln_drift_psi{model, feature}` gauges. A feature drifted
+(`kiln_drift_shift` 1, listed under "drifted") when its test is significant after Holm's correction over every
+feature of the window (core.profile.correct): an in-distribution window alarms at most 1% of the time.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ from core import vocab
 from core.contract import ModelContract, Preprocess, TabularPost
 from core.preprocess import Geometry
 from core.profile import (
+    DRIFT_ALPHA,
     FeatureDrift,
     Profile,
     build_profile,
+    correct,
     gray_pixels,
     image_stats,
     score,
@@ -241,7 +245,7 @@ class DriftMonitor:
             values = snapshot.get(feature, [])
             if len(values) >= self.min_samples:
                 scores[feature] = score(reference, values)
-        report = DriftReport(scores, datetime.now(UTC))
+        report = DriftReport(correct(scores), datetime.now(UTC))  # Holm over every feature of the window
         self.last = report
         if self._gauge is not None:
             for feature, drift in scores.items():
@@ -263,6 +267,7 @@ class DriftMonitor:
             **base,
             "reference": {"rows": self.profile.rows, "source": self.profile.source},
             "drifted": sorted(f for f, d in report.scores.items() if d.level == "shift"),
+            "alpha": DRIFT_ALPHA,  # the chance that an in-distribution window lists any feature as drifted
             "worst": None if worst is None else {"feature": worst[0], **worst[1].to_json()},
             "features": {f: d.to_json() for f, d in sorted(report.scores.items())},
             "waiting_for_samples": waiting,
