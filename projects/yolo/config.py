@@ -62,6 +62,7 @@ class YoloConfig:
     model_name: str = cfg_field("", "registered model name; empty = the preset name")
     register: str = register_field()
     device: str = cfg_field("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    nproc: int = cfg_field(1, "GPUs to train on: > 1 passes devices 0..N-1 to ultralytics, which runs its own DDP")
     time: float = cfg_field(0.0, "training budget in hours; > 0 overrides epochs (ultralytics `time`)")
     workers: int = cfg_field(8, "dataloader workers on CUDA (ultralytics uses 0 on CPU)")
     augment: str = cfg_field(
@@ -110,6 +111,7 @@ FAMILY = register_family(
             "model_name",
             "register",
             "device",
+            "nproc",
             "time",
             "workers",
             "hyp",

@@ -197,3 +197,17 @@ def test_killing_one_rank_stops_the_job_and_resume_finishes_it(mlflow_uri: str, 
     for metric in ("train_loss", "val_iou"):
         assert epochs_logged(run_id, metric) == list(range(1, 7)), f"{metric}: an epoch ran twice or went missing"
     assert len(mlflow.search_runs(["0"], output_format="list")) == 1
+
+
+def test_yolo_nproc_is_a_device_list_for_ultralytics(monkeypatch: pytest.MonkeyPatch) -> None:
+    import projects.yolo.offline  # noqa: F401  (before ultralytics)
+    from core.errors import UserError
+    from projects.yolo.train import ultralytics_device
+
+    assert ultralytics_device("cpu", 1) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="ultralytics trains data-parallel on CUDA GPUs only, and this machine has 0"):
+        ultralytics_device("auto", 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert ultralytics_device("auto", 3) == "0,1,2"
