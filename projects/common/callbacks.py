@@ -1,7 +1,7 @@
 """Per-step listeners: every family reports `(step, metrics)` after each epoch (or boosting round), and a listener
 may stop the run early and cleanly.
 
-    python -c "from projects.common.callbacks import *; print(EpochListener, StopTraining, listening)"
+    python -c "from projects.common.callbacks import *; print(EpochListener, StopTraining, report)"
 
 The API, for hyperparameter search (Optuna pruning), progress bars or custom early stopping:
 
@@ -11,8 +11,12 @@ The API, for hyperparameter search (Optuna pruning), progress bars or custom ear
             if trial.should_prune():
                 raise StopTraining("pruned", export=False)
 
-    with listening(Pruner()):
-        train_family("edgnet", {"epochs": 20})
+    train_family("edgnet", {"epochs": 20}, listeners=[Pruner()])
+
+Listeners are passed to what trains, as Lightning's `Trainer(callbacks=[...])` and ultralytics' `add_callback`
+keep them on the object that calls them: `train_family(..., listeners=...)` hands them to the family's
+`train(cfg, listeners)`, which gives them to the shared trainer (`Trainer(..., listeners=...)`, `add_listener`),
+the YOLO callback bridge or the XGBoost round logger. Nothing is held in a module global.
 
 A listener asks to stop by **raising** `StopTraining(reason)` from `on_step`. Training finishes that step (its
 checkpoint and metrics are kept), stops, then exports and registers the best weights as usual, unless the
@@ -20,13 +24,14 @@ request says `export=False`. The run ends FINISHED with the tag `kiln.stopped_by
 from a listener fails the run, as an exception in training would.
 
 The shared trainer (`projects.common.trainer`), the YOLO callback bridge (`projects.yolo.tracking`) and the XGBoost
-round logger (`projects.skinmodel.model`) all call `report`, so a listener works with every family.
+round logger (`projects.skinmodel.model`) all call `report` with their listeners, so a listener works with every
+family.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,38 +64,15 @@ class StopRequest:
     export: bool = True
 
 
-_LISTENERS: list[EpochListener] = []
-
-
-def add_listener(listener: EpochListener) -> None:
-    _LISTENERS.append(listener)
-
-
-def remove_listener(listener: EpochListener) -> None:
-    _LISTENERS.remove(listener)
-
-
-@contextlib.contextmanager
-def listening(*listeners: EpochListener) -> Iterator[None]:
-    """Register `listeners` for the duration of the block (training inside it reports to them)."""
-    for listener in listeners:
-        add_listener(listener)
-    try:
-        yield
-    finally:
-        for listener in listeners:
-            remove_listener(listener)
-
-
-def report(step: int, metrics: Mapping[str, float]) -> StopRequest | None:
-    """Hand one step's metrics to every listener; the first StopTraining becomes the returned request.
+def report(step: int, metrics: Mapping[str, float], listeners: Iterable[EpochListener]) -> StopRequest | None:
+    """Hand one step's metrics to each of `listeners`; the first StopTraining becomes the returned request.
 
     Every listener sees the step even when an earlier one asked to stop. The stop is tagged on the active
     MLflow run (`kiln.stopped_by`).
     """
     request: StopRequest | None = None
     values = {k: float(v) for k, v in metrics.items()}
-    for listener in list(_LISTENERS):
+    for listener in tuple(listeners):
         try:
             listener.on_step(step, dict(values))
         except StopTraining as stop:

@@ -111,16 +111,17 @@ def launched() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def run(fn: Callable[[T], dict[str, float]], cfg: T, nproc: int) -> dict[str, float]:
-    """`fn(cfg)` on `nproc` data-parallel ranks (see the module docstring); returns rank 0's result."""
+def run(fn: Callable[..., dict[str, float]], cfg: T, nproc: int, **main_kwargs: Any) -> dict[str, float]:
+    """`fn(cfg)` on `nproc` data-parallel ranks (see the module docstring); returns rank 0's result.
+    `main_kwargs` (the epoch listeners) go to this process's call only: spawned ranks get `fn(cfg)`."""
     if nproc < 1:
         raise ConfigError(f"nproc must be >= 1, got {nproc}", field="nproc")
     if launched():
         with _process_group(_uses_cuda(cfg)):
-            return fn(cfg)
+            return fn(cfg, **main_kwargs)
     nodes, node = hosts()
     if nproc == 1 and nodes == 1:
-        return fn(cfg)
+        return fn(cfg, **main_kwargs)
     check_batch(cfg, nproc * nodes)
     env = rendezvous(nproc, nodes)
     base = node * nproc  # this host's first global rank
@@ -137,7 +138,7 @@ def run(fn: Callable[[T], dict[str, float]], cfg: T, nproc: int) -> dict[str, fl
         for child in children:
             child.start()
         with _process_group(_uses_cuda(cfg)):
-            result = fn(cfg)
+            result = fn(cfg, **main_kwargs)
         _join(children)
         return result
     finally:

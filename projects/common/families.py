@@ -28,7 +28,7 @@ from typing import Any
 
 from core.contract import TASKS, Ranking
 from core.errors import ConfigError
-from projects.common.callbacks import EpochListener, listening
+from projects.common.callbacks import EpochListener
 from projects.common.config import resolve_config
 
 PROJECTS_DIR = Path(__file__).resolve().parents[1]
@@ -52,7 +52,9 @@ class Preset:
 class Family:
     name: str  # the folder under projects/ (the lazy import looks for projects/<name>/config.py, then train.py)
     config_cls: type[Any]  # the @dataclass of every option, with a default and a help string each
-    train: Callable[[Any], dict[str, float]]  # trains, tracks, exports and registers; returns the final metrics
+    # train(cfg, listeners=()) trains, tracks, exports and registers, telling `listeners` of every epoch; returns
+    # the final metrics
+    train: Callable[..., dict[str, float]]
     task: str  # the registered model's kiln.task: segmentation, detection, tabular or regression
     ranking: Ranking  # the summary metric (logged once, for the exported weights) that ranks versions
     presets: tuple[Preset, ...] = ()  # named overrides; empty: one entry point under the family's name
@@ -229,5 +231,4 @@ def train_family(
     >>> train_family("edgnet", {"epochs": 2, "img_size": 64, "num_samples": 12})  # doctest: +SKIP
     """
     family, cfg = resolve_family_config(name_or_preset, overrides, config_path)
-    with listening(*listeners):
-        return family.train(cfg)
+    return family.train(cfg, listeners=tuple(listeners))

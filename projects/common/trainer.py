@@ -5,8 +5,8 @@
 A family supplies the model, loss, metrics and loaders in a `Task`; `fit` runs the epochs inside the active
 MLflow run, logs `train_loss`, `val_loss`, the task metrics, `lr`, `epoch_seconds` and `samples_per_second`
 with `step=epoch`, keeps `checkpoints/last.pt` and `checkpoints/best.pt`, and stops early on `patience`.
-After each epoch the metrics go to the registered epoch listeners (`projects.common.callbacks`); one may stop
-training after that epoch (`FitState.stopped_by`).
+After each epoch the metrics go to the trainer's epoch listeners (`Trainer(..., listeners=[...])` or
+`add_listener`, see `projects.common.callbacks`); one may stop training after that epoch (`FitState.stopped_by`).
 """
 
 from __future__ import annotations
@@ -181,7 +181,9 @@ def _improved(score: float, best: float | None, mode: str) -> bool:
 class Trainer:
     """Runs `fit` for one Task inside the active MLflow run."""
 
-    def __init__(self, task: Task, cfg: FitConfig, device: torch.device) -> None:
+    def __init__(
+        self, task: Task, cfg: FitConfig, device: torch.device, listeners: Iterable[callbacks.EpochListener] = ()
+    ) -> None:
         if cfg.mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {cfg.mode!r}")
         self.task, self.cfg, self.device = task, cfg, device
@@ -196,6 +198,11 @@ class Trainer:
         self.state = FitState()
         self.writer = CheckpointWriter()
         self.stop_request: callbacks.StopRequest | None = None  # set when a listener stopped training
+        self.listeners = list(listeners)  # told of every epoch on rank 0 (projects.common.callbacks)
+
+    def add_listener(self, listener: callbacks.EpochListener) -> None:
+        """Tell `listener` of every epoch from now on (as ultralytics' `add_callback`)."""
+        self.listeners.append(listener)
 
     def resume_from(self, run_id: str) -> None:
         """Restore model, optimizer, scheduler, scaler and loop state from `run_id`'s last checkpoint."""
@@ -220,7 +227,7 @@ class Trainer:
             metrics = self._run_epoch(epoch)
             self._track(epoch, metrics)
             # Rank 0 hears the listeners and decides; every rank stops together on its word.
-            request = callbacks.report(epoch, metrics) if self.world.is_main else None
+            request = callbacks.report(epoch, metrics, self.listeners) if self.world.is_main else None
             self.stop_request, stop_early = self.world.broadcast((request, self._should_stop()))
             if self.stop_request is not None:
                 self.state.stopped_by = self.stop_request.reason

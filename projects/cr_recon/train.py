@@ -28,7 +28,7 @@ from core.contract import ModelContract, Preprocess, RegressionPost
 from core.errors import UserError
 from data.spectra import ensure_sample, generate
 from projects.common import console, distributed, registration, tracking
-from projects.common.callbacks import wants_export
+from projects.common.callbacks import EpochListener, wants_export
 from projects.common.config import entry_point, resolve_config
 from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
@@ -280,13 +280,13 @@ def prepare(cfg: CRConfig) -> tuple[Path, crdata.Prepared, DataLoader, DataLoade
     return folder, prepared, train_loader, val_loader
 
 
-def train(cfg: CRConfig) -> dict[str, float]:
+def train(cfg: CRConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
     """Prepare data, train, track, export and register; returns the final metrics. `cfg.nproc` > 1 trains
     data-parallel."""
-    return distributed.run(_train, cfg, cfg.nproc)
+    return distributed.run(_train, cfg, cfg.nproc, listeners=listeners)
 
 
-def _train(cfg: CRConfig) -> dict[str, float]:
+def _train(cfg: CRConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
     seed_everything(cfg.seed)
     if cfg.num_threads > 0:  # on a shared CPU one thread per process beats threads waiting on each other
         torch.set_num_threads(cfg.num_threads)
@@ -309,7 +309,7 @@ def _train(cfg: CRConfig) -> dict[str, float]:
         samples = _plot_samples(val_loader)
         task = Task(model, build_loss(cfg), *shards, [MeanSquaredError(), MeanPearson()],
                     _plot_hook(cfg, samples))  # fmt: skip
-        trainer = Trainer(task, fit_config(cfg), device)
+        trainer = Trainer(task, fit_config(cfg), device, listeners)
         if cfg.resume:
             trainer.resume_from(cfg.resume)
         state = trainer.fit()

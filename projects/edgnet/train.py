@@ -20,7 +20,7 @@ from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import DatasetError
 from data.drawings import ensure_sample
 from projects.common import augment, console, distributed, registration, tracking
-from projects.common.callbacks import wants_export
+from projects.common.callbacks import EpochListener, wants_export
 from projects.common.config import entry_point
 from projects.common.datasets import data_folder, log_data_input
 from projects.common.onnx_export import export_checked
@@ -119,13 +119,13 @@ def _finish(
     return final
 
 
-def train(cfg: EDGNetConfig) -> dict[str, float]:
+def train(cfg: EDGNetConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
     """Train, track, export and register; returns the final metrics. `cfg.nproc` > 1 trains data-parallel."""
     _check(cfg)
-    return distributed.run(_train, cfg, cfg.nproc)
+    return distributed.run(_train, cfg, cfg.nproc, listeners=listeners)
 
 
-def _train(cfg: EDGNetConfig) -> dict[str, float]:
+def _train(cfg: EDGNetConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     with distributed.main_first():  # rank 0 generates the sample drawings, the others then read them
@@ -145,7 +145,7 @@ def _train(cfg: EDGNetConfig) -> dict[str, float]:
         _log_run_context(cfg, folder, len(train_loader.dataset), len(val_s), count_parameters(model))
         augment.log_dataset_augmentation(train_loader.dataset, cfg.augment, cfg.seed)
         task = Task(model, DiceBCELoss(), *shards, [IoU()], _overlay_hook(cfg, val_s))
-        trainer = Trainer(task, fit_config(cfg), device)
+        trainer = Trainer(task, fit_config(cfg), device, listeners)
         if cfg.resume:
             trainer.resume_from(cfg.resume)
         state = trainer.fit()

@@ -23,7 +23,7 @@ from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import ConfigError
 from data.segsets import SEGSETS, ensure_segset
 from projects.common import augment, console, distributed, registration, tracking
-from projects.common.callbacks import wants_export
+from projects.common.callbacks import EpochListener, wants_export
 from projects.common.config import entry_point
 from projects.common.datasets import data_folder, log_data_input
 from projects.common.onnx_export import export_checked
@@ -142,14 +142,14 @@ def _finish(cfg: MicroSegConfig, trainer: Trainer, state: FitState, val_loader: 
     return final
 
 
-def train(cfg: MicroSegConfig) -> dict[str, float]:
+def train(cfg: MicroSegConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
     """Train, track, export and register; returns the final metrics. `cfg.nproc` > 1 trains data-parallel."""
     _check(cfg)
     create_model(cfg.variant, max_params=cfg.max_params)  # over budget: refused before any run, data or process
-    return distributed.run(_train, cfg, cfg.nproc)
+    return distributed.run(_train, cfg, cfg.nproc, listeners=listeners)
 
 
-def _train(cfg: MicroSegConfig) -> dict[str, float]:
+def _train(cfg: MicroSegConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
     model = create_model(cfg.variant, max_params=cfg.max_params)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -173,7 +173,7 @@ def _train(cfg: MicroSegConfig) -> dict[str, float]:
         console.header("microseg", cfg.variant, f"{folder.name} ({n_train} train images)", str(device))
         _log_run_context(cfg, folder, n_train, count_parameters(model), teacher)
         augment.log_dataset_augmentation(train_loader.dataset, cfg.augment, cfg.seed)
-        trainer = Trainer(Task(model, loss, train_shard, val_shard, [IoU()]), fit_config(cfg), device)
+        trainer = Trainer(Task(model, loss, train_shard, val_shard, [IoU()]), fit_config(cfg), device, listeners)
         if cfg.resume:
             trainer.resume_from(cfg.resume)
         final = _finish(cfg, trainer, trainer.fit(), val_loader, test)

@@ -12,7 +12,7 @@ keeps the best round's trees (`save_best`), so `predict_proba` and the ONNX mode
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +52,12 @@ class RoundLogger(xgb.callback.TrainingCallback):
     """Hands each round's train/val metrics to `log(metrics, step)` as `train_<m>` / `val_<m>`, then to the
     epoch listeners; a listener's stop request ends boosting after this round (`stop_request`)."""
 
-    def __init__(self, log: Callable[[Mapping[str, float], int], None]) -> None:
+    def __init__(
+        self, log: Callable[[Mapping[str, float], int], None], listeners: Iterable[callbacks.EpochListener] = ()
+    ) -> None:
         super().__init__()
         self.log = log
+        self.listeners = list(listeners)
         self.stop_request: callbacks.StopRequest | None = None
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -64,7 +67,7 @@ class RoundLogger(xgb.callback.TrainingCallback):
             for name, values in by_metric.items()
         }
         self.log(metrics, epoch)
-        self.stop_request = callbacks.report(epoch, metrics)
+        self.stop_request = callbacks.report(epoch, metrics, self.listeners)
         return self.stop_request is not None  # True ends boosting; EarlyStopping still keeps the best round
 
 
@@ -114,10 +117,11 @@ def fit_listened(
     x_val: np.ndarray,
     y_val: np.ndarray,
     log: Callable[[Mapping[str, float], int], None],
+    listeners: Iterable[callbacks.EpochListener] = (),
 ) -> tuple[xgb.XGBModel, callbacks.StopRequest | None]:
-    """Train with per-round logging and (optional) early stopping on the val set; returns the model and the
-    listener's stop request, if one stopped boosting."""
-    logger = RoundLogger(log)
+    """Train with per-round logging and (optional) early stopping on the val set, telling `listeners` of every
+    round; returns the model and the listener's stop request, if one stopped boosting."""
+    logger = RoundLogger(log, listeners)
     model = build_estimator(task, params, [logger])
     model.fit(x_train, y_train, eval_set=[(x_train, y_train), (x_val, y_val)], verbose=False)
     return model, logger.stop_request

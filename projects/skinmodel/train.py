@@ -26,7 +26,7 @@ from core.errors import UserError
 from data.tabular import TARGET as SAMPLE_TARGET
 from data.tabular import ensure_breast_cancer
 from projects.common import console, registration, tracking
-from projects.common.callbacks import wants_export
+from projects.common.callbacks import EpochListener, wants_export
 from projects.common.config import entry_point
 from projects.common.onnx_export import log_onnx_model
 from projects.skinmodel import model as xgbcore
@@ -196,7 +196,7 @@ def trivial_baseline(task: str, split: Split) -> tuple[float, str]:
     return float(np.sqrt(np.mean((split.y_val.astype(float) - mean) ** 2))), "the training mean"
 
 
-def train(cfg: SkinConfig) -> dict[str, float]:
+def train(cfg: SkinConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
     """Check the data, train, track, export and register; returns the final metrics."""
     check_config(cfg)
     path, target = resolve_data(cfg)
@@ -210,7 +210,7 @@ def train(cfg: SkinConfig) -> dict[str, float]:
         console.header("skinmodel", table.task, data_text, params.device)
         _log_context(cfg, path, table, split)
         model, stop = xgbcore.fit_listened(table.task, params, split.x_train, split.y_train, split.x_val,
-                                           split.y_val, round_logger(params.n_estimators))  # fmt: skip
+                                           split.y_val, round_logger(params.n_estimators), listeners)  # fmt: skip
         proba = xgbcore.predict(model, split.x_val)
         final = {**final_metrics(table, split, proba), **xgbcore.best_round_metrics(model)}
         mlflow.log_metrics(final)  # measured; the counters below are tags

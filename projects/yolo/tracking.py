@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,14 @@ def _is_number(value: Any) -> bool:
 class MlflowBridge:
     """Callbacks for one ultralytics trainer; `attach` registers them."""
 
-    def __init__(self, names: list[str], config: Any = None, extra_params: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        names: list[str],
+        config: Any = None,
+        extra_params: dict[str, Any] | None = None,
+        listeners: Iterable[callbacks.EpochListener] = (),
+    ) -> None:
+        self.listeners = list(listeners)  # told of every epoch (projects.common.callbacks)
         self.names = names  # class names, for per-class AP metric names
         self.config = config  # kiln's own config (a dataclass); its keys that ultralytics lacks become params too
         self.extra_params = extra_params or {}
@@ -116,7 +123,7 @@ class MlflowBridge:
         }
         tracking.log_epoch(clean(metrics), epoch=trainer.epoch + 1)
         self.epochs_logged += 1
-        request = callbacks.report(trainer.epoch + 1, clean(metrics))
+        request = callbacks.report(trainer.epoch + 1, clean(metrics), self.listeners)
         if request is not None:
             self.stop_request = request
             trainer.stop = True  # ultralytics breaks out of its epoch loop after this callback

@@ -27,7 +27,7 @@ from data.versions import log_dataset_version
 from data.yolo_layout import YoloDataset
 from data.yolo_validate import Report
 from projects.common import augment, console, registration, tracking
-from projects.common.callbacks import wants_export
+from projects.common.callbacks import EpochListener, wants_export
 from projects.common.checkpoint import ResumeError
 from projects.common.config import entry_point
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
@@ -114,27 +114,10 @@ def read_hyp(path: str) -> dict[str, Any]:
     return loaded
 
 
-def ultralytics_device(pref: str, nproc: int = 1) -> str:
-    """kiln's device names -> ultralytics' ('cpu', '0', '1', ...); `nproc` > 1 -> the device list '0,1,...' that
-    makes ultralytics train data-parallel (its own DDP, on CUDA only)."""
-    if nproc < 1:
-        raise UserError(f"nproc must be >= 1, got {nproc}")
-    if nproc > 1:
-        return _device_list(pref, nproc)
+def ultralytics_device(pref: str) -> str:
+    """kiln's device names -> ultralytics' ('cpu', '0', '1', ...)."""
     device = pick_device(pref)
     return "cpu" if device.type == "cpu" else str(device.index or 0) if device.type == "cuda" else device.type
-
-
-def _device_list(pref: str, nproc: int) -> str:
-    import torch
-
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if pref.strip().lower() == "cpu" or gpus < nproc:
-        raise UserError(
-            f"nproc {nproc}: ultralytics trains data-parallel on CUDA GPUs only, and this machine has {gpus} "
-            f"(device={pref!r}); use nproc=1 here"
-        )
-    return ",".join(str(i) for i in range(nproc))
 
 
 def prepare(cfg: YoloConfig) -> Prepared:
@@ -161,7 +144,7 @@ def trainer_args(cfg: YoloConfig, prep: Prepared) -> dict[str, Any]:
         "patience": cfg.patience,  # 0 disables ultralytics' EarlyStopping
         "optimizer": cfg.optimizer if cfg.optimizer != "auto" or not cfg.lr0 else "SGD",
         "seed": cfg.seed,
-        "device": ultralytics_device(cfg.device, cfg.nproc),
+        "device": ultralytics_device(cfg.device),
         "workers": cfg.workers,
         "save_dir": str(prep.work / "train"),
         "exist_ok": True,
@@ -283,13 +266,12 @@ def finish(cfg: YoloConfig, prep: Prepared, trainer: DetectionTrainer, bridge: M
     return final
 
 
-def train(cfg: YoloConfig) -> dict[str, float]:
+def train(cfg: YoloConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
     """Check inputs, train in the MLflow run, export and register; returns the final metrics."""
     registration.check_mode(cfg.register)
-    ultralytics_device(cfg.device, cfg.nproc)  # a device list this machine cannot give fails before any run
     prep = prepare(cfg)
     try:
-        final, url = _train_in_run(cfg, prep)
+        final, url = _train_in_run(cfg, prep, listeners)
     finally:
         shutil.rmtree(prep.work, ignore_errors=True)  # everything worth keeping is in the run by now
     ap50, ap = final.get("best/mAP50", float("nan")), final.get("best/mAP50-95", float("nan"))
@@ -300,12 +282,17 @@ def train(cfg: YoloConfig) -> dict[str, float]:
     return final
 
 
-def _train_in_run(cfg: YoloConfig, prep: Prepared) -> tuple[dict[str, float], str]:
+def _train_in_run(
+    cfg: YoloConfig, prep: Prepared, listeners: tuple[EpochListener, ...] = ()
+) -> tuple[dict[str, float], str]:
     run_name = f"{prep.preset.name}-{Path(prep.model.source).stem}"
     trainer = build_trainer(cfg, prep)  # a bad --resume fails here, before the old run is reopened
     with tracking.start_run(run_name=run_name, resume_run_id=cfg.resume or None):
         bridge = MlflowBridge(
-            prep.dataset.names, config=cfg, extra_params=tracking.kiln_tags(model_source=prep.model.source)
+            prep.dataset.names,
+            config=cfg,
+            extra_params=tracking.kiln_tags(model_source=prep.model.source),
+            listeners=listeners,
         )
         bridge.attach(trainer)
         images = sum(len(v) for v in prep.dataset.splits.values())

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from projects.common import callbacks
-from projects.common.callbacks import StopTraining, listening, report, wants_export
+from projects.common.callbacks import StopTraining, report, wants_export
 from projects.common.trainer import FitConfig, Task, Trainer
 from projects.skinmodel import model as xgbcore
 
@@ -27,12 +27,11 @@ class Recorder:
 
 def test_every_listener_sees_the_step_and_the_first_stop_wins():
     first, second = Recorder(stop_at=2), Recorder()
-    with listening(first, second):
-        assert report(1, {"val_loss": 1.0}) is None
-        request = report(2, {"val_loss": 0.5})
+    assert report(1, {"val_loss": 1.0}, [first, second]) is None
+    request = report(2, {"val_loss": 0.5}, [first, second])
     assert request is not None and (request.reason, request.step, request.export) == ("pruned", 2, True)
     assert [s for s, _ in second.steps] == [1, 2] and second.steps[1][1] == {"val_loss": 0.5}
-    assert callbacks._LISTENERS == [] and report(3, {}) is None  # the block removed its listeners
+    assert not hasattr(callbacks, "_LISTENERS") and report(3, {}, []) is None  # no listener held globally
     assert not wants_export(callbacks.StopRequest("pruned", 1, export=False)) and wants_export(None)
 
 
@@ -41,8 +40,8 @@ def test_a_listener_error_other_than_a_stop_propagates():
         def on_step(self, step: int, metrics: dict[str, float]) -> None:
             raise RuntimeError("listener bug")
 
-    with listening(Broken()), pytest.raises(RuntimeError, match="listener bug"):
-        report(1, {"x": 1.0})
+    with pytest.raises(RuntimeError, match="listener bug"):
+        report(1, {"x": 1.0}, [Broken()])
 
 
 def tiny_task() -> Task:
@@ -53,10 +52,14 @@ def tiny_task() -> Task:
 
 
 def test_trainer_stops_after_the_step_and_tags_the_run(mlflow_uri):
-    listener = Recorder(stop_at=2)
-    with mlflow.start_run() as run, listening(listener):
-        trainer = Trainer(tiny_task(), FitConfig(epochs=5, patience=0), torch.device("cpu"))
+    listener, late = Recorder(stop_at=2), Recorder()
+    with mlflow.start_run() as run:
+        trainer = Trainer(tiny_task(), FitConfig(epochs=5, patience=0), torch.device("cpu"), listeners=[listener])
+        trainer.add_listener(late)  # as ultralytics' add_callback
         state = trainer.fit()
+    other = Trainer(tiny_task(), FitConfig(epochs=1, patience=0), torch.device("cpu"))
+    assert other.listeners == []  # listeners belong to the trainer they were given to
+    assert [s for s, _ in late.steps] == [1, 2]
     assert [s for s, _ in listener.steps] == [1, 2] and {"train_loss", "val_loss", "lr"} <= set(listener.steps[0][1])
     assert state.epoch == 2 and state.stopped_by == "pruned" and not state.stopped_early
     assert trainer.stop_request is not None and trainer.stop_request.step == 2
@@ -79,9 +82,9 @@ def test_xgboost_stops_after_the_round_a_listener_stopped(mlflow_uri):
     listener = Recorder(stop_at=4, export=False)
     params = xgbcore.BoostParams(n_estimators=50, max_depth=2, early_stopping_rounds=0)
     logged: list[int] = []
-    with mlflow.start_run() as run, listening(listener):
+    with mlflow.start_run() as run:
         model, stop = xgbcore.fit_listened(
-            "binary", params, x[:90], y[:90], x[90:], y[90:], lambda m, s: logged.append(s)
+            "binary", params, x[:90], y[:90], x[90:], y[90:], lambda m, s: logged.append(s), [listener]
         )
     assert logged == [0, 1, 2, 3, 4] and [s for s, _ in listener.steps] == logged
     assert {"val_auc", "val_logloss", "train_auc"} <= set(listener.steps[0][1])

@@ -12,7 +12,7 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from projects.common.callbacks import StopTraining, listening
+from projects.common.callbacks import StopTraining
 from projects.yolo.tracking import MlflowBridge, metric_name
 
 
@@ -113,10 +113,10 @@ class StopAt:
 def test_listeners_see_each_epoch_and_can_stop_training(mlflow_uri: str, tmp_path: Path) -> None:
     trainer = FakeTrainer(tmp_path / "train")
     trainer.stop = False
-    bridge = MlflowBridge(["smoke", "fire"])
-    bridge.attach(trainer)
     listener = StopAt(2)
-    with mlflow.start_run() as run, listening(listener):
+    bridge = MlflowBridge(["smoke", "fire"], listeners=[listener])
+    bridge.attach(trainer)
+    with mlflow.start_run() as run:
         trainer.fire("on_pretrain_routine_end")
         trainer.run_epoch(0, 0.2)
         assert trainer.stop is False and bridge.stop_request is None
