@@ -114,10 +114,27 @@ def read_hyp(path: str) -> dict[str, Any]:
     return loaded
 
 
-def ultralytics_device(pref: str) -> str:
-    """kiln's device names -> ultralytics' ('cpu', '0', '1', ...)."""
+def ultralytics_device(pref: str, nproc: int = 1) -> str:
+    """kiln's device names -> ultralytics' ('cpu', '0', '1', ...); `nproc` > 1 -> the device list '0,1,...' that
+    makes ultralytics train data-parallel (its own DDP, on CUDA only)."""
+    if nproc < 1:
+        raise UserError(f"nproc must be >= 1, got {nproc}")
+    if nproc > 1:
+        return _device_list(pref, nproc)
     device = pick_device(pref)
     return "cpu" if device.type == "cpu" else str(device.index or 0) if device.type == "cuda" else device.type
+
+
+def _device_list(pref: str, nproc: int) -> str:
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if pref.strip().lower() == "cpu" or gpus < nproc:
+        raise UserError(
+            f"nproc {nproc}: ultralytics trains data-parallel on CUDA GPUs only, and this machine has {gpus} "
+            f"(device={pref!r}); use nproc=1 here"
+        )
+    return ",".join(str(i) for i in range(nproc))
 
 
 def prepare(cfg: YoloConfig) -> Prepared:
@@ -144,7 +161,7 @@ def trainer_args(cfg: YoloConfig, prep: Prepared) -> dict[str, Any]:
         "patience": cfg.patience,  # 0 disables ultralytics' EarlyStopping
         "optimizer": cfg.optimizer if cfg.optimizer != "auto" or not cfg.lr0 else "SGD",
         "seed": cfg.seed,
-        "device": ultralytics_device(cfg.device),
+        "device": ultralytics_device(cfg.device, cfg.nproc),
         "workers": cfg.workers,
         "save_dir": str(prep.work / "train"),
         "exist_ok": True,
@@ -269,6 +286,7 @@ def finish(cfg: YoloConfig, prep: Prepared, trainer: DetectionTrainer, bridge: M
 def train(cfg: YoloConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
     """Check inputs, train in the MLflow run, export and register; returns the final metrics."""
     registration.check_mode(cfg.register)
+    ultralytics_device(cfg.device, cfg.nproc)  # a device list this machine cannot give fails before any run
     prep = prepare(cfg)
     try:
         final, url = _train_in_run(cfg, prep, listeners)
