@@ -423,7 +423,7 @@ def not_learning(view: RunView) -> Finding | None:
     if baseline is not None:
         if best > baseline if view.mode == "max" else best < baseline:
             return None
-        why = f"never beat the family's trivial baseline {_fmt(baseline)} ({view.tags.get('kiln.baseline_kind', '')})"
+        why = f"never beat the family's trivial baseline {_fmt(baseline)} ({view.tags.get(vocab.BASELINE_KIND, '')})"
     elif len(values) >= 3 and max(values) - min(values) <= 1e-9 * max(1.0, abs(values[0])):
         why = f"stayed at {_fmt(values[0])} at every {view.unit}"
     else:
@@ -705,7 +705,7 @@ def noisy_validation(view: RunView) -> Finding | None:
     )
     evidence = {"noise_sd": noise, "gain": gain, "ratio": noise / gain}
     fix = {**setting(view, "val_fraction", 0.3), **scaled(view, "samples", 2.0)}
-    family = view.tags.get("kiln.preset") or view.tags.get("kiln.variant") or view.tags.get("kiln.family") or "FAMILY"
+    family = view.tags.get(vocab.PRESET) or view.tags.get(vocab.VARIANT) or view.tags.get(vocab.FAMILY) or "FAMILY"
     return _finding(
         view, "noisy_validation", summary, evidence, fix, f"Judge with folds: `kiln cv {family} --folds 5`."
     )

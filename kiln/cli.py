@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("efficiency.cli", "study"),
     "optimize": ("efficiency.cli", "optimize_command"),
     "leaderboard": ("efficiency.cli", "leaderboard_command"),
-    "mlproject": ("kiln.mlproject", "mlproject_command"),
+    "mlproject": (f"{__package__}.mlproject", "mlproject_command"),  # this package's kiln/mlproject.py
 }
 
 
