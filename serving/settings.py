@@ -34,6 +34,11 @@ class ServeSettings:
     body_timeout_seconds: float = 30.0  # a body not fully received this long after the request began gets 408
     max_header_bytes: int = 64 * 1024  # request line + headers; more gets 431 (nginx's default is 32 KiB)
     max_headers: int = 100  # header fields per request; more gets 431 (Apache's LimitRequestFields)
+    header_timeout_seconds: float = 10.0  # a request head not complete this long after it began gets 408 and a close
+    max_connections: int = 1024  # open connections per server process; more are answered 503 and closed at once
+    max_connections_per_client: int = 64  # open connections per client address (nginx's limit_conn); more: 503
+    max_decoded_pixels: int = 0  # pixels an image upload may decode to; 0 = per model: 64 x its H x W, >= 2048^2
+    decode_budget_pixels: int = 96 * 1024 * 1024  # decoded pixels in flight in the whole process; more wait or 503
     max_request_pixels: int = 0  # batch x H x W a request may ask of an image model; 0 = 4 batches at its own size
     max_batch_size: int = 16  # rows one session run may take; 1 turns dynamic batching off
     max_batch_ms: float = 50.0  # and no more rows than the warm-up says run in this long (see store.batch_config)
@@ -72,6 +77,11 @@ class ServeSettings:
             "body_timeout_seconds": self.body_timeout_seconds > 0,
             "max_header_bytes": self.max_header_bytes >= 1024,
             "max_headers": self.max_headers >= 8,
+            "header_timeout_seconds": self.header_timeout_seconds > 0,
+            "max_connections": self.max_connections >= 1,
+            "max_connections_per_client": 1 <= self.max_connections_per_client <= self.max_connections,
+            "max_decoded_pixels": self.max_decoded_pixels >= 0,
+            "decode_budget_pixels": self.decode_budget_pixels >= 1024 * 1024,
             "max_request_pixels": self.max_request_pixels >= 0,
             "max_batch_size": self.max_batch_size >= 1,
             "max_batch_ms": self.max_batch_ms >= 0,

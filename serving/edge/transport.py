@@ -1,8 +1,17 @@
-"""uvicorn's httptools protocol with limits on the request head: the bytes of the request line and headers, and
-the number of header fields. httptools buffers a header however long it is and uvicorn keeps every field, so
-without this one request could hold megabytes of headers (or 20,000 of them) in the server's memory.
+"""uvicorn's httptools protocol with limits on the request head and on connections: the bytes of the request line
+and headers, the number of header fields, the time a head may take to arrive, and the connections open per client
+address and in all. httptools buffers a header however long it is, uvicorn keeps every field and has no timeout
+for a head, so without this one request could hold megabytes of headers (or 20,000 of them) in the server's
+memory, and a client trickling header bytes (slowloris) could hold a connection, and a file, forever.
 
     KILN_MAX_HEADER_BYTES=16384 KILN_MAX_HEADERS=50 kiln serve     # (the defaults are 64 KiB and 100)
+    KILN_HEADER_TIMEOUT_SECONDS=5 KILN_MAX_CONNECTIONS_PER_CLIENT=16 kiln serve   # (defaults 10 s, 64; 1024 in all)
+
+A head not complete `header_timeout_seconds` after the connection opened (or, on a kept-alive connection, after the
+next request's first byte) gets `408 Request Timeout` and a close, as nginx's `client_header_timeout`. A connection
+past `max_connections_per_client` from one address, or past `max_connections` in all, gets `503` with
+`Retry-After: 1` and a close as soon as it is accepted, as nginx's `limit_conn`; uvicorn's own
+`--limit-concurrency` only answers once a head is complete, so it cannot stop a slow-header flood.
 
 `kiln serve` passes `KilnHttpProtocol` as uvicorn's `http` class. The limits are read from the environment once
 per process (workers rebuild them from the same variables). A request over either limit gets
@@ -12,6 +21,8 @@ per process (workers rebuild them from the same variables). A request over eithe
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import functools
 import json
 from typing import Any
@@ -28,6 +39,18 @@ def head_limits() -> tuple[int, int]:
     return settings.max_header_bytes, settings.max_headers
 
 
+@functools.cache
+def connection_limits() -> tuple[float, int, int]:
+    """(header_timeout_seconds, max_connections, max_connections_per_client) from the server's settings."""
+    from serving.settings import ServeSettings
+
+    settings = ServeSettings.from_env()
+    return settings.header_timeout_seconds, settings.max_connections, settings.max_connections_per_client
+
+
+_OPEN_BY_CLIENT: collections.Counter[str] = collections.Counter()  # this process's open connections per address
+
+
 class HeadTooLarge(Exception):
     """Raised from a parser callback to stop parsing; httptools re-raises it wrapped in HttpParserCallbackError."""
 
@@ -42,6 +65,45 @@ class KilnHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._fields = 0
         self._refusal: str | None = None
+        self.header_timeout, self.max_connections, self.max_per_client = connection_limits()
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._counted: str | None = None  # the client address this connection is counted under
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        host = self.client[0] if self.client else "unknown"
+        if len(self.connections) > self.max_connections:
+            self._send_and_close(503, "too many connections to this server; retry shortly", "busy", retry=True)
+        elif _OPEN_BY_CLIENT[host] >= self.max_per_client:
+            reason = f"more than {self.max_per_client} connections from {host}; reuse a kept-alive connection"
+            self._send_and_close(503, reason, "busy", retry=True)
+        else:
+            _OPEN_BY_CLIENT[host] += 1
+            self._counted = host
+            self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        if self._counted is not None:
+            _OPEN_BY_CLIENT[self._counted] -= 1
+            if _OPEN_BY_CLIENT[self._counted] <= 0:
+                del _OPEN_BY_CLIENT[self._counted]
+            self._counted = None
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        reason = f"the request head did not arrive within {self.header_timeout:g} s"
+        self._send_and_close(408, reason, "header_timeout")
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
@@ -58,6 +120,7 @@ class KilnHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_open, self._head_bytes, self._fields = True, 0, 0
+        self._arm_head_timer()  # a kept-alive connection's next head gets the same time as the first
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._fields += 1
@@ -68,6 +131,7 @@ class KilnHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        self._disarm_head_timer()
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
@@ -82,11 +146,18 @@ class KilnHttpProtocol(HttpToolsProtocol):
         self._send_431(reason)
 
     def _send_431(self, reason: str) -> None:
-        body = json.dumps({"error": reason, "code": "headers_too_large"}).encode()
+        self._send_and_close(431, reason, "headers_too_large")
+
+    def _send_and_close(self, status: int, reason: str, code: str, retry: bool = False) -> None:
+        phrases = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+        body = json.dumps({"error": reason, "code": code}).encode()
         head = (
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+            f"HTTP/1.1 {status} {phrases[status]}\r\n".encode()
+            + b"content-type: application/json\r\n"
+            + (b"retry-after: 1\r\n" if retry else b"")
+            + b"content-length: "
+            + str(len(body)).encode()
+            + b"\r\nconnection: close\r\n\r\n"
         )
         if not self.transport.is_closing():
             self.transport.write(head + body)

@@ -14,6 +14,7 @@ The server's task endpoint calls the same `prepare_*` / `finish_*` steps, with i
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from serving.deployment.artifacts import (
 )
 from serving.errors import BadRequest, ModelSourceError
 from serving.runtime import runtime
-from serving.runtime.imaging import decode_image
+from serving.runtime.imaging import DECODE_BUDGET, decode_for_model, decode_image, decode_limit
 from serving.runtime.postprocess import (
     Feeds,
     ImageResult,
@@ -242,11 +243,23 @@ class Predictor:
         return {spec.name: tensor}, geometry
 
     def prepare_bytes(self, data: bytes) -> tuple[Feeds, Geometry]:
-        return self.prepare_image(decode_image(data))
+        """An upload, decoded no larger than this model needs (imaging.decode_for_model: 413 past the model's
+        limit, JPEGs reduced by the decoder), -> feeds and the geometry in the upload's own pixels."""
+        size = self.contract.preprocess.size if self.contract.preprocess is not None else None
+        image, (height, width) = decode_for_model(data, decode_limit(size), size)
+        feeds, g = self.prepare_image(image)
+        if (g.height, g.width) == (height, width):
+            return feeds, g
+        gain_y, gain_x = g.gain_y * g.height / height, g.gain_x * g.width / width
+        return feeds, dataclasses.replace(g, height=height, width=width, gain_y=gain_y, gain_x=gain_x)
 
     def finish_image(self, outputs: Feeds, geometry: Geometry, params: Params, row: int = 0) -> ImageResult:
-        """Row `row` of a run's outputs -> that image's result (params already checked by check_params)."""
-        return self._image_task().finish(self.contract, outputs[self.outputs[0].name][row], geometry, params)
+        """Row `row` of a run's outputs -> that image's result (params already checked by check_params). A map
+        answer (a mask at the upload's size) holds its pixels in the process's decode budget while it is made."""
+        task = self._image_task()
+        pixels = geometry.height * geometry.width if task.name == "segmentation" else 0
+        with DECODE_BUDGET.hold(pixels):
+            return task.finish(self.contract, outputs[self.outputs[0].name][row], geometry, params)
 
     # --- records ------------------------------------------------------------------------------------------
 
