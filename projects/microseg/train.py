@@ -150,8 +150,8 @@ def train(cfg: MicroSegConfig, listeners: tuple[EpochListener, ...] = ()) -> dic
 
 
 def _train(cfg: MicroSegConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
+    seed_everything(cfg.seed)  # before the model: its initial weights come from the global RNG
     model = create_model(cfg.variant, max_params=cfg.max_params)
-    seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     with distributed.main_first():  # rank 0 generates the sample sets, the others then read them
         folder, test_folder = resolve_data(cfg)
