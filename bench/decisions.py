@@ -291,12 +291,87 @@ def drift(quick: bool, seed: int) -> list[Row]:
     return rows
 
 
+# --- shadow share -------------------------------------------------------------------------------------------------
+
+SHADOW_LOADS = (0.3, 0.6, 0.9, 0.98)  # production's utilisation of its core
+SHADOW_MIN_COMPARISONS = 20  # GuardRails.min_requests: comparisons the agreement rail waits for
+
+
+def _shadow_run(rng: np.random.Generator, load: float, requests: int, adaptive: bool) -> tuple[int, int, int]:
+    """One server under Poisson traffic (10 ms mean exponential service, M/M/1) with every answered request
+    offered to the shadow, through serving/rollout/offpath.py's rules: a shadow run starts only while no
+    production request is in flight, a job waiting over 2 s is dropped, and a run of d seconds keeps the shadow
+    out for d (1 / budget - 1), the budget being KILN_SHADOW_BUDGET (0.03) or, adaptive, `adaptive_budget` of
+    the measured idle share. Returns (compared, dropped, requests offered before the 20th comparison)."""
+    from serving.rollout.offpath import IdleShare, adaptive_budget
+
+    clock = [0.0]
+    idle = IdleShare(clock=lambda: clock[0])
+    arrivals = np.cumsum(rng.exponential(0.010 / load, requests))
+    service = rng.exponential(0.010, requests)
+    shadow_cost = rng.exponential(0.010, requests)
+    queue: list[float] = []  # submit times of waiting shadow jobs
+    compared = dropped = 0
+    first_enough = requests
+    worker_free = allowed_from = busy_until = 0.0
+    for i in range(requests):
+        start = max(arrivals[i], busy_until)
+        if start > busy_until:  # production was idle in [busy_until, arrivals[i]): the shadow may run there
+            t = max(busy_until, worker_free)
+            while queue and t < arrivals[i]:
+                submitted = queue.pop(0)
+                if t - submitted > 2.0:
+                    dropped += 1
+                    continue
+                clock[0] = max(clock[0], t)
+                budget = adaptive_budget(0.03, idle.share()) if adaptive else 0.03
+                d = float(shadow_cost[compared + dropped])
+                compared += 1
+                if compared == SHADOW_MIN_COMPARISONS:
+                    first_enough = i
+                t += d
+                allowed_from = t + d * (1 / budget - 1)
+            worker_free = t
+            clock[0] = max(clock[0], arrivals[i])
+            idle.mark(False)
+        busy_until = start + service[i]
+        if busy_until < (arrivals[i + 1] if i + 1 < requests else np.inf):
+            clock[0] = max(clock[0], busy_until)
+            idle.mark(True)
+        if busy_until < allowed_from or len(queue) >= 256:  # over budget or queue full: dropped at submit
+            dropped += 1
+        else:
+            queue.append(busy_until)
+    return compared, dropped + len(queue), first_enough
+
+
+def shadow(quick: bool, seed: int) -> list[Row]:
+    """How many requests the shadow compares at 30%, 60% and 90% load with the fixed 3% budget and with the
+    budget that grows into production's idle time, and how many requests before the agreement rail can judge."""
+    rng = np.random.default_rng(seed)
+    requests = 4000 if quick else 40_000
+    rows = []
+    for load in SHADOW_LOADS:
+        for adaptive in (False, True):
+            compared, dropped, enough = _shadow_run(rng, load, requests, adaptive)
+            rule = "adaptive share" if adaptive else "fixed 3% budget"
+            detail = {"compared": compared, "dropped": dropped, "requests_before_20_comparisons": enough,
+                      "load": load}  # fmt: skip
+            # the target: an adaptive shadow compares at least a tenth of the requests while production leaves
+            # time idle, so a 10% canary's agreement rail has its 20 comparisons within a few hundred requests
+            limit = 0.1 if adaptive and load <= 0.6 else None
+            rows.append(measured("shadow share", f"compared share, load {load:.0%}, {rule}", requests, compared,
+                                 "power", limit, detail))  # fmt: skip
+    return rows
+
+
 # --- the runner ------------------------------------------------------------------------------------------------
 
 SIMULATIONS: dict[str, Simulation] = {
     "significance": significance,
     "canary": canary,
     "drift": drift,
+    "shadow": shadow,
 }
 
 

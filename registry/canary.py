@@ -44,12 +44,15 @@ class NoCanaryError(RegistryError):
 
 @dataclass(frozen=True)
 class GuardRails:
-    """When a server ends a canary by itself. Checked over the last `window_seconds`, once the candidate has
-    answered at least `min_requests` requests there (fewer say nothing either way)."""
+    """When a server ends a canary by itself: a sequential test per rail (registry/sequential.py), checked after
+    every answer once the candidate has `min_requests` answers (and `min_requests` shadow comparisons for the
+    agreement rail), with a 1% chance in all of ending a canary whose candidate is as good as production. A rail
+    fails when the data *prove* the limit crossed, not when one window's estimate crosses it."""
 
-    max_error_rate: float = 0.05  # the candidate's share of 5xx answers above this fails it
-    max_p99_ratio: float = 2.0  # the candidate's p99 latency above this multiple of production's fails it
-    min_agreement: float = 0.8  # with shadow data on the candidate: its agreement with production below this fails
+    max_error_rate: float = 0.05  # the candidate's 5xx share proved above this fails it (and 5xx above production's)
+    # the candidate's latency tail proved above this multiple of production's fails it (+50% p99 must fail)
+    max_p99_ratio: float = 1.2
+    min_agreement: float = 0.8  # with shadow data on the candidate: its mean agreement proved below this fails it
     min_requests: int = 20
     window_seconds: float = 120.0
 

@@ -256,5 +256,6 @@ class RailMonitor:
             "p99_e_value": round(self.slow.e_value, 4),
             "agreement_e_value": None if self.agreement is None else round(self.agreement.e_value, 4),
             "shadow_compared": 0 if self.agreement is None else self.agreement.n,
+            "min_comparisons": self.min_requests,  # the agreement rail judges only after this many
             "production_p99_ms": None if self.slow_above_s is None else round(self.slow_above_s * 1000, 3),
         }  # fmt: skip

@@ -1,5 +1,5 @@
 """The server's side of a canary release: route a share of a model's requests to the candidate, sticky per routing
-key, watch both sides over a sliding window, and end the canary when a guard rail fails.
+key, test both sides' answers sequentially, and end the canary when a guard rail fails.
 
     kiln promote edgnet --version 4 --canary 10
     curl -H 'X-Kiln-Routing-Key: customer-42' -F image=@part.png 127.0.0.1:8080/v1/models/edgnet/predict
@@ -8,14 +8,20 @@ key, watch both sides over a sliding window, and end the canary when a guard rai
 The split comes from the registry (registry/canary.py), so every server watching the model routes the same
 share; a request with a routing key goes to the side its key hashes to (BLAKE2 of model and key, the same on
 every server and after every restart), one without goes by chance. Each answer is recorded on its side: its
-status (a 5xx is an error of the model, a 4xx is the client's) and its latency. Guard rails, checked over the
-last `window_seconds` once the candidate has answered `min_requests` there:
-- the candidate's 5xx share above `max_error_rate`, over the window or over its last `min_requests` answers;
-- the candidate's p99 latency above `max_p99_ratio` x production's (once both sides have 100 answers or more:
-  the p99 of fewer is their maximum);
-- when the challenger being shadowed is the candidate, its agreement with production below `min_agreement`.
-A failure stops routing to the candidate at once on this server and ends the canary in the registry with the
-numbers, which every other server then follows on its next poll.
+status (a 5xx is an error of the model, a 4xx is the client's) and its latency. The guard rails are sequential
+tests (registry/sequential.py, RailMonitor) fed every answer since the candidate was loaded here, checked after
+every candidate answer and every 5xx once the candidate has answered `min_requests`; they end a canary only
+when the data prove a rail crossed, with a 1% chance in all of ending one whose candidate is as good as
+production, however long it runs (docs/decisions.md measures it):
+- the candidate's 5xx rate above production's, or above `max_error_rate`;
+- the candidate's latency tail above `max_p99_ratio` x production's (answers above production's running p99
+  come from the candidate more often than its share; production's p99 needs 100 answers);
+- when the challenger being shadowed is the candidate, its mean agreement with production below `min_agreement`
+  (per-request agreement: mask IoU, box F1, label agreement), after `min_requests` comparisons; for regression
+  (pooled Pearson r) the pooled r below `min_agreement` after `min_requests` compared values.
+The window (`window_seconds`) is what the status route shows. A failure stops routing to the candidate at once
+on this server and ends the canary in the registry with the numbers, which every other server then follows on
+its next poll.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 
 from core import vocab
 from registry.canary import CanarySpec, GuardRails
+from registry.sequential import RailMonitor
 from serving.deployment.store import Deployed
 
 log = logging.getLogger(vocab.SERVING_LOG + ".canary")
@@ -58,16 +65,13 @@ class Window:
         while self._items and self._items[0][0] < since:
             self._items.popleft()
 
-    def summary(self, recent: int = 0) -> dict[str, Any]:
-        """Counts over the window; `recent` > 0 adds the error rate of the last `recent` answers, which reacts
-        to a sudden breakage without waiting for it to outweigh a long healthy window."""
+    def summary(self) -> dict[str, Any]:
+        """Counts over the window (what the status route shows; the guard rails use RailMonitor)."""
         n = len(self._items)
         errors = sum(1 for _, e, _ in self._items if e)
         ok = [s for _, e, s in self._items if not e]
         p99 = float(np.percentile(ok, 99)) if ok else None
         out = {"requests": n, "errors": errors, "error_rate": errors / n if n else 0.0, "p99_s": p99}
-        if recent and n >= recent:
-            out["recent_error_rate"] = sum(1 for i in range(n - recent, n) if self._items[i][1]) / recent
         return out
 
 
@@ -80,53 +84,27 @@ class Verdict:
     numbers: dict[str, Any]
 
 
-P99_MIN_REQUESTS = 100
+def monitor_for(guards: GuardRails) -> RailMonitor:
+    """The sequential tests behind `guards` (registry/sequential.py)."""
+    return RailMonitor(guards.max_error_rate, guards.max_p99_ratio, guards.min_agreement, guards.min_requests)
 
 
-def judge(
-    guards: GuardRails, candidate: dict[str, Any], production: dict[str, Any], agreement: tuple[str, float, int] | None
-) -> Verdict | None:
-    """The first guard rail the candidate fails over the window, or None (also while it has too few requests)."""
-    n = candidate["requests"]
-    if n < guards.min_requests:
-        return None
-    numbers = {
-        "candidate_requests": n, "candidate_errors": candidate["errors"],
-        "candidate_error_rate": round(candidate["error_rate"], 4), "production_requests": production["requests"],
-        "production_error_rate": round(production["error_rate"], 4),
-        "candidate_p99_ms": _ms(candidate["p99_s"]), "production_p99_ms": _ms(production["p99_s"]),
-    }  # fmt: skip
-    if candidate["error_rate"] > guards.max_error_rate:
-        return Verdict(
-            "error_rate",
-            f"candidate 5xx share {candidate['error_rate']:.3f} > {guards.max_error_rate:g} over {n} requests",
-            numbers,
-        )
-    recent = candidate.get("recent_error_rate", 0.0)
-    if recent > guards.max_error_rate:
-        numbers["candidate_recent_error_rate"] = round(recent, 4)
-        return Verdict(
-            "error_rate",
-            f"candidate 5xx share {recent:.3f} > {guards.max_error_rate:g} over its last {guards.min_requests} answers",
-            numbers,
-        )
-    cand_p99, prod_p99 = candidate["p99_s"], production["p99_s"]
-    enough = max(guards.min_requests, P99_MIN_REQUESTS)  # a p99 of fewer answers is their maximum: noise
-    if cand_p99 is not None and prod_p99 and n >= enough and production["requests"] >= enough:
-        ratio = cand_p99 / prod_p99
-        if ratio > guards.max_p99_ratio:
-            numbers["p99_ratio"] = round(ratio, 3)
-            return Verdict(
-                "p99", f"candidate p99 {cand_p99 * 1000:.1f} ms is {ratio:.2f}x production's {prod_p99 * 1000:.1f} ms "
-                f"(limit {guards.max_p99_ratio:g}x)", numbers,
-            )  # fmt: skip
-    if agreement is not None:
-        metric, mean, compared = agreement
-        if compared >= guards.min_requests and mean < guards.min_agreement:
-            numbers.update(agreement_metric=metric, agreement=round(mean, 4), shadow_compared=compared)
-            return Verdict(
-                "agreement", f"shadow {metric} {mean:.3f} < {guards.min_agreement:g} over {compared} requests", numbers
-            )
+# (metric, mean, compared, per-comparison values kept: the newest last) of the shadow on the candidate
+Agreement = tuple[str, float, int, list[float]]
+
+
+def judge(monitor: RailMonitor, agreement: Agreement | None, min_agreement: float) -> Verdict | None:
+    """The first guard rail the candidate has failed, or None. Pooled Pearson r (regression) has no
+    per-request values: it fails when r is below `min_agreement` over `min_requests` compared values."""
+    failed = monitor.failure()
+    if failed is not None:
+        return Verdict(failed.failed, failed.detail, dict(failed.numbers))
+    if agreement is not None and agreement[0] == "pearson":
+        metric, mean, compared, _ = agreement
+        if compared >= monitor.min_requests and mean < min_agreement:
+            numbers = {"agreement_metric": metric, "agreement": round(mean, 4), "shadow_compared": compared}
+            return Verdict("agreement", f"shadow {metric} {mean:.3f} < {min_agreement:g} over {compared} values",
+                           numbers)  # fmt: skip
     return None
 
 
@@ -134,7 +112,7 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-AgreementFn = Callable[[], tuple[str, float, int] | None]
+AgreementFn = Callable[[], Agreement | None]
 FailFn = Callable[["CanaryDeployment", Verdict], None]
 
 
@@ -153,6 +131,9 @@ class CanaryDeployment:
     first_error_at: float | None = None  # monotonic: the candidate's first 5xx
     ended_at: float | None = None
     verdict: Verdict | None = None
+    monitor: RailMonitor | None = None  # made from spec.guards; a change of guard rails starts it afresh
+    _monitored: GuardRails | None = None
+    _fed_comparisons: int = 0
     _judged_at: float = 0.0
 
     @property
@@ -178,24 +159,44 @@ class CanaryDeployment:
             return
         now = time.monotonic()
         error = status >= 500
+        monitor = self._monitor()
         if version == self.version:
             self.candidate.add(now, error, seconds)
+            monitor.record(True, error, seconds)
             if error and self.first_error_at is None:
                 self.first_error_at = now
-            if error or now - self._judged_at > 0.25:  # latency judged a few times a second, errors at once
+            if error or now - self._judged_at > 0.05:  # the tests are cheap; agreement values arrive in batches
                 self._judge(now)
         elif version == production_version:
             self.production.add(now, error, seconds)
+            monitor.record(False, error, seconds)
+            if error:
+                self._judge(now)
+
+    def _monitor(self) -> RailMonitor:
+        if self.monitor is None or self._monitored != self.spec.guards:
+            self.monitor, self._monitored, self._fed_comparisons = monitor_for(self.spec.guards), self.spec.guards, 0
+        return self.monitor
+
+    def _feed_agreement(self, monitor: RailMonitor) -> Agreement | None:
+        """Hand the shadow comparisons made since the last call to the agreement rail."""
+        agreement = self.agreement()
+        if agreement is None or agreement[0] == "pearson":
+            return agreement
+        compared, values = agreement[2], agreement[3]
+        new = min(compared - self._fed_comparisons, len(values))
+        for value in values[len(values) - new :] if new > 0 else ():
+            monitor.compared(value)
+        self._fed_comparisons = compared
+        return agreement
 
     def _judge(self, now: float) -> None:
         self._judged_at = now
         since = now - self.spec.guards.window_seconds
         self.candidate.trim(since)
         self.production.trim(since)
-        guards = self.spec.guards
-        verdict = judge(
-            guards, self.candidate.summary(guards.min_requests), self.production.summary(), self.agreement()
-        )
+        monitor = self._monitor()
+        verdict = judge(monitor, self._feed_agreement(monitor), self.spec.guards.min_agreement)
         if verdict is not None:
             self.verdict, self.ended_at = verdict, now
             log.error("canary of %s v%s failed its guard rail: %s", self.spec.model, self.version, verdict.detail)
@@ -211,6 +212,7 @@ class CanaryDeployment:
             "step": self.spec.step, "started_at": self.spec.started_at, "loaded_at": self.loaded_at.isoformat(),
             "guards": self.spec.guards.to_json(), "routed": dict(self.routed),
             "window": {"candidate": self.candidate.summary(), "production": self.production.summary()},
+            "tests": self._monitor().to_json(),
             "state": "running" if self.ended_at is None else "rolled back",
         }  # fmt: skip
         if self.verdict is not None:

@@ -70,7 +70,7 @@ class RolloutMetrics:
                                         ["model", "side"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.drift_psi = Gauge("kiln_drift_psi", "Population stability index of a feature's live window",
                                ["model", "feature"], registry=r, **mode)  # fmt: skip
-        self.drift_shift = Gauge("kiln_drift_shift", "1 while a feature's PSI is over 0.2 and over sampling noise",
+        self.drift_shift = Gauge("kiln_drift_shift", "1 while a feature drifted (Holm-corrected test, core.profile)",
                                  ["model", "feature"], registry=r, **mode)  # fmt: skip
         self.canary_percent = Gauge("kiln_canary_percent", "Share of the model's requests routed to its canary",
                                     ["model", "version"], registry=r, **mode)  # fmt: skip
@@ -136,7 +136,9 @@ class Rollout:
     def __init__(self, store: ModelStore, settings: ServeSettings, metrics: Metrics) -> None:
         self.store, self.settings = store, settings
         self.prom = RolloutMetrics(metrics)
-        self.offpath = OffPath(budgets={"shadow": settings.shadow_budget, "drift": settings.drift_budget})
+        self.offpath = OffPath(
+            budgets={"shadow": settings.shadow_budget, "drift": settings.drift_budget}, adaptive=frozenset({"shadow"})
+        )
         self.shadows: dict[str, Shadow] = {}
         self.monitors: dict[tuple[str, str], DriftMonitor] = {}
         self.refused: dict[tuple[str, str], Refusal] = {}  # (model, role) -> the last version refused
@@ -240,12 +242,14 @@ class Rollout:
         return loaded
 
     def _agreement_of(self, name: str, version: str) -> Any:
-        def agreement() -> tuple[str, float, int] | None:
+        def agreement() -> tuple[str, float, int, list[float]] | None:
             shadow = self.shadows.get(name)
             if shadow is None or shadow.challenger.version != version:
                 return None
             metric, mean, _, n = shadow.stats.primary(task_kind(shadow.challenger))
-            return None if mean is None else (metric, mean, n)
+            with shadow.stats.lock:  # per-comparison values for the sequential agreement rail
+                values = list(shadow.stats.metrics.get(metric, ()))
+            return None if mean is None else (metric, mean, shadow.stats.compared, values)
 
         return agreement
 

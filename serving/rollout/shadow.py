@@ -238,6 +238,9 @@ class ShadowStats:
                 "challenger_version": self.challenger_version,
                 "since": self.since.isoformat(),
                 "requests_compared": self.compared,
+                # offered to the shadow: compared, failed, or dropped (production busy, budget spent, queue full)
+                "requests_offered": self.compared + self.errors + self.dropped,
+                "compared_share": round(self.compared / max(self.compared + self.errors + self.dropped, 1), 4),
                 "agreement": {
                     "metric": metric, "mean": None if mean is None else round(mean, 6),
                     "ci95": None if bounds is None else [round(v, 6) for v in bounds], "n": n,

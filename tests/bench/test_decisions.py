@@ -69,3 +69,11 @@ def test_drift_alarms_rarely_in_distribution_and_finds_real_shifts() -> None:
     by_measure = {r.measure: r for r in rows}
     assert by_measure["power, rows, window 500, one feature shifted 0.5 sd"].rate >= 0.9
     assert by_measure["power, rows, window 50, a feature stopped arriving"].rate == 1.0
+
+
+def test_shadow_share_grows_into_idle_time_and_falls_back_under_load() -> None:
+    rows = decisions.shadow(quick=True, seed=0)
+    assert_targets_met(rows)
+    rate = {r.measure: r.rate for r in rows}
+    assert rate["compared share, load 30%, adaptive share"] > 3 * rate["compared share, load 30%, fixed 3% budget"]
+    assert rate["compared share, load 98%, adaptive share"] < 0.2  # no idle time: back to about the budget

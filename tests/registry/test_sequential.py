@@ -68,3 +68,12 @@ def test_monitor_keeps_a_noisy_identical_candidate_and_names_a_broken_one() -> N
     assert same.failure() is None and same.to_json()["production_p99_ms"] is not None
     failure = broken.failure()
     assert failure is not None and failure.failed == "error_rate" and "came from the candidate" in failure.detail
+
+
+def test_monitor_defaults_are_the_guard_rails_defaults() -> None:
+    from registry.canary import GuardRails
+
+    guards, monitor = GuardRails(), RailMonitor()
+    assert (monitor.max_error_rate, monitor.max_p99_ratio, monitor.min_agreement, monitor.min_requests) == (
+        guards.max_error_rate, guards.max_p99_ratio, guards.min_agreement, guards.min_requests,
+    )  # fmt: skip

@@ -16,7 +16,7 @@ from serving_helpers import LiveServer, Registry, tabular_model
 from registry.canary import GuardRails, read_canary, start_canary
 from registry.promotion import history
 from serving.edge.app import create_app
-from serving.rollout.canary import bucket, judge
+from serving.rollout.canary import bucket, judge, monitor_for
 
 ROWS = [{"f0": 0.5, "f1": -0.2, "f2": 0.1, "f3": 1.0}]
 
@@ -29,18 +29,39 @@ def test_bucket_is_stable_and_spread() -> None:
 
 
 def test_judge_waits_for_enough_requests_then_names_the_rail() -> None:
-    guards = GuardRails(min_requests=10, max_error_rate=0.1, max_p99_ratio=2.0)
-    ok = {"requests": 20, "errors": 0, "error_rate": 0.0, "p99_s": 0.010}
-    assert judge(guards, {**ok, "requests": 5, "errors": 5, "error_rate": 1.0}, ok, None) is None  # too few yet
-    failing = judge(guards, {**ok, "errors": 4, "error_rate": 0.2}, ok, None)
-    assert failing is not None and failing.failed == "error_rate" and failing.numbers["candidate_errors"] == 4
-    assert judge(guards, {**ok, "p99_s": 0.05}, ok, None) is None  # 20 answers: their p99 is their maximum
-    many = {**ok, "requests": 100}
-    slow = judge(guards, {**many, "p99_s": 0.05}, many, None)
-    assert slow is not None and slow.failed == "p99" and slow.numbers["p99_ratio"] == 5.0
-    unlike = judge(guards, ok, ok, ("label_agreement", 0.5, 30))
-    assert unlike is not None and unlike.failed == "agreement"
-    assert judge(guards, ok, ok, ("label_agreement", 0.95, 30)) is None
+    guards = GuardRails(min_requests=10, max_error_rate=0.1)
+    broken = monitor_for(guards)
+    for _ in range(5):
+        broken.record(False, False, 0.01)
+        broken.record(True, True, 0.01)
+    assert judge(broken, None, guards.min_agreement) is None  # 5 candidate answers: too few to judge yet
+    for _ in range(5):
+        broken.record(False, False, 0.01)
+        broken.record(True, True, 0.01)
+    failing = judge(broken, None, guards.min_agreement)
+    # the first 5xx came before the candidate had answered anything: no share yet, so it is not counted
+    assert failing is not None and failing.failed == "error_rate" and failing.numbers["candidate_errors"] == 9
+
+    slow, same = monitor_for(guards), monitor_for(guards)
+    rng = np.random.default_rng(0)
+    for i in range(3000):  # production 10 ms +-30%; the slow candidate (one answer in four) takes twice as long
+        latency = float(rng.lognormal(np.log(0.01), 0.3))
+        slow.record(i % 4 == 0, False, latency * (2 if i % 4 == 0 else 1))
+        same.record(i % 4 == 0, False, latency)
+    verdict = judge(slow, None, guards.min_agreement)
+    assert verdict is not None and verdict.failed == "p99" and verdict.numbers["slow_candidate"] > 0
+    assert judge(same, None, guards.min_agreement) is None
+
+    for values, fails in (([0.5] * 60, True), ([0.95] * 60, False)):
+        monitor = monitor_for(guards)
+        for _ in range(20):
+            monitor.record(True, False, 0.01)
+        for value in values:
+            monitor.compared(value)
+        verdict = judge(monitor, None, guards.min_agreement)
+        assert (verdict is not None and verdict.failed == "agreement") == fails
+    pooled = judge(monitor_for(guards), ("pearson", 0.3, 30, []), guards.min_agreement)
+    assert pooled is not None and pooled.failed == "agreement"
 
 
 @pytest.fixture
