@@ -365,6 +365,78 @@ def shadow(quick: bool, seed: int) -> list[Row]:
     return rows
 
 
+# --- registration -------------------------------------------------------------------------------------------------
+
+REGISTRATION_VAL = (20, 50, 200)  # validation rows (images) a run scores its ranking metric on
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by ranks (Mann-Whitney), ties counted half."""
+    from scipy.stats import rankdata
+
+    pos = labels == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    ranks = rankdata(scores)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _val_iou(rng: np.random.Generator, n: int, model: str) -> float:
+    """Mean IoU over n 32x32 validation masks (a 10x10 object each) of an all-background model, a model that
+    answers noise, or one that learned (finds the object, off by a few pixels)."""
+    from core.metrics import mask_iou
+
+    ious = []
+    for _ in range(n):
+        y, x = rng.integers(0, 22, 2)
+        truth = np.zeros((32, 32), dtype=bool)
+        truth[y : y + 10, x : x + 10] = True
+        if model == "all background":
+            guess = np.zeros_like(truth)
+        elif model == "noise":
+            guess = rng.random((32, 32)) < 0.1
+        else:
+            dy, dx = rng.integers(-3, 4, 2)
+            guess = np.roll(np.roll(truth, dy, 0), dx, 1)
+        ious.append(mask_iou(guess, truth))
+    return float(np.mean(ious))
+
+
+def registration(quick: bool, seed: int) -> list[Row]:
+    """Runs whose model did and did not learn, judged by projects.common.registration.decide (register=auto)
+    against the family's trivial baseline: AUC 0.5 (a constant score) and IoU 0 (an all-background mask)."""
+    from core.contract import Ranking
+    from projects.common.registration import decide
+
+    rng = np.random.default_rng(seed)
+    runs = 30 if quick else 1000
+    rows = []
+    auc, iou = Ranking("val_auc", "max"), Ranking("val_iou", "max")
+    for n in REGISTRATION_VAL:
+        for learned, signal in (("learned (AUC 0.75)", 0.95), ("did not learn (scores are noise)", 0.0),
+                                ("did not learn (a constant score)", None)):  # fmt: skip
+            registered = 0
+            for _ in range(runs):
+                labels = (rng.random(n) < 0.4).astype(np.int64)
+                scores = np.zeros(n) if signal is None else signal * labels + rng.normal(size=n)
+                registered += decide("auto", auc, _auc(labels, scores), 0.5).register
+            good = learned.startswith("learned")
+            kind, count = ("miss", runs - registered) if good else ("false_alarm", registered)
+            what = "not registered" if good else "registered"
+            rows.append(measured("registration", f"{what}, tabular AUC, {learned}, {n} val rows", runs, count,
+                                 kind, 0.0 if signal is None else None))  # fmt: skip
+    for n in REGISTRATION_VAL[:2]:
+        for model in ("learned", "all background", "noise"):
+            registered = sum(decide("auto", iou, _val_iou(rng, n, model), 0.0).register for _ in range(runs // 3))
+            good = model == "learned"
+            kind, count = ("miss", runs // 3 - registered) if good else ("false_alarm", registered)
+            rows.append(measured("registration", f"{'not registered' if good else 'registered'}, segmentation IoU, "
+                                 f"{model} model, {n} val images", runs // 3, count, kind,
+                                 0.0 if model == "all background" else None))  # fmt: skip
+    return rows
+
+
 # --- the runner ------------------------------------------------------------------------------------------------
 
 SIMULATIONS: dict[str, Simulation] = {
@@ -372,6 +444,7 @@ SIMULATIONS: dict[str, Simulation] = {
     "canary": canary,
     "drift": drift,
     "shadow": shadow,
+    "registration": registration,
 }
 
 

@@ -77,3 +77,13 @@ def test_shadow_share_grows_into_idle_time_and_falls_back_under_load() -> None:
     rate = {r.measure: r.rate for r in rows}
     assert rate["compared share, load 30%, adaptive share"] > 3 * rate["compared share, load 30%, fixed 3% budget"]
     assert rate["compared share, load 98%, adaptive share"] < 0.2  # no idle time: back to about the budget
+
+
+def test_registration_never_registers_a_trivial_model_and_its_noise_rate_is_measured() -> None:
+    rows = decisions.registration(quick=True, seed=0)
+    assert_targets_met(rows)
+    rate = {r.measure: r.rate for r in rows}
+    assert rate["registered, segmentation IoU, all background model, 20 val images"] == 0.0
+    assert rate["not registered, tabular AUC, learned (AUC 0.75), 200 val rows"] == 0.0
+    # as today: a model whose scores are noise beats AUC 0.5 about half the time (the bench publishes the rate)
+    assert 0.2 < rate["registered, tabular AUC, did not learn (scores are noise), 200 val rows"] < 0.8
