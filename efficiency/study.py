@@ -100,7 +100,20 @@ def check_plan(plan: StudyPlan) -> dict[str, int]:
         family.resolve(None, None, {**plan.overrides, "variant": variant})  # unknown keys and values named here
     if plan.teacher and "teacher" not in fields:
         raise ConfigError(f"family {plan.family!r} has no 'teacher' option; it cannot be distilled")
+    for label in sorted({dataset_label(d) for d in plan.datasets} if plan.teacher else ()):
+        check_teacher(plan.teacher.replace("{dataset}", label))
     return _variant_counts(plan, family)
+
+
+def check_teacher(source: str) -> None:
+    """Load the teacher a distilled cell will use now, so a wrong name stops the study before the first cell
+    trains rather than after it."""
+    from serving.runtime.predictor import Predictor
+
+    try:
+        Predictor.load(source)
+    except Exception as err:  # the predictor names what is missing; keep its words
+        raise ConfigError(f"--teacher {source}: {getattr(err, 'message', err)}", field="teacher") from None
 
 
 def _variant_counts(plan: StudyPlan, family: Any) -> dict[str, int]:

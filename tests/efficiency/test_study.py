@@ -59,6 +59,7 @@ def test_a_variant_over_budget_stops_the_study_before_any_run(mlflow_uri) -> Non
         (["--set", "epochs"], "--set expects key=value, got 'epochs'"),
         (["--set", "no_such=1"], "unknown option 'no_such'"),
         (["--seeds", "a"], "expected comma-separated integers"),
+        (["--teacher", "models:/ghost_{dataset}@production"], "--teacher models:/ghost_seg_cracks@production: "),
     ],
 )
 def test_bad_plans_are_one_line_errors(mlflow_uri, args: list[str], message: str) -> None:
