@@ -83,7 +83,8 @@ class Space:
 def read_space_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"space file not found: {path}")
+        where = "" if path.is_absolute() else f" (a relative path is read from the working folder {Path.cwd()})"
+        raise ConfigError(f"space file not found: {path.resolve()}{where}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

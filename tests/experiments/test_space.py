@@ -60,3 +60,12 @@ def test_key_given_twice(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="space file not found"):
         load_space(tmp_path / "nope.yaml", "skinmodel", {})
+
+
+def test_a_missing_relative_file_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_space(Path("space.yaml"), "skinmodel", {})
+    where = tmp_path.resolve()
+    assert str(info.value) == (f"space file not found: {where / 'space.yaml'} (a relative path is read from the "
+                               f"working folder {where})")  # fmt: skip
