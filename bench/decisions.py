@@ -130,6 +130,11 @@ def _traffic(rng: np.random.Generator, n: int, share: float, kind: str) -> tuple
     load = (1 + 0.6 * np.sin(2 * np.pi * t / 5000) ** 2) * np.where(((t // 1000) % 7 == 3) & (t % 1000 < 150), 2, 1)
     candidate = rng.random(n) < share
     latency = 0.02 * load * rng.lognormal(0.0, 0.35, n) * np.where(rng.random(n) < 0.01, rng.uniform(3, 8, n), 1)
+    if kind == "identical, sticky keys":  # 200 clients whose inputs differ in cost, each key pinned to one side
+        client = rng.integers(0, 200, n)
+        cost = rng.lognormal(0.0, 0.3, 200)
+        candidate = rng.permutation(200)[client] < share * 200
+        latency = latency * cost[client]
     error_rate = np.full(n, PRODUCTION_ERRORS)
     agreement = np.ones(n)  # the identical candidate answers what production answers
     if kind == "p99 +50%":
@@ -172,8 +177,9 @@ def canary(quick: bool, seed: int) -> list[Row]:
     good, bad = (20, 6) if quick else (400, 100)
     length, horizon = (6_000, 60_000) if quick else (20_000, 200_000)
     rows = []
-    for kind, shares in (("identical", (CANARY_SHARE,) if quick else (CANARY_SHARE, 0.5)),
-                         ("different, good", (CANARY_SHARE,))):  # fmt: skip
+    cases = [("identical", (CANARY_SHARE,) if quick else (CANARY_SHARE, 0.5)),
+             ("identical, sticky keys", (CANARY_SHARE,)), ("different, good", (CANARY_SHARE,))]  # fmt: skip
+    for kind, shares in cases:
         for share in shares:
             ended = [_one_canary(rng, length, kind, share) for _ in range(good)]
             rails = sorted({r for r, _, _ in ended if r})
@@ -229,7 +235,8 @@ def _image_pool(rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
     for i in range(count):
         pattern = np.kron(coarse[i], np.ones((8, 8)))
         if rng.random() < 0.3:  # out of focus: a 3x3 box blur
-            pattern = sum(np.roll(np.roll(pattern, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9
+            shifted = [np.roll(np.roll(pattern, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            pattern = np.mean(shifted, axis=0)
         gray = rng.normal(120, 20) + rng.uniform(15, 45) * pattern + rng.normal(0, 4, (32, 32))
         for key, value in image_stats(np.clip(gray, 0, 255)).items():
             values["input." + key].append(value)
