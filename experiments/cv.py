@@ -9,12 +9,14 @@ Folds are stratified by class where the family has classes (skinmodel), by image
 Each fold or seed is a nested child run. The parent logs, for every final metric the children share,
 `cv/<metric>/mean|std|n|ci95_low|ci95_high`, the raw values in the tag `kiln.cv.values.<metric>` (what the
 promotion significance gate reads), `folds.csv` and a plot of the per-fold values. One version is registered:
-the fold or seed model closest to the mean (trained once more with export), or with `--refit` the family's usual
-training on all its data; its run is a child of the parent, so `kiln promote --significance` finds the statistics.
+the fold or seed model closest to the mean, exported from its own run and best weights without training again
+(skinmodel and YOLO train it once more), or with `--refit` the family's usual training on all its data; its run is a
+child of the parent, so `kiln promote --significance` finds the statistics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,17 @@ from mlflow import MlflowClient
 from core import vocab
 from core.errors import ConfigError, UserError, cli_errors
 from experiments.options import flag_value, optional_number, parse_overrides
-from experiments.runs import NOTE_TAG, close_parent, create_child, experiment_id, mark_failed, open_parent, stamp
+from experiments.runs import (
+    NOTE_TAG,
+    close_parent,
+    create_child,
+    experiment_id,
+    finish_in_run,
+    finishes_from_run,
+    mark_failed,
+    open_parent,
+    stamp,
+)
 from experiments.runs import train_in_run as _train
 from experiments.stats import Summary, closest_to_mean, cv_metrics, cv_value_tags, shared_metrics, summarize
 
@@ -160,7 +172,10 @@ def cv(
     parent = open_parent(client, experiment_id(client, experiment), f"cv-{target}-{stamp()}", tags, None)
     status = "FAILED"
     try:
-        result = _run(client, parent, target, parts, kind, metric, sets, refit, register)
+        from projects.common.datacache import sharing
+
+        with sharing():  # the folds (or seeds) decode the data once
+            result = _run(client, parent, target, parts, kind, metric, sets, refit, register)
         status = "FINISHED"
         return result
     finally:
@@ -243,7 +258,10 @@ def _plot(parts: list[Part], values: list[float], metric: str) -> Any:
 
 def _register(client: MlflowClient, parent: str, target: str, parts: list[Part], values: list[float],
               sets: Mapping[str, Any], refit: bool, result: CVResult) -> CVResult:  # fmt: skip
-    """Train once more with export: the part closest to the mean, or (`--refit`) the family's usual run."""
+    """Register the part closest to the mean from its own run (no training) where the family can export a finished
+    run; else train it once more with export. `--refit` trains the family's usual run on all the data instead."""
+    if not refit and finishes_from_run(target):
+        return _register_from_run(client, parent, target, parts, values, result)
     if refit:
         part, label = Part("refit", dict(sets), tags={vocab.CV_ROLE: "refit"}), "refit"
     else:
@@ -258,6 +276,25 @@ def _register(client: MlflowClient, parent: str, target: str, parts: list[Part],
     client.set_tag(parent, vocab.CV_REGISTERED_VERSION, str(int(version)))
     client.set_tag(parent, vocab.CV_REGISTERED_RUN, child)
     return CVResult(**{**result.__dict__, "registered_version": int(version), "registered_run_id": child})
+
+
+def _register_from_run(client: MlflowClient, parent: str, target: str, parts: list[Part], values: list[float],
+                       result: CVResult) -> CVResult:  # fmt: skip
+    """Export and register the part closest to the mean in its own run, from its best weights."""
+    from projects.common.folds import using_fold
+
+    index = closest_to_mean(values)
+    chosen, run = parts[index], result.child_runs[index]
+    print(f"[cv] registering {chosen.label} from its own run {run}", flush=True)
+    with using_fold(chosen.fold) if chosen.fold is not None else contextlib.nullcontext():
+        final = finish_in_run(client, run, target, chosen.overrides)  # the fold's validation part, as it trained
+    client.set_tag(run, vocab.CV_ROLE, "registered")
+    version = final.get("registered_version")
+    if version is None:
+        return result
+    client.set_tag(parent, vocab.CV_REGISTERED_VERSION, str(int(version)))
+    client.set_tag(parent, vocab.CV_REGISTERED_RUN, run)
+    return CVResult(**{**result.__dict__, "registered_version": int(version), "registered_run_id": run})
 
 
 def _note(result: CVResult, target: str) -> str:

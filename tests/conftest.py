@@ -67,6 +67,9 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template_
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    # no footprint process per registered version (projects/common/footprint_job.py); a test that reads the
+    # footprint sets KILN_FOOTPRINT=inline
+    monkeypatch.setenv("KILN_FOOTPRINT", "off")
     mlflow.set_tracking_uri(uri)
     yield uri
     if mlflow.active_run() is not None:

@@ -106,6 +106,14 @@ def exporting(enabled: bool) -> Iterator[None]:
         _EXPORTS.pop()
 
 
+def figures_wanted() -> bool:
+    """Whether this run draws its figures (loss curve, overlays, sample grids): not inside `exporting(False)`.
+
+    A trial or fold draws none; the run that is kept draws them in its finishing pass
+    (`experiments.runs.finish_in_run`), so a study pays for the figures of its registered run only."""
+    return not _EXPORTS or _EXPORTS[-1]
+
+
 def wants_export(request: StopRequest | None) -> bool:
     """Export and register unless a listener stopped the run with `export=False` (or `exporting(False)` is on)."""
     if _EXPORTS and not _EXPORTS[-1]:

@@ -27,11 +27,11 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 
 from core import vocab
 from core.contract import ModelContract
+from projects.common.footprint_job import footprint_later
 from projects.common.modelcard import write_cards
 from projects.common.registration import bookkeeping
 from projects.common.tracking import kiln_tags
 from serving.rollout.drift import with_reference_profile
-from serving.runtime.footprint import profile_registered
 
 if TYPE_CHECKING:  # torch is imported where it is used, so XGBoost-only runs never load it
     import torch
@@ -159,7 +159,8 @@ def log_onnx_model(
     for key, value in version_tags(contract).items():
         client.set_model_version_tag(model_name, version.version, key, value)
     write_cards(client, model_name, int(version.version), contract, run.info.run_id)
-    profile_registered(proto, run.info.run_id)  # params, size, FLOPs, batch-1 latency for `kiln leaderboard`
+    # params, size, FLOPs, batch-1 latency for `kiln leaderboard`: by default in a detached process (KILN_FOOTPRINT)
+    footprint_later(proto, run.info.run_id)
     return client.get_model_version(model_name, version.version)
 
 

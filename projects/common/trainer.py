@@ -223,7 +223,10 @@ class Trainer:
                 tracking.log_epoch({k: v for k, v in row.items() if k != "epoch"}, int(row["epoch"]))
 
     def fit(self) -> FitState:
-        for epoch in range(self.state.epoch + 1, self.cfg.epochs + 1):
+        # A run that stopped (early, or by a listener) is finished: resuming it only exports (kiln tune and kiln cv
+        # register a trial or fold this way, from its own run, without training it again).
+        first = self.cfg.epochs + 1 if self.state.stopped_early or self.state.stopped_by else self.state.epoch + 1
+        for epoch in range(first, self.cfg.epochs + 1):
             metrics = self._run_epoch(epoch)
             self._track(epoch, metrics)
             # Rank 0 hears the listeners and decides; every rank stops together on its word.
@@ -239,6 +242,8 @@ class Trainer:
                     print(f"Early stopping at epoch {epoch}: no {cfg.monitor} improvement in {cfg.patience} epochs")
                 break
         if self.world.is_main:
+            if first <= self.cfg.epochs and (self.state.stopped_early or self.state.stopped_by):
+                self.writer.save("last", self._full_state())  # last.pt records the stop
             self.writer.flush()  # checkpoints are written at most every WRITE_EVERY_SECONDS while training runs
         return self.state
 
@@ -273,7 +278,7 @@ class Trainer:
         print(f"Epoch {epoch}/{self.cfg.epochs}: {summary}", flush=True)
         if improved:
             self.writer.save("best", {"model": self.task.model.state_dict(), "epoch": epoch, "metrics": metrics})
-        if self.task.on_epoch_end is not None:
+        if self.task.on_epoch_end is not None and callbacks.figures_wanted():
             self.task.on_epoch_end(epoch, self.task.model)
         self.writer.save("last", self._full_state())
         # Metrics after last.pt: a session killed in between (a spot reclaim) resumes past this epoch without

@@ -28,7 +28,7 @@ from core.contract import ModelContract, Preprocess, RegressionPost
 from core.errors import UserError
 from data.spectra import ensure_sample, generate
 from projects.common import console, distributed, registration, tracking
-from projects.common.callbacks import EpochListener, wants_export
+from projects.common.callbacks import EpochListener, figures_wanted, wants_export
 from projects.common.config import entry_point, resolve_config
 from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
@@ -240,9 +240,10 @@ def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLo
     trainer.load_best()
     model = trainer.task.model
     best = evaluate_best(trainer, val_loader)
-    if state.history:
-        mlflow.log_figure(save_loss_curve(state.history, extra=("val_pearson",)), "loss_curve.png")
-    mlflow.log_figure(spectra_figure(model, _plot_samples(val_loader), "best model"), "plots/spectra_best.png")
+    if figures_wanted():  # not for a trial or fold: its finishing pass draws them if it is the one kept
+        if state.history:
+            mlflow.log_figure(save_loss_curve(state.history, extra=("val_pearson",)), "loss_curve.png")
+        mlflow.log_figure(spectra_figure(model, _plot_samples(val_loader), "best model"), "plots/spectra_best.png")
     final = dict(best)
     batch = next(iter(val_loader))[0][:8]
     outcome = registration.record_and_register(

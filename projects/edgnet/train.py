@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import DatasetError
 from data.drawings import ensure_sample
-from projects.common import augment, console, distributed, registration, tracking
-from projects.common.callbacks import EpochListener, wants_export
+from projects.common import augment, console, datacache, distributed, registration, tracking
+from projects.common.callbacks import EpochListener, figures_wanted, wants_export
 from projects.common.config import entry_point
 from projects.common.datasets import data_folder, log_data_input
 from projects.common.onnx_export import export_checked
@@ -59,7 +59,8 @@ def _worker_init(worker_id: int) -> None:
 
 
 def make_loaders(cfg: EDGNetConfig, folder: Path) -> tuple[DataLoader, DataLoader, list[edgdata.Sample]]:
-    samples = edgdata.load_folder(folder, cfg.img_size, skip_bad=cfg.skip_bad)
+    key = ("edgnet", str(folder.resolve()), cfg.img_size, cfg.skip_bad)  # a study's trials decode the folder once
+    samples = datacache.shared(key, lambda: edgdata.load_folder(folder, cfg.img_size, skip_bad=cfg.skip_bad))
     train_s, val_s = edgdata.split(samples, cfg.val_fraction, cfg.seed)
     pin = torch.cuda.is_available()
     common = {"num_workers": cfg.num_workers, "pin_memory": pin, "worker_init_fn": _worker_init}
@@ -93,7 +94,8 @@ def _log_run_context(cfg: EDGNetConfig, folder: Path, n_train: int, n_val: int, 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     profile = {"images": n_train + n_val, "train": n_train, "val": n_val, "masks": (folder / "masks").is_dir()}
     if log_data_input(folder) is None:  # a dataset version is recorded as NAME@vN with its digest
-        tracking.log_dataset(str(folder.resolve()), tracking.files_digest(files, folder), folder.name, profile=profile)
+        digest = datacache.shared(("digest", str(folder.resolve())), lambda: tracking.files_digest(files, folder))
+        tracking.log_dataset(str(folder.resolve()), digest, folder.name, profile=profile)
     tracking.tag_family("edgnet", RANKING, variant=cfg.variant, baseline="0", baseline_kind="all-background mask")
 
 
@@ -102,9 +104,10 @@ def _finish(
 ) -> dict[str, float]:
     trainer.load_best()
     model = trainer.task.model
-    if state.history:
-        mlflow.log_figure(save_loss_curve(state.history, extra=("val_iou",)), "loss_curve.png")
-    log_overlays(model, val_s, edgdata.to_tensor, name="best")
+    if figures_wanted():  # not for a trial or fold: its finishing pass draws them if it is the one kept
+        if state.history:
+            mlflow.log_figure(save_loss_curve(state.history, extra=("val_iou",)), "loss_curve.png")
+        log_overlays(model, val_s, edgdata.to_tensor, name="best")
     best = float(state.best_score or 0.0)
     final = {"best_val_iou": best}
     batch = next(iter(val_loader))[0]
@@ -143,7 +146,8 @@ def _train(cfg: EDGNetConfig, listeners: tuple[EpochListener, ...] = ()) -> dict
         n_images = len(train_loader.dataset) + len(val_s)
         console.header("edgnet", cfg.variant, f"{folder.name} ({n_images} images)", str(device))
         _log_run_context(cfg, folder, len(train_loader.dataset), len(val_s), count_parameters(model))
-        augment.log_dataset_augmentation(train_loader.dataset, cfg.augment, cfg.seed)
+        if figures_wanted():
+            augment.log_dataset_augmentation(train_loader.dataset, cfg.augment, cfg.seed)
         task = Task(model, DiceBCELoss(), *shards, [IoU()], _overlay_hook(cfg, val_s))
         trainer = Trainer(task, fit_config(cfg), device, listeners)
         if cfg.resume:

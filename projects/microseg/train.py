@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 from core.contract import ModelContract, Preprocess, SegmentationPost
 from core.errors import ConfigError
 from data.segsets import SEGSETS, ensure_segset
-from projects.common import augment, console, distributed, registration, tracking
-from projects.common.callbacks import EpochListener, wants_export
+from projects.common import augment, console, datacache, distributed, registration, tracking
+from projects.common.callbacks import EpochListener, figures_wanted, wants_export
 from projects.common.config import entry_point
 from projects.common.datasets import data_folder, log_data_input
 from projects.common.onnx_export import export_checked
@@ -66,7 +66,8 @@ def resolve_data(cfg: MicroSegConfig) -> tuple[Path, Path | None]:
 
 
 def make_loaders(cfg: MicroSegConfig, folder: Path) -> tuple[DataLoader, DataLoader, int]:
-    samples = segdata.load_folder(folder, cfg.img_size)
+    key = ("microseg", str(folder.resolve()), cfg.img_size)  # a study's trials decode the folder once
+    samples = datacache.shared(key, lambda: segdata.load_folder(folder, cfg.img_size))
     train_s, val_s = segdata.split(samples, cfg.val_fraction, cfg.seed)
     common = {"num_workers": cfg.num_workers, "pin_memory": torch.cuda.is_available()}
     train_set = segdata.SegDataset(train_s, True, cfg.seed)
@@ -106,7 +107,8 @@ def _log_run_context(cfg: MicroSegConfig, folder: Path, n_train: int, n_params: 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     profile = {"images": sum(1 for p in (folder / "images").rglob("*") if p.is_file()), "train": n_train}
     if log_data_input(folder) is None:  # a dataset version is recorded as NAME@vN with its digest
-        tracking.log_dataset(str(folder.resolve()), tracking.files_digest(files, folder), folder.name, profile=profile)
+        digest = datacache.shared(("digest", str(folder.resolve())), lambda: tracking.files_digest(files, folder))
+        tracking.log_dataset(str(folder.resolve()), digest, folder.name, profile=profile)
     extra = {"variant": cfg.variant, "dataset": cfg.sample if not cfg.data else folder.name}
     if teacher is not None:
         extra.update(teacher=f"{teacher.name} v{teacher.version}" if teacher.version else teacher.name)
@@ -124,9 +126,10 @@ def _test_metrics(trainer: Trainer, loader: DataLoader | None) -> dict[str, floa
 def _finish(cfg: MicroSegConfig, trainer: Trainer, state: FitState, val_loader: DataLoader,
             test: DataLoader | None) -> dict[str, float]:  # fmt: skip
     trainer.load_best()
-    if state.history:
-        mlflow.log_figure(save_loss_curve(state.history, extra=("val_iou",)), "loss_curve.png")
-    log_overlays(trainer.task.model, val_loader.dataset.samples, segdata.to_tensor, "best")  # type: ignore[attr-defined]
+    if figures_wanted():  # not for a trial or fold: its finishing pass draws them if it is the one kept
+        if state.history:
+            mlflow.log_figure(save_loss_curve(state.history, extra=("val_iou",)), "loss_curve.png")
+        log_overlays(trainer.task.model, val_loader.dataset.samples, segdata.to_tensor, "best")  # type: ignore[attr-defined]
     final = {"best_val_iou": float(state.best_score or 0.0)}
     final.update(_test_metrics(trainer, test))
     final["num_parameters"] = float(count_parameters(trainer.task.model))
@@ -172,7 +175,8 @@ def _train(cfg: MicroSegConfig, listeners: tuple[EpochListener, ...] = ()) -> di
     with tracking.start_run(run_name=cfg.variant, resume_run_id=cfg.resume or None):
         console.header("microseg", cfg.variant, f"{folder.name} ({n_train} train images)", str(device))
         _log_run_context(cfg, folder, n_train, count_parameters(model), teacher)
-        augment.log_dataset_augmentation(train_loader.dataset, cfg.augment, cfg.seed)
+        if figures_wanted():
+            augment.log_dataset_augmentation(train_loader.dataset, cfg.augment, cfg.seed)
         trainer = Trainer(Task(model, loss, train_shard, val_shard, [IoU()]), fit_config(cfg), device, listeners)
         if cfg.resume:
             trainer.resume_from(cfg.resume)

@@ -55,7 +55,8 @@ def tiny_teacher(path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_train_registers_a_budgeted_model_with_its_contract_and_test_iou(mlflow_uri, tiny_sets) -> None:
+def test_train_registers_a_budgeted_model_with_its_contract_and_test_iou(mlflow_uri, tiny_sets, monkeypatch) -> None:
+    monkeypatch.setenv("KILN_FOOTPRINT", "inline")  # measured before registration returns, so it can be read here
     final = train(config(*tiny_sets))
     assert final["num_parameters"] == 8_553 and 0.0 <= final["test_iou"] <= 1.0
     client = mlflow.MlflowClient()
