@@ -10,8 +10,9 @@ Each epoch's value of the objective (its running best) goes to Optuna; the prune
 cleanly (FINISHED, `kiln.stopped_by`). A failing trial is recorded (FAILED, `kiln.error`) and the study goes on.
 Trials never register a model, draw no figures and decode their data once per study (projects/common/datacache.py);
 with `--register-best` the best trial is exported and registered from its own run and best weights, without training
-it again (families that cannot, skinmodel and YOLO, train its config once more), so a study adds one version. The parent gets the best params and value, `trials.csv`, the optimisation
-history, intermediate values and parameter importance plots, and a note. Studies live in an Optuna RDB storage
+it again (families that cannot, skinmodel and YOLO, train its config once more), so a study adds one version.
+The parent gets the best params and value, `trials.csv`, the optimisation history, intermediate values and parameter
+importance plots, and a note. Studies live in an Optuna RDB storage
 (a sqlite file by default, or PostgreSQL) that several processes or machines share; the same `--study` resumes.
 """
 
