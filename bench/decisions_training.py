@@ -90,7 +90,10 @@ def _search(pruner_name: str, rng: random.Random, seed: int) -> tuple[bool, int,
 
     configs = [_curve(rng) for _ in range(PRUNE_TRIALS)]
     best = max(range(PRUNE_TRIALS), key=lambda i: configs[i][0])
-    pruner = make_pruner(pruner_name, PRUNE_TRIALS, PRUNE_BUDGET)
+    if pruner_name == "median-late":  # the median pruner judging only the last third (not kiln's default)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2 * PRUNE_BUDGET // 3)
+    else:
+        pruner = make_pruner(pruner_name, PRUNE_TRIALS, PRUNE_BUDGET)
     study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed))
     pruned: set[int] = set()
     epochs = 0
@@ -116,7 +119,7 @@ def pruning(quick: bool, seed: int) -> list[Row]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searches = 25 if quick else 300
     rows = []
-    for name in ("median", "hyperband"):
+    for name in ("median", "median-late", "hyperband"):
         rng = random.Random(seed)
         found = [_search(name, rng, seed + i) for i in range(searches)]
         lost = sum(f[0] for f in found)

@@ -30,11 +30,14 @@ def test_advise_rows_cover_every_kind_and_the_hard_rules() -> None:
     assert all(r.misses == 0 for r in rows if r.measure == "healthy verdict for a run stuck at its baseline")
 
 
-def test_default_pruner_never_loses_the_best_config_and_saves_epochs() -> None:
+def test_pruning_rows_report_lost_best_configs_and_epochs_saved() -> None:
+    """The seeded 25 searches keep the best config under the median pruner; the full 300 do not always (7% lost,
+    docs/decisions.md): this guards the small case and the row shape, not the full-size target."""
     rows = decisions_training.pruning(quick=True, seed=0)
     assert_targets_met(rows)
-    median = next(r for r in rows if "median" in r.measure)
+    median = next(r for r in rows if r.measure == "best config pruned, median pruner")
     assert median.misses == 0 and median.detail["epochs_saved_share"] > 0.1
+    assert {r.measure.rsplit(", ", 1)[1] for r in rows} == {"median pruner", "median-late pruner", "hyperband pruner"}
 
 
 def test_int8_gate_refuses_slower_and_bigger_and_keeps_faster() -> None:
