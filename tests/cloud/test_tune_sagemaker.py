@@ -48,7 +48,7 @@ class FakeContainers(threading.Thread):
 
     def run(self) -> None:
         while not self.done.is_set():
-            jobs = dict(moto_sagemaker.jobs())
+            jobs = dict(snapshot())
             running = [n for n, j in jobs.items() if j.training_job_status == "InProgress"]
             self.max_running = max(self.max_running, len(running))
             for name in running:
@@ -102,8 +102,8 @@ def storage(team: Team) -> str:
 def fake(team: Team, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", team.uri)
     mlflow.set_tracking_uri(team.uri)  # the fake containers log models with MLflow's fluent API
-    for name in list(moto_sagemaker.jobs()):  # jobs of earlier tests are no concern of this one
-        if moto_sagemaker.jobs()[name].training_job_status == "InProgress":
+    for name, job in snapshot():  # jobs of earlier tests are no concern of this one
+        if job.training_job_status == "InProgress":
             moto_sagemaker.finish(name, "Stopped")
     containers = FakeContainers(team.uri)
     containers.start()
@@ -135,10 +135,19 @@ def driver(team: Team, tmp_path: Path, storage: str, study: str, *extra: str) ->
     return subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def snapshot() -> list[tuple[str, Any]]:
+    """moto's jobs, copied while its server thread may be adding one."""
+    while True:
+        try:
+            return list(moto_sagemaker.jobs().items())
+        except RuntimeError:  # dictionary changed size during iteration
+            time.sleep(0.01)
+
+
 def trial_jobs(study: str) -> dict[int, list[str]]:
     """trial number -> its jobs in moto (job names carry `t<number>-`)."""
     found: dict[int, list[str]] = {}
-    for name, job in moto_sagemaker.jobs().items():
+    for name, job in snapshot():
         if job.environment.get("MLFLOW_EXPERIMENT_ID") and name.startswith("kiln-t"):
             runs = mlflow.MlflowClient().get_run(job.environment["MLFLOW_RUN_ID"])
             if runs.data.tags.get("kiln.tune.study") == study:
@@ -178,12 +187,14 @@ def test_six_trials_two_at_a_time_prune_fail_and_register(team: Team, tmp_path: 
 
 def test_a_killed_driver_resumes_without_running_a_trial_twice(team: Team, tmp_path: Path, storage: str, fake) -> None:
     first = driver(team, tmp_path, storage, "sm-resume")
-    deadline = time.monotonic() + 300
-    while len(trial_jobs("sm-resume")) < 3 and time.monotonic() < deadline:
-        assert first.poll() is None, first.stdout.read() if first.stdout else ""
-        time.sleep(0.2)
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + 300
+        while len(trial_jobs("sm-resume")) < 3 and time.monotonic() < deadline:
+            assert first.poll() is None, first.stdout.read() if first.stdout else ""
+            time.sleep(0.2)
+    finally:
+        first.send_signal(signal.SIGKILL)  # the driver dies with jobs running, as a closed laptop would
+        first.wait(timeout=30)
     second = driver(team, tmp_path, storage, "sm-resume", "--resume")
     out, _ = second.communicate(timeout=600)
     assert second.returncode == 0, out[-4000:]
