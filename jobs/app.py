@@ -141,6 +141,18 @@ def training_router() -> APIRouter:
 
     @router.post("/training/start", status_code=202)
     def start(body: StartRequest, request: Request) -> dict[str, Any]:
+    @router.post("/training/estimate")
+    def estimate(body: StartRequest, request: Request) -> dict[str, Any]:
+        """Before Start: the expected training time from earlier runs of the entry point, and a quick preset."""
+        from jobs.estimate import estimate as run_estimate
+
+        runner = request.app.state.runner
+        entry = runner.mlproject.entry_points().get(body.entry_point)
+        if entry is None:
+            raise errors.BadRequestField(f"unknown entry point {body.entry_point!r}", field="entry_point")
+        s: Settings = request.app.state.settings
+        return run_estimate(entry, body.params, s.tracking_uri, runner.mlproject.path.parent)
+
         job = request.app.state.runner.submit(body.entry_point, body.params, body.experiment_name)
         return dict(request.app.state.views.as_json(job))
 

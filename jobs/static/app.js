@@ -127,6 +127,7 @@ async function loadEntryPoints() {
   const select = $("#entry-point");
   select.replaceChildren(...data.entry_points.map((e) => h("option", { value: e.name }, e.name)));
   renderParamFields();
+  scheduleEstimate();
 }
 
 function renderParamFields(values = {}) {
@@ -151,6 +152,47 @@ function renderParamFields(values = {}) {
       h("span", {}, p.name, " ", h("em", {}, p.type), p.required ? h("b", {}, " *") : null), input);
   });
   $("#param-fields").replaceChildren(...fields);
+}
+
+// ---- time estimate and quick preset (POST /api/training/estimate; jobs/estimate.py) --------------------
+let estimateTimer = null;
+
+function duration(seconds) {
+  if (seconds < 90) return `${Math.max(1, Math.round(seconds))} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  const hours = Math.floor(seconds / 3600), minutes = Math.round((seconds % 3600) / 60);
+  return hours >= 48 ? `${Math.round(hours / 24)} days` : `${hours} h ${minutes} min`;
+}
+
+function scheduleEstimate() {
+  clearTimeout(estimateTimer);
+  estimateTimer = setTimeout(updateEstimate, 250);
+}
+
+async function updateEstimate() {
+  const entry = $("#entry-point").value, out = $("#estimate"), quick = $("#quick-preset");
+  if (!entry) return;
+  try {
+    const est = await api("/api/training/estimate", { json: { entry_point: entry, params: formParams() } });
+    if (entry !== $("#entry-point").value) return; // the user moved on while we asked
+    const what = est.images ? ` (${est.images} training images)` : "";
+    out.textContent = est.seconds === null
+      ? `Time: ${est.basis}.`
+      : `About ${duration(est.seconds)} of training on ${est.device}${what}; ${est.basis}.`;
+    out.classList.toggle("long", est.seconds !== null && est.seconds > 3600);
+    state.quick = est.quick;
+    quick.hidden = !Object.keys(est.quick || {}).length;
+  } catch (e) {
+    out.textContent = `No estimate: ${e.message}`;
+  }
+}
+
+function applyQuickPreset() {
+  const values = {};
+  for (const input of document.querySelectorAll("#param-fields input")) values[input.dataset.param] = input.value;
+  for (const [name, value] of Object.entries(state.quick || {})) values[name] = String(value);
+  renderParamFields(values);
+  updateEstimate();
 }
 
 function formParams() {
@@ -851,7 +893,9 @@ function showResult(el, ok, text) {
 // ---- start-up -----------------------------------------------------------------------------------------
 async function init() {
   document.querySelectorAll(".tab").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
-  $("#entry-point").addEventListener("change", () => renderParamFields());
+  $("#entry-point").addEventListener("change", () => { renderParamFields(); scheduleEstimate(); });
+  $("#param-fields").addEventListener("input", scheduleEstimate);
+  $("#quick-preset").addEventListener("click", applyQuickPreset);
   $("#start-form").addEventListener("submit", submitStart);
   $("#cancel-button").addEventListener("click", cancelSelected);
   $("#rerun-button").addEventListener("click", rerunSelected);
