@@ -94,7 +94,9 @@ def _search(pruner_name: str, rng: random.Random, seed: int) -> tuple[bool, int,
         pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2 * PRUNE_BUDGET // 3)
     else:
         pruner = make_pruner(pruner_name, PRUNE_TRIALS, PRUNE_BUDGET)
-    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed))
+    # a fixed name: hyperband assigns trials to brackets by a hash of the study name and trial number
+    study = optuna.create_study(study_name=f"search-{seed}", direction="maximize", pruner=pruner,
+                                sampler=optuna.samplers.RandomSampler(seed))  # fmt: skip
     pruned: set[int] = set()
     epochs = 0
     for i, (_, values) in enumerate(configs):
