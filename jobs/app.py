@@ -35,7 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs import errors, logs
+from jobs import errors, logs, openapi
 from jobs.progress import SYSTEM_PREFIX
 from jobs.runner import JobRunner
 from jobs.runs import JOB_ID_TAG
@@ -81,11 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             runner.stop()
 
-    app = FastAPI(title="kiln jobs", lifespan=lifespan, redoc_url=None)  # ReDoc loads from a CDN: /docs only
+    # ReDoc loads from a CDN, and no route takes OAuth2: /docs only, without /docs/oauth2-redirect
+    app = FastAPI(title="kiln jobs", lifespan=lifespan, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     app.state.settings = settings
     app.state.runner = runner
     app.state.views = JobViews(runner, settings)
     errors.install(app)
+    openapi.install(app)  # every error status with its real body; 405 with the path's whole Allow
     app.include_router(public_router())
     app.include_router(training_router(), dependencies=[Depends(require_token)])
     app.include_router(runs_router(), dependencies=[Depends(require_token)])
@@ -139,8 +141,6 @@ def training_router() -> APIRouter:
             "entry_points": [e.as_json() for e in eps.values()],
         }
 
-    @router.post("/training/start", status_code=202)
-    def start(body: StartRequest, request: Request) -> dict[str, Any]:
     @router.post("/training/estimate")
     def estimate(body: StartRequest, request: Request) -> dict[str, Any]:
         """Before Start: the expected training time from earlier runs of the entry point, and a quick preset."""
@@ -153,6 +153,8 @@ def training_router() -> APIRouter:
         s: Settings = request.app.state.settings
         return run_estimate(entry, body.params, s.tracking_uri, runner.mlproject.path.parent)
 
+    @router.post("/training/start", status_code=202)
+    def start(body: StartRequest, request: Request) -> dict[str, Any]:
         job = request.app.state.runner.submit(body.entry_point, body.params, body.experiment_name)
         return dict(request.app.state.views.as_json(job))
 
