@@ -26,7 +26,7 @@ from core.errors import UserError
 from data.tabular import TARGET as SAMPLE_TARGET
 from data.tabular import ensure_breast_cancer
 from projects.common import console, registration, tracking
-from projects.common.callbacks import EpochListener, wants_export
+from projects.common.callbacks import EpochListener, figures_wanted, wants_export
 from projects.common.config import entry_point
 from projects.common.onnx_export import log_onnx_model
 from projects.skinmodel import model as xgbcore
@@ -138,7 +138,8 @@ def importance_figure(importance: dict[str, float], top: int = 20) -> Figure:
 def log_artifacts(model: object, table: Table, split: Split, proba: np.ndarray) -> None:
     importance = xgbcore.feature_importance(model, table.feature_names)  # type: ignore[arg-type]
     mlflow.log_dict(importance, "feature_importance.json")
-    mlflow.log_figure(importance_figure(importance["gain"]), "feature_importance.png")
+    if figures_wanted():  # not for a trial or fold of kiln tune / kiln cv
+        mlflow.log_figure(importance_figure(importance["gain"]), "feature_importance.png")
     if table.classes:
         matrix = skm.confusion_matrix(split.y_val, proba.argmax(axis=1), labels=np.arange(len(table.classes)))
         mlflow.log_dict({"classes": table.classes, "matrix (rows=true, cols=predicted)": matrix.tolist()},
