@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, HTMLResponse
 
@@ -38,14 +38,9 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_js_url=f"{SWAGGER}/swagger-ui-bundle.js",
         swagger_css_url=f"{SWAGGER}/swagger-ui.css",
         swagger_favicon_url=f"{SWAGGER}/favicon-32x32.png",
-        oauth2_redirect_url="/docs/oauth2-redirect",
+        oauth2_redirect_url=None,  # no route takes OAuth2; docs/hardening.md says the redirect page is gone
         swagger_ui_parameters={"tryItOutEnabled": True, "displayRequestDuration": True},
     )
-
-
-@router.get("/docs/oauth2-redirect")
-async def swagger_redirect() -> HTMLResponse:
-    return get_swagger_ui_oauth2_redirect_html()
 
 
 def install_pages(app: FastAPI) -> None:

@@ -158,8 +158,10 @@ def metadata(model: LoadedModel) -> dict[str, Any]:
 
 def _deployed(request: Request, name: str, model_version: str | None) -> Deployed:
     """Production, or the version named (production's or a running canary's candidate)."""
-    if model_version in (None, ""):
+    if model_version is None:
         return request_store(request).get(name)
+    if not model_version.strip():  # `?model_version=` names no version: refused, not read as production
+        raise BadRequest("model_version is empty; name a version, or leave the parameter out for production")
     return request_plane(request).route(name, model_version)
 
 
