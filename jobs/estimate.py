@@ -37,13 +37,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 @functools.cache
 def device() -> str:
-    """cuda when a GPU is visible to torch (the jobs run on this machine), else cpu; torch is imported once."""
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
+    """cuda when this machine (where the jobs run) has an NVIDIA device node, else cpu. Importing torch to ask
+    would stall the page's first estimate for seconds."""
+    return "cuda" if Path("/dev/nvidia0").exists() and os.environ.get("CUDA_VISIBLE_DEVICES") != "" else "cpu"
 
 
 def quick_params(entry: EntryPoint) -> dict[str, float]:

@@ -97,7 +97,12 @@ def test_start_watch_and_cancel_from_the_page(served: str, tmp_path: Path) -> No
         page.goto(served)
 
         page.select_option("#entry-point", "tiny")
-        page.fill("input[name=param-epochs]", "3")
+        # Before Start: the time estimate (tiny names no image size, so it says why there is none) and the quick
+        # preset, which puts its 3 epochs into the form.
+        expect(page.locator("#estimate")).to_contain_text("no estimate")
+        page.fill("input[name=param-epochs]", "40")
+        page.click("#quick-preset")
+        expect(page.locator("input[name=param-epochs]")).to_have_value("3")
         page.fill("input[name=param-sleep]", "0.3")
         page.fill("input[name=param-note]", "from the browser")
         page.click("#start-button")
