@@ -23,6 +23,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -137,6 +138,9 @@ def _run_workers(
 ) -> None:
     from uvicorn.supervisors import Multiprocess
 
+    own_state = settings.state_dir is None  # the workers' shared canary, shadow and drift state (rollout/ledger.py)
+    if own_state:
+        settings = replace(settings, state_dir=tempfile.mkdtemp(prefix="kiln-state-"))
     os.environ.update(settings.env())
     os.environ["KILN_LOG_LEVEL"] = log_level
     own_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -149,6 +153,8 @@ def _run_workers(
     finally:
         if own_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if own_state and settings.state_dir:
+            shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 def _config(app: Any, host: str, port: int, log_level: str, **extra: Any) -> Any:

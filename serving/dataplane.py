@@ -119,8 +119,8 @@ class DataPlane:
         return Answer(deployed, result, prepared)
 
     def _record(self, deployed: Deployed, status: int, seconds: float) -> None:
-        """The answer on the canary's side it came from (a 5xx is the model's error; a 4xx the client's)."""
+        """The answer on the canary's side it came from (a 5xx is the model's error; a 4xx the client's), shared
+        with the other workers so that the guard rails judge the whole server's answers."""
         slot = self.store.slots.get(deployed.model.name)
-        if slot is None or slot.canary is None or slot.current is None:
-            return
-        slot.canary.record(deployed.model.version, slot.current.model.version, status, seconds)
+        if slot is not None and slot.canary is not None:
+            self.rollout.record_answer(deployed, status, seconds)

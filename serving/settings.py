@@ -49,6 +49,9 @@ class ServeSettings:
     ort_spinning: bool = False  # let ORT worker threads spin between runs; they then burn CPU the HTTP side needs
     access_log: bool = True  # one JSON line per request on the `kiln.serving.access` logger
     cache_dir: str | None = None  # where versions are downloaded before loading; unset = a temporary dir
+    # the server's state folder: with it, the workers share canary answers, shadow comparisons and drift windows
+    # (serving/rollout/ledger.py); `kiln serve --workers N` makes one when unset; unset with 1 worker = in memory
+    state_dir: str | None = None
     shadow: str | None = None  # alias of the challenger each model also runs on, after answering; unset = no shadow
     shadow_percent: float = 100.0  # share of task requests the challenger also answers
     shadow_budget: float = 0.03  # share of wall time shadow runs may take; beyond it requests are not shadowed

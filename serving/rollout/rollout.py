@@ -44,6 +44,7 @@ from serving.edge.metrics import LATENCY_BUCKETS, Metrics
 from serving.errors import SwapRefused
 from serving.rollout.canary import CanaryDeployment, Verdict
 from serving.rollout.drift import Capture, DriftMonitor, image_features, read_profile, result_features, tabular_features
+from serving.rollout.ledger import Event, Ledger
 from serving.rollout.offpath import OffPath
 from serving.rollout.shadow import ShadowRequest, ShadowStats, compare, task_kind
 from serving.runtime.postprocess import ImageResult, TabularResults
@@ -151,7 +152,66 @@ class Rollout:
         self._rolled_back: set[tuple[str, str, str]] = set()  # (model, version, started_at) ended by this server
         self._tasks: set[asyncio.Task[Any]] = set()
         self.by = f"kiln serve@{socket.gethostname()}"
+        # with a state folder, the workers of one server share their answers (serving/rollout/ledger.py)
+        self.ledger = Ledger(settings.state_dir) if settings.state_dir else None
         store.followers.append(self.follow)
+
+    def start(self) -> None:
+        """On the event loop, once the models are loaded: apply the other workers' events there from now on."""
+        if self.ledger is not None:
+            loop = asyncio.get_running_loop()
+
+            def hand_over(events: list[Event]) -> None:
+                loop.call_soon_threadsafe(self.apply, events)
+
+            self.ledger.start(hand_over)
+
+    # --- the other workers' events --------------------------------------------------------------------------
+
+    def record_answer(self, deployed: Deployed, status: int, seconds: float) -> None:
+        """An answer of a model whose canary runs, on the side it came from (the dataplane calls this)."""
+        slot = self.store.slots.get(deployed.model.name)
+        if slot is None or slot.current is None or not isinstance(slot.canary, CanaryDeployment):
+            return
+        canary, production = slot.canary, slot.current.model.version
+        canary.record(deployed.model.version, production, status, seconds)
+        if self.ledger is not None:
+            body = {"version": deployed.model.version, "production": production, "status": status, "seconds": seconds}
+            self.ledger.publish(Event("answer", canary.spec.model, _canary_key(canary), body))
+
+    def apply(self, events: list[Event]) -> None:
+        """The other workers' answers, comparisons and observations, handled as this worker's own (event loop)."""
+        for event in events:
+            try:
+                self._apply(event)
+            except Exception:  # one malformed or stale event must not stop the others
+                log.exception("could not apply a %s event of %s from another worker", event.kind, event.model)
+
+    def _apply(self, event: Event) -> None:
+        slot = self.store.slots.get(event.model)
+        if slot is None or slot.current is None:
+            return
+        body = event.body
+        if event.kind == "answer":
+            canary = slot.canary
+            if isinstance(canary, CanaryDeployment) and _canary_key(canary) == event.key:
+                canary.record(str(body["version"]), str(body["production"]), int(body["status"]), body["seconds"])
+        elif event.kind == "comparison":
+            shadow = self.shadows.get(event.model)
+            if shadow is not None and _shadow_key(shadow) == event.key:
+                shadow.stats.add(body["numbers"], body["production_s"], body["challenger_s"])
+        elif event.kind == "observation":
+            model = self._version(slot.current, slot.canary, event.key)
+            if model is not None:
+                self.monitor(model).observe(body["inputs"], body["outputs"])
+
+    @staticmethod
+    def _version(production: Deployed, canary: Any, version: str) -> LoadedModel | None:
+        if production.model.version == version:
+            return production.model
+        if isinstance(canary, CanaryDeployment) and canary.version == version:
+            return canary.deployed.model
+        return None
 
     # --- following the registry -----------------------------------------------------------------------------
 
@@ -334,6 +394,10 @@ class Rollout:
         if numbers is None:
             self.prom.shadow_errors.labels(name, version).inc()
             return
+        if self.ledger is not None:
+            body = {"numbers": numbers, "production_s": request.production_seconds,
+                    "challenger_s": shadow.stats.challenger_seconds[-1]}  # fmt: skip
+            self.ledger.publish(Event("comparison", name, _shadow_key(shadow), body))
         self.prom.shadow_compared.labels(name, version).inc()
         self.prom.shadow_latency.labels(name, "production").observe(request.production_seconds)
         self.prom.shadow_latency.labels(name, "challenger").observe(shadow.stats.challenger_seconds[-1])
@@ -358,7 +422,11 @@ class Rollout:
             inputs = tabular_features(tensor, post)  # type: ignore[arg-type]
         else:
             inputs = {}
-        monitor.observe(inputs, result_features(result) if result is not None else {})
+        outputs = result_features(result) if result is not None else {}
+        monitor.observe(inputs, outputs)
+        if self.ledger is not None:
+            body = {"inputs": inputs, "outputs": outputs}
+            self.ledger.publish(Event("observation", model.name, model.version, body))
         if self.capture is None or result is None:
             return
         data, records = observed.data, observed.records
@@ -390,6 +458,16 @@ class Rollout:
 
     def close(self) -> None:
         self.offpath.close()
+        if self.ledger is not None:
+            self.ledger.close()
         for slot in self.store.slots.values():
             if isinstance(slot.canary, CanaryDeployment):
                 slot.canary.deployed.batcher.close()
+
+
+def _canary_key(canary: CanaryDeployment) -> str:
+    return f"{canary.version}@{canary.spec.started_at}"
+
+
+def _shadow_key(shadow: Shadow) -> str:
+    return f"{shadow.production_version}:{shadow.challenger.version}"

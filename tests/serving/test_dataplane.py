@@ -76,7 +76,9 @@ def test_an_oversized_request_gets_the_same_413_from_either_side_of_a_canary(can
     client = canary_with_limits
     assert client.get("/v1/models/seg/canary").json()["state"] == "running"
     tensor = np.zeros((3, 1, 32, 32), np.float32)  # 3 images: over the 2-image limit
-    v2 = {"inputs": [{"name": "input", "shape": list(tensor.shape), "datatype": "FP32", "data": tensor.ravel().tolist()}]}
+    v2 = {
+        "inputs": [{"name": "input", "shape": list(tensor.shape), "datatype": "FP32", "data": tensor.ravel().tolist()}]
+    }
     answers: dict[str, tuple[int, str]] = {}
     for path, headers in (
         ("/v2/models/seg/versions/1/infer", {}),
