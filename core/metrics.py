@@ -9,6 +9,8 @@ Pure numpy: no kiln import, usable from any layer.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -21,8 +23,18 @@ def mask_iou(a: ArrayLike, b: ArrayLike) -> float:
     left, right = np.asarray(a) > 0, np.asarray(b) > 0
     if left.shape != right.shape:
         raise ValueError(f"mask_iou needs masks of one shape, got {left.shape} and {right.shape}")
-    union = int(np.count_nonzero(left | right))
-    return 1.0 if union == 0 else int(np.count_nonzero(left & right)) / union
+    return pooled_iou(*overlap_sums(left, right))
+
+
+def overlap_sums(pred: Any, truth: Any) -> tuple[float, float]:
+    """(intersection, union) pixel counts of two boolean masks: numpy arrays or torch tensors of one shape.
+    Summed over many masks they give the pooled IoU (`pooled_iou`), as training and evaluation report it."""
+    return float((pred & truth).sum()), float((pred | truth).sum())
+
+
+def pooled_iou(intersection: float, union: float) -> float:
+    """IoU from summed intersections and unions (not a mean of per-image ratios); nothing on either side: 1.0."""
+    return intersection / union if union else 1.0
 
 
 def box_iou(a: ArrayLike, b: ArrayLike) -> np.ndarray:

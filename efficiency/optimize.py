@@ -38,6 +38,7 @@ from mlflow import MlflowClient
 from core import vocab
 from core.contract import ModelContract
 from core.errors import UserError
+from core.metrics import overlap_sums, pooled_iou
 from core.preprocess import prepare
 from efficiency.detection import detection_map50
 from registry.lookup import get_run, get_version, run_data
@@ -282,9 +283,9 @@ def segmentation_iou(predictor: Predictor, pairs: Sequence[tuple[Path, Path | No
         pred = np.asarray(result.mask) > 0
         if pred.shape != truth.shape:
             raise OptimizeError(f"{mask_path}: mask size {truth.shape[::-1]} differs from its image")
-        inter += float((pred & truth).sum())
-        union += float((pred | truth).sum())
-    return inter / union if union else 1.0
+        pair = overlap_sums(pred, truth)
+        inter, union = inter + pair[0], union + pair[1]
+    return pooled_iou(inter, union)
 
 
 def tabular_metric(predictor: Predictor, table: Any, target: str) -> tuple[str, float]:

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.metrics import overlap_sums, pooled_iou
+
 
 class DiceBCELoss(nn.Module):
     """BCE on logits plus (1 - soft Dice) over the batch; both terms weigh 1, as in the seed."""
@@ -41,13 +43,12 @@ class IoU:
         self.union = 0.0
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        pred = torch.sigmoid(logits) > self.threshold
-        truth = target > 0.5
-        self.inter += float((pred & truth).sum())
-        self.union += float((pred | truth).sum())
+        inter, union = overlap_sums(torch.sigmoid(logits) > self.threshold, target > 0.5)
+        self.inter += inter
+        self.union += union
 
     def compute(self) -> float:
-        return self.inter / self.union if self.union else 1.0
+        return pooled_iou(self.inter, self.union)
 
 
 def iou_score(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> float:

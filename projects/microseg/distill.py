@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ConfigError
+from core.metrics import overlap_sums, pooled_iou
 from projects.microseg.data import to_pixels
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -114,8 +115,6 @@ def agreement(teacher: Teacher, batches: Iterable[Batch], threshold: float = 0.0
     """IoU of the teacher's masks against the true masks on `batches` (the teacher's quality on this data)."""
     inter = union = 0.0
     for inputs, targets in batches:
-        pred = teacher.logits(inputs) > threshold
-        truth = targets[:, :1] > 0.5
-        inter += float((pred & truth).sum())
-        union += float((pred | truth).sum())
-    return inter / union if union else 1.0
+        pair = overlap_sums(teacher.logits(inputs) > threshold, targets[:, :1] > 0.5)
+        inter, union = inter + pair[0], union + pair[1]
+    return pooled_iou(inter, union)

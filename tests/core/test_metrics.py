@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.metrics import box_iou, mask_iou
+from core.metrics import box_iou, mask_iou, overlap_sums, pooled_iou
 
 
 def test_mask_iou_counts_positive_pixels_and_two_empty_masks_agree() -> None:
@@ -37,3 +37,11 @@ def test_box_iou_pairwise_and_single_boxes() -> None:
 def test_box_iou_names_a_bad_shape() -> None:
     with pytest.raises(ValueError, match="x0, y0, x1, y1"):
         box_iou([[0, 0, 1]], [[0, 0, 1, 1]])
+
+
+def test_pooled_iou_sums_intersections_and_unions_over_masks() -> None:
+    small = (np.array([True, False]), np.array([True, True]))  # 1/2
+    large = (np.ones(8, bool), np.ones(8, bool))  # 8/8
+    sums = [overlap_sums(*small), overlap_sums(*large)]
+    assert pooled_iou(sum(s[0] for s in sums), sum(s[1] for s in sums)) == pytest.approx(9 / 10)  # not (0.5+1)/2
+    assert pooled_iou(0.0, 0.0) == 1.0 and mask_iou(*small) == pooled_iou(*overlap_sums(*small)) == 0.5
