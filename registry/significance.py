@@ -18,8 +18,8 @@ k-fold values are not independent draws: the folds' training sets overlap and al
 set, so their spread understates how much the cv mean moves from one data set (or split) to the next. For
 `kiln.cv.kind = folds` the gate uses Nadeau and Bengio's corrected variance, s^2 * (1/k + n_test/n_train) with
 n_test/n_train = 1/(k-1), instead of s^2/k. The decision bench (bench/decisions.py, docs/decisions.md) measured
-the plain Welch test promoting 6% of no-difference candidates at alpha 0.05 when each version's cv ran on its
-own data draw; the corrected test stays under alpha at 3, 5 and 10 folds.
+the plain Welch test promoting 6.3% of no-difference candidates at alpha 0.05 with 3 folds when each version's
+cv ran on its own data draw; the corrected test stays under alpha at 3, 5 and 10 folds, at a cost in power.
 """
 
 from __future__ import annotations
