@@ -229,17 +229,18 @@ def rollback(
     """
     client = client or MlflowClient()
     check_alias(alias)
-    get_model(client, model)
-    ended = _end_canary(client, model, alias, to_version is not None, reason, by)
-    if ended is not None and to_version is None:
-        holder = alias_holder(get_model(client, model), alias)
-        version = holder if holder is not None else int(ended.previous_version or 0)
-        return PromotionResult(model, alias, version, holder, moved=False, action="rollback", ended_canary=ended)
     registered = get_model(client, model)
+    if to_version is None:
+        ended = _end_canary(client, model, alias, reason, by)
+        if ended is not None:
+            holder = alias_holder(registered, alias)
+            version = holder if holder is not None else int(ended.previous_version or 0)
+            return PromotionResult(model, alias, version, holder, moved=False, action="rollback", ended_canary=ended)
     current = alias_holder(registered, alias)
     target = _rollback_target(client, registered, alias, current, to_version)
     if target == current:
         raise NothingToRollBackError(f"v{target} already holds {alias} of {model}; nothing to roll back")
+    ended = _end_canary(client, model, alias, reason, by) if to_version is not None else None  # target checked first
     choice = choose_metric(None, None, metric_hints(client, get_version(client, model, target), registered))
     value, current_value = _hint_values(client, model, choice, target, current)
     if not reason and current is not None:
@@ -250,14 +251,12 @@ def rollback(
     return result if ended is None else PromotionResult(**{**result.__dict__, "ended_canary": ended})
 
 
-def _end_canary(
-    client: MlflowClient, model: str, alias: str, moving: bool, reason: str, by: str | None
-) -> AliasEvent | None:
+def _end_canary(client: MlflowClient, model: str, alias: str, reason: str, by: str | None) -> AliasEvent | None:
     """End the canary running against `alias` of `model`, if any; the rollback's reason goes with it."""
     running = read_canary(client, model)
     if running is None or running.alias != alias:
         return None
-    why = reason or ("ended by a rollback" if not moving else f"ended by a rollback of {alias}")
+    why = reason or "ended by a rollback"
     return end_canary(model, outcome="rollback", reason=why, version=running.version, by=by, client=client)
 
 

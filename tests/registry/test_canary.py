@@ -108,3 +108,21 @@ def test_refusals_name_the_problem(client: MlflowClient, make_version: MakeVersi
     assert both.exit_code == 2 and "not both" in both.output
     nothing = kiln("promote", "other", "--finish-canary")
     assert nothing.exit_code == 2 and "other" in nothing.output
+
+
+def test_rollback_to_a_version_ends_the_canary_too(client: MlflowClient, make_version: MakeVersion) -> None:
+    from registry.errors import VersionNotFoundError
+    from registry.promotion import promote, rollback
+
+    v1, v2, v3 = (make_version("seg", {"val_iou": 0.7}) for _ in range(3))
+    promote("seg", version=v1, client=client)
+    promote("seg", version=v2, metric="val_iou", client=client)
+    start_canary("seg", version=v3, percent=10, client=client)
+    with pytest.raises(VersionNotFoundError):
+        rollback("seg", to_version=9, client=client)
+    assert read_canary(client, "seg") is not None  # a refused rollback leaves the canary running
+    result = rollback("seg", to_version=v1, client=client)
+    assert result.moved and result.version == v1 and result.ended_canary is not None
+    assert read_canary(client, "seg") is None
+    actions = [e.action for e in history("seg", client=client)]
+    assert actions[-2:] == ["canary-rollback", "rollback"]
