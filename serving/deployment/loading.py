@@ -1,6 +1,7 @@
 """The load pipeline of one registered version, every step a swap must pass: download, read the contract,
 open the session, check the contract against the tensors, warm up, compare the signature with the version
-being served. Built on the predictor (serving/runtime/predictor.py), which is the model object the server runs.
+being served. Built on the predictor (serving/runtime/predictor.py), which is the model object the server runs:
+download, contract and session come from `Predictor.from_registry`, the one loader of a registered version.
 
     python -m serving.cli edgnet production    # load once the way the server would, print what it would serve
 
@@ -9,19 +10,16 @@ A failed step raises `SwapRefused` naming the step; the caller (serving/deployme
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from core import vocab
 from core.contract import ModelContract, TabularPost
-from serving.deployment.artifacts import download, input_example, onnx_file, onnx_metadata, reason
+from serving.deployment.artifacts import reason
 from serving.deployment.batching import BatchConfig, Feeds, try_batching
 from serving.errors import SwapRefused
 from serving.runtime import runtime
@@ -74,25 +72,20 @@ def load_version(
     client: Any, settings: ServeSettings, name: str, version: str, against: LoadedModel | None = None
 ) -> LoadedModel:
     """Every step before a swap. Blocking (download, session, warm-up): run it in a thread."""
-    directory = Path(tempfile.mkdtemp(prefix=f"kiln-{name}-v{version}-", dir=settings.cache_dir))
     steps = _Steps()
-    try:
-        steps.start("download")
-        local = download(client, name, version, directory, settings.tracking_uri)
-        path = onnx_file(local)
-        steps.start("contract")
-        contract = ModelContract.parse(onnx_metadata(path))
-        steps.start("open")
+
+    def options(contract: ModelContract) -> Any:
         threads = settings.intra_op_threads or runtime.default_threads(contract)
-        session = runtime.open_session(path, runtime.session_options(threads, settings.ort_spinning))
-        steps.start("contract")
-        run_id = client.get_model_version(name, version).run_id
-        predictor = Predictor(
-            session, contract, name=name, version=version, run_id=run_id, source=f"models:/{name}/{version}"
-        )
-        loaded = _loaded(predictor, settings.alias, threads)
+        return runtime.session_options(threads, settings.ort_spinning)
+
+    try:
+        predictor, example = Predictor.from_registry(
+            client, name, version, tracking_uri=settings.tracking_uri, options=options, folder=settings.cache_dir,
+            step=steps.start,
+        )  # fmt: skip
+        loaded = _loaded(predictor, settings.alias, predictor.threads)
         steps.start("warmup")
-        loaded = warm(loaded, input_example(local), settings)
+        loaded = warm(loaded, example, settings)
         if against is not None:
             steps.start("signature")
             differences = compare_signatures(against, loaded)
@@ -101,8 +94,6 @@ def load_version(
         return replace(loaded, load_seconds=steps.done())
     except Exception as err:
         raise SwapRefused(name, version, steps.current, reason(err)) from err
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _loaded(predictor: Predictor, alias: str, threads: int) -> LoadedModel:

@@ -15,9 +15,10 @@ The server's task endpoint calls the same `prepare_*` / `finish_*` steps, with i
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from core.preprocess import Geometry
 from serving.deployment.artifacts import (
     ModelsUri,
     download,
+    input_example,
     onnx_file,
     onnx_metadata,
     parse_models_uri,
@@ -156,23 +158,55 @@ class Predictor:
         client = registry_client(tracking_uri)
         try:
             if uri.alias is not None:
-                found = client.get_model_version_by_alias(uri.name, uri.alias)
+                version = str(client.get_model_version_by_alias(uri.name, uri.alias).version)
             else:
-                found = client.get_model_version(uri.name, uri.version)
+                version = str(client.get_model_version(uri.name, uri.version).version)
         except MlflowException as err:
             raise ModelSourceError(f"cannot load {source}: {err.message}") from None
-        version = str(found.version)
-        with tempfile.TemporaryDirectory(prefix=f"kiln-{uri.name}-v{version}-") as directory:
-            local = download(client, uri.name, version, Path(directory), tracking_uri)
-            # the session holds the weights once open, so the downloaded files can go
-            return cls.from_onnx(
-                onnx_file(local),
-                name=uri.name,
-                version=version,
-                run_id=found.run_id,
-                session_options=session_options,
-                source=source,
-            )
+        predictor, _ = cls.from_registry(
+            client, uri.name, version, tracking_uri=tracking_uri, options=session_options, source=source, example=False
+        )
+        return predictor
+
+    @classmethod
+    def from_registry(
+        cls, client: Any, name: str, version: str, *, tracking_uri: str | None,
+        options: Any | Callable[[ModelContract], Any] | None = None, folder: str | None = None,
+        source: str = "", example: bool = True, step: Callable[[str], None] = lambda _: None,
+    ) -> tuple[Predictor, Any]:  # fmt: skip
+        """The one loader of a registered version: `Predictor.load("models:/...")` and the server's load pipeline
+        (serving/deployment/loading.py) both call it. Downloads the version into a temporary folder (under
+        `folder`), reads its contract, opens the session and, with `example`, reads the logged input example
+        before the files go (the session holds the weights once open).
+
+        Args:
+            options: an `ort.SessionOptions`, or a function of the contract that makes one; None = the server's.
+            step: told the name of each step as it starts (download, contract, open), for timings and errors.
+
+        Returns:
+            The predictor and the version's input example (None when it has none or `example` is False).
+        """
+        directory = Path(tempfile.mkdtemp(prefix=f"kiln-{name}-v{version}-", dir=folder))
+        try:
+            step("download")
+            local = download(client, name, version, directory, tracking_uri)
+            path = onnx_file(local)
+            step("contract")
+            contract = ModelContract.parse(onnx_metadata(path))
+            step("open")
+            if callable(options):
+                options = options(contract)
+            options = options or runtime.session_options(runtime.default_threads(contract))
+            session = runtime.open_session(path, options)
+            step("contract")
+            run_id = client.get_model_version(name, version).run_id
+            predictor = cls(
+                session, contract, name=name, version=version, run_id=run_id,
+                source=source or f"models:/{name}/{version}", threads=runtime.session_threads(options),
+            )  # fmt: skip
+            return predictor, input_example(local) if example else None
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     # --- raw runs -----------------------------------------------------------------------------------------
 
