@@ -3,9 +3,8 @@
     python -c "from serving.rollout.offpath import OffPath; help(OffPath)"
 
 A request hands a job over in microseconds (a deque append, no wake-up) and returns. One daemon thread drains the
-queue every TICK_S,
-and a job marked `when_idle` (a shadow run, which takes CPU like a production run) starts only while no
-production request is in flight: production requests never queue behind a shadow run they could not see. The
+queue every TICK_S, and a job marked `when_idle` (a shadow run, which takes CPU like a production run) starts only
+while no production request is in flight: production requests never queue behind a shadow run they could not see. The
 queue is bounded; when it is full, or a job waited longer than `max_wait_s` for an idle moment, the job is dropped
 and counted, never the request. Each kind of job has a budget, a share of wall time (KILN_SHADOW_BUDGET,
 KILN_DRIFT_BUDGET): a job that took d seconds keeps its kind out for d * (1 / budget - 1) afterwards, so under
