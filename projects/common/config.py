@@ -124,20 +124,23 @@ def _read_yaml(path: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def _flatten_sections(loaded: dict[str, Any], fields: Mapping[str, Any] = {}) -> dict[str, Any]:  # noqa: B006
     """Allow grouping keys under sections (`train: {epochs: 3}`) as the seed's YAML configs do; a mapping under
-    a str field's own name (`augment: {hflip: 0.5}`) is that field's value, kept as JSON."""
+    a str field's own name whose keys are no config fields (`augment: {hflip: 0.5}`) is that field's value,
+    kept as JSON (a section may share a field's name: cr_recon's `model: {model: cnn_xattn, ...}`)."""
     flat: dict[str, Any] = {}
     for key, value in loaded.items():
-        if (
-            isinstance(value, dict)
-            and key.replace("-", "_") in fields
-            and fields[key.replace("-", "_")].type in (str, "str")
-        ):
+        if isinstance(value, dict) and _is_str_value(key, value, fields):
             flat[key] = json.dumps(value)
         elif isinstance(value, dict):
             flat.update(value)
         else:
             flat[key] = value
     return flat
+
+
+def _is_str_value(key: str, value: dict[str, Any], fields: Mapping[str, Any]) -> bool:
+    field = fields.get(key.replace("-", "_"))
+    is_str = field is not None and field.type in (str, "str")
+    return is_str and not {str(k).replace("-", "_") for k in value} & set(fields)
 
 
 class Lenient(click.ParamType[Any, Any]):
