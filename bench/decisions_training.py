@@ -194,11 +194,85 @@ def cv_interval(quick: bool, seed: int) -> list[Row]:
     return rows
 
 
+# --- advise on real runs with planted faults --------------------------------------------------------------------
+
+# case -> (edgnet overrides on top of BASE_RUN, kinds of which one must be reported; () = no finding but these)
+REAL_CASES: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
+    "healthy": ({}, ()),
+    "lr x100": ({"lr": 0.1}, ("divergence", "lr_too_high")),
+    "1 epoch": ({"epochs": 1}, ("too_short",)),
+    "tiny data (4 images)": ({"count": 4}, ("overfitting", "noisy_validation")),
+    "labels shuffled": ({"shuffle": True}, ("not_learning", "overfitting", "noisy_validation")),
+}
+HEALTHY_OK = ("still_improving", "plateau")  # a short healthy run may still be improving or have converged
+
+
+def _drawings(folder: Path, count: int, shuffle: bool, seed: int) -> Path:
+    """Generated 64 px drawings; `shuffle` gives every image another image's mask."""
+    from data.drawings import generate
+
+    data = generate(folder, count=count, size=64, seed=seed)
+    if shuffle:
+        masks = sorted((data / "masks").glob("*.png"))
+        blobs = [m.read_bytes() for m in masks]
+        for mask, blob in zip(masks, blobs[1:] + blobs[:1], strict=True):
+            mask.write_bytes(blob)
+    return data
+
+
+def _real_run(folder: Path, change: dict[str, object], epochs: int, seed: int) -> str:
+    """Train one short edgnet run with the planted change; returns its run id."""
+    import mlflow
+
+    from projects.common.families import train_family
+
+    count, shuffle = int(str(change.get("count", 20))), bool(change.get("shuffle"))
+    overrides = {k: v for k, v in change.items() if k not in ("count", "shuffle")}
+    cfg = {"data": str(_drawings(folder, count, shuffle, seed)), "epochs": epochs, "img_size": 64, "batch_size": 4,
+           "patience": 0, "base_channels": 8, "overlay_every": 0, "register": "never", "seed": seed,
+           **overrides}  # fmt: skip
+    train_family("edgnet", cfg)
+    runs = mlflow.search_runs(order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    return str(runs[0].info.run_id)
+
+
+def advise_real(quick: bool, seed: int) -> list[Row]:
+    """Short real edgnet runs (64 px drawings, a narrow UNet) with one planted fault each, then `kiln advise`.
+    One run per case: the rows report what was said, they carry no statistical target."""
+    import os
+    import tempfile
+
+    import mlflow
+
+    from experiments.advise import advise as run_advice
+
+    epochs = 6 if quick else 12
+    rows = []
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    with tempfile.TemporaryDirectory(prefix="kiln-advise-real-") as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        try:
+            for i, (case, (change, expected)) in enumerate(REAL_CASES.items()):
+                found = run_advice(_real_run(Path(tmp) / f"case{i}", change, epochs, seed), compare=False).kinds()
+                ok = bool(set(found) & set(expected)) if expected else set(found) <= set(HEALTHY_OK)
+                detail = {"found": found, "expected_one_of": list(expected) or f"none but {HEALTHY_OK}"}
+                rows.append(measured("kiln advise", f"real edgnet run, {case}: wrong or missing call", 1, int(not ok),
+                                     "miss", None, detail))  # fmt: skip
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            if old is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = old
+                mlflow.set_tracking_uri(old)
+    return rows
+
+
 SIMULATIONS: dict[str, Simulation] = {
     "advise": advise,
     "pruning": pruning,
     "int8_gate": int8_gate,
     "cv_interval": cv_interval,
+    "advise_real": advise_real,
 }
 
 

@@ -66,7 +66,7 @@ class Thresholds:
 # treat a symptom and would contradict the root cause's (a 1.0 learning rate both overfits and stops early).
 EXPLAINS: dict[str, frozenset[str]] = {
     "divergence": frozenset({"overfitting", "lr_too_high", "lr_too_low", "underfitting", "plateau",
-                             "still_improving", "stopped_early", "noisy_validation", "not_learning"}),
+                             "still_improving", "stopped_early", "noisy_validation", "not_learning", "too_short"}),
     "not_learning": frozenset({"overfitting", "lr_too_low", "underfitting", "plateau", "still_improving",
                                "stopped_early", "noisy_validation"}),
     "lr_too_high": frozenset({"overfitting", "plateau", "still_improving", "stopped_early", "noisy_validation"}),
@@ -685,6 +685,20 @@ def data_bound(view: RunView) -> Finding | None:
     return _finding(
         view, "data_bound", summary, evidence, fix, "Cache decoded images or move augmentation off the loop."
     )
+
+
+@rule("too_short")
+def too_short(view: RunView) -> Finding | None:
+    """A run whose whole budget was shorter than the curves the other rules need: say so, not "healthy"."""
+    n = view.epochs_run()
+    if n == 0 or n >= T.min_epochs or _stopped_before_budget(view):
+        return None
+    summary = (
+        f"the run trained for {_plural(n, view.unit)}, its whole budget: too short for a learning curve, so "
+        "overfitting, plateaus and learning-rate problems cannot be judged"
+    )
+    fix = setting(view, "epochs", max(3 * T.min_epochs, 5 * n))
+    return _finding(view, "too_short", summary, {"epochs": n}, fix)
 
 
 @rule("noisy_validation")

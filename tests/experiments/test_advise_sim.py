@@ -101,6 +101,8 @@ def test_suggested_lr_is_never_absurd(lr: str) -> None:
 def test_one_epoch_and_cv_parent_headlines() -> None:
     one = view_of({"val_iou": [0.2], "train_loss": [0.9], "val_loss": [1.0]}, {"epochs": "1"}, EDGNET)
     assert "1 epoch," in headline(one)
+    (short,) = diagnose(one)  # never "healthy": too short to judge, with a longer budget to try
+    assert short.kind == "too_short" and short.overrides == {"epochs": "12"}
     cv_tags = {**EDGNET, vocab.CV_KIND: "folds", vocab.CV_N: "5"}
     parent = view_of({}, {}, cv_tags)
     parent.final.update({"cv/val_iou/mean": 0.41, "cv/val_iou/std": 0.02, "cv/val_iou/ci95_low": 0.39,
