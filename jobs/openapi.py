@@ -13,7 +13,6 @@ path; the handler here names all of them, as `Allow` must (RFC 9110 15.5.6), rea
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +20,8 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core import openapi as core_openapi
 
 ERROR_SCHEMA: dict[str, Any] = {
     "title": "Error",
@@ -43,7 +44,6 @@ ERRORS = {
     "502": "The tracking store failed.",
     "503": "The MLproject cannot be read, or the supervisor is failing.",
 }
-METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 
 
 def install(app: FastAPI) -> None:
@@ -58,19 +58,8 @@ def install(app: FastAPI) -> None:
 
 
 def document_errors(schema: dict[str, Any]) -> None:
-    """Every operation answers the service's error body for each status in ERRORS; FastAPI's list-shaped 422 goes."""
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.pop("HTTPValidationError", None)
-    components.pop("ValidationError", None)
-    components["Error"] = ERROR_SCHEMA
-    body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    for path in schema.get("paths", {}).values():
-        for method, operation in path.items():
-            if method not in METHODS:
-                continue
-            responses = operation.setdefault("responses", {})
-            for status, description in ERRORS.items():
-                responses[status] = {"description": description, "content": body}
+    """Every operation answers the service's error body for each status in ERRORS."""
+    core_openapi.document_errors(schema, "Error", ERROR_SCHEMA, ERRORS)
 
 
 def _entry_points(schema: dict[str, Any], app: FastAPI) -> None:
@@ -89,13 +78,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code != 405:
         return await http_exception_handler(request, exc)
-    paths = request.app.openapi().get("paths", {})
-    exact = paths.get(request.url.path)  # /api/training/list, not /api/training/{job_id}
-    matching = [exact] if exact is not None else [
-        operations for template, operations in paths.items()
-        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path)
-    ]  # fmt: skip
-    allowed = {method.upper() for operations in matching for method in operations if method in METHODS}
-    allow = ", ".join(sorted(allowed)) or (exc.headers or {}).get("Allow", "")
+    allowed = core_openapi.allowed_methods(request.app.openapi(), request.url.path)
+    allow = ", ".join(allowed) or (exc.headers or {}).get("Allow", "")
     return JSONResponse({"detail": f"method {request.method} is not allowed here; allowed: {allow}"}, 405,
                         headers={"Allow": allow})  # fmt: skip

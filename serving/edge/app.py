@@ -29,7 +29,7 @@ from core.http import error_response, install_error_handler
 from serving.dataplane import DataPlane
 from serving.deployment import watcher
 from serving.deployment.store import ModelSlot, ModelStore
-from serving.edge import invocations, protocol_v2, rollout_routes, task_routes
+from serving.edge import invocations, protocol_v2, rollout_routes, schema, task_routes
 from serving.edge.http import json_response, request_store
 from serving.edge.metrics import Metrics
 from serving.edge.middleware import AccessMiddleware, AuthMiddleware, BodyLimitMiddleware, configure_logging
@@ -89,6 +89,7 @@ def create_app(settings: ServeSettings | None = None, *, client: Any | None = No
     app.include_router(rollout_routes.router)
     install_pages(app)
     _add_error_handlers(app)
+    schema.install(app)  # the OpenAPI document names every error status and its body (serving/edge/schema.py)
     app.add_middleware(FastPath, routes=_fast_routes(protocol_v2.router, invocations.router, task_routes.router))
     app.add_middleware(
         BodyLimitMiddleware,
@@ -254,7 +255,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             error: ServingError = RouteNotFound(f"no route {request.method} {request.url.path}; see /docs")
         elif exc.status_code == 405:
-            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+            allow = schema.allow_header(request.app, request.url.path) or (exc.headers or {}).get("Allow", "")
+            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}; allowed: {allow}")
+            response_405: Response = error_response(error, render_error)
+            response_405.headers["Allow"] = allow  # every method of the path (RFC 9110), not the first route's
+            return response_405
         else:
             return json_response({"error": str(exc.detail), "code": "http_error"}, status_code=exc.status_code)
         response: Response = error_response(error, render_error)

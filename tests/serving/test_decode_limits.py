@@ -194,3 +194,12 @@ def test_empty_model_version_is_refused_and_the_oauth2_redirect_is_gone(client: 
     assert client.get("/v2/models/seg").status_code == 200
     assert client.get("/docs/oauth2-redirect").status_code == 404
     assert "oauth2RedirectUrl" not in client.get("/docs").text
+
+
+def test_a_405_names_every_method_of_the_path_and_errors_are_documented(client: Any) -> None:
+    trace = client.request("TRACE", "/v2/models/seg/infer")
+    assert trace.status_code == 405 and trace.headers["allow"] == "POST", trace.headers
+    assert client.request("DELETE", "/v1/models/seg").headers["allow"] == "GET"
+    predict = client.get("/openapi.json").json()["paths"]["/v1/models/{name}/predict"]["post"]["responses"]
+    assert {"400", "406", "413", "415", "503"} <= set(predict) and "image/png" in predict["200"]["content"]
+    assert predict["413"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
