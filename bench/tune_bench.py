@@ -9,7 +9,10 @@ median time of each and their ratio on both clocks (wall, and process CPU time o
 
 `pruning` runs the same 20-trial edgnet search twice, with Optuna's RandomSampler on one seed so both studies draw
 the same 20 configs: once with the median pruner, once with none. It prints each study's wall and CPU time, its
-trial states and its best value; the best values agree whenever the pruner spared the best config.
+trial states and its best value; the best values agree whenever the pruner spared the best config. It also splits
+each study's CPU into the epochs (the trainer's `_run_epoch`, timed by wrapping it) and everything else, per trial:
+what a trial costs beyond its training. A one-trial, one-epoch study runs first, untimed, so that neither timed
+study pays the imports.
 """
 
 from __future__ import annotations
@@ -119,7 +122,20 @@ def overhead(repeats: int, epochs: int, img_size: int, images: int) -> None:
 def pruning(trials: int, epochs: int, img_size: int, images: int, seed: int) -> None:
     """The same random search with and without the median pruner."""
     from experiments.tune import tune
+    from projects.common.trainer import Trainer
 
+    epochs_cpu = {"seconds": 0.0, "count": 0}
+    run_epoch = Trainer._run_epoch
+
+    def timed_epoch(self: Trainer, epoch: int) -> dict[str, float]:
+        start = time.process_time()
+        try:
+            return run_epoch(self, epoch)
+        finally:
+            epochs_cpu["seconds"] += time.process_time() - start
+            epochs_cpu["count"] += 1
+
+    Trainer._run_epoch = timed_epoch  # type: ignore[method-assign]
     tmp = Path(tempfile.mkdtemp(prefix="kiln-prune-bench-"))
     _store(tmp)
     sets = {k: str(v) for k, v in _sets(_drawings(tmp, images, img_size), epochs, img_size).items()}
@@ -127,13 +143,19 @@ def pruning(trials: int, epochs: int, img_size: int, images: int, seed: int) -> 
     space.write_text("lr: {type: float, low: 0.00005, high: 0.05, log: true}\n"
                      "weight_decay: {type: float, low: 0.000001, high: 0.1, log: true}\n")  # fmt: skip
     print(f"edgnet @ {img_size}px, {images} images, {epochs} epochs, {trials} trials, RandomSampler(seed={seed})")
+    tune("edgnet", str(space), 1, pruner="none", sampler="random", seed=seed, study="warm-up",
+         sets={**sets, "epochs": "1"}, register_best=False)  # fmt: skip
     for pruner in ("median", "none"):
+        before = dict(epochs_cpu)
         start = _now()
         result = tune("edgnet", str(space), trials, pruner=pruner, sampler="random", seed=seed, study=f"b-{pruner}",
                       sets=sets, register_best=False)  # fmt: skip
         wall, cpu = _since(start)
+        n, in_epochs = epochs_cpu["count"] - before["count"], epochs_cpu["seconds"] - before["seconds"]
         print(f"{pruner:>6}: wall {wall:.1f}s, CPU {cpu:.1f}s, states {result.counts}, best {result.metric} "
               f"{result.best_value:.4f} (trial {result.best_trial}, {result.best_params})")  # fmt: skip
+        print(f"{'':>6}  {n} epochs, CPU {in_epochs:.1f}s in epochs ({1000 * in_epochs / max(n, 1):.0f} ms each), "
+              f"{cpu - in_epochs:.1f}s outside = {(cpu - in_epochs) / trials:.2f}s per trial")  # fmt: skip
 
 
 if __name__ == "__main__":
