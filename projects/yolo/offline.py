@@ -9,6 +9,9 @@ ultralytics reads YOLO_CONFIG_DIR, YOLO_OFFLINE and YOLO_AUTOINSTALL when it is 
 - usage analytics (`sync`), the Platform callback (an API key), `pip` auto-installs and version checks.
 Its MLflow callback (on by default, `SETTINGS["mlflow"]`, read per trainer in `add_integration_callbacks`)
 would open its own run in its own experiment; kiln turns it off and logs through `projects.yolo.tracking`.
+On CPU, ultralytics sets torch's threads to cpu_count - 1 when it picks the device, which leaves one core of a
+2-core machine idle; kiln trains on every core instead (`KILN_YOLO_THREADS=N` to choose: on a CPU shared with other
+jobs fewer threads can be faster; docs/benchmarks.md, "Search cost").
 """
 
 from __future__ import annotations
@@ -103,14 +106,28 @@ def offline_check_amp(model: Any) -> bool:
     return not any(b in name for b in bad)
 
 
+def cpu_threads() -> int:
+    """Torch threads for training on CPU: KILN_YOLO_THREADS when set (> 0), else every core."""
+    raw = os.environ.get("KILN_YOLO_THREADS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            from core.errors import SettingsError
+
+            raise SettingsError(f"KILN_YOLO_THREADS={raw!r} is not a positive whole number of threads")
+        return int(raw)
+    return os.cpu_count() or 1
+
+
 def load_ultralytics() -> ModuleType:
     """Import ultralytics with kiln's offline settings in force, and patch out the AMP check's download."""
     set_environment()
     import ultralytics
     import ultralytics.engine.trainer as trainer_module
     import ultralytics.utils as ultralytics_utils
+    import ultralytics.utils.torch_utils as torch_utils
 
     apply_settings(ultralytics_utils)
+    torch_utils.NUM_THREADS = cpu_threads()  # select_device("cpu") sets torch's threads from it
     trainer_module.check_amp = offline_check_amp  # the trainer imported check_amp by name
     module: ModuleType = ultralytics
     return module

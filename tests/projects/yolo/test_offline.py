@@ -85,3 +85,31 @@ def test_kiln_home_can_be_moved(monkeypatch, tmp_path: Path) -> None:  # type: i
     assert offline.kiln_home() == tmp_path / "home"
     settings = offline.kiln_settings(tmp_path / "home")
     assert settings["weights_dir"] == str(tmp_path / "home" / "weights") and settings["mlflow"] is False
+
+
+def test_cpu_training_uses_every_core(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """ultralytics would set cpu_count - 1 threads (one of 2 cores idle); kiln sets every core, or KILN_YOLO_THREADS."""
+    import os
+
+    import pytest
+    from ultralytics.utils.torch_utils import select_device
+
+    from core.errors import SettingsError
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("KILN_YOLO_THREADS", raising=False)
+        offline.load_ultralytics()
+        select_device("cpu", verbose=False)
+        assert torch.get_num_threads() == os.cpu_count()
+        monkeypatch.setenv("KILN_YOLO_THREADS", "1")
+        offline.load_ultralytics()
+        select_device("cpu", verbose=False)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("KILN_YOLO_THREADS", "all")
+        with pytest.raises(SettingsError, match="KILN_YOLO_THREADS='all'"):
+            offline.load_ultralytics()
+    finally:
+        monkeypatch.delenv("KILN_YOLO_THREADS", raising=False)
+        offline.load_ultralytics()
+        torch.set_num_threads(before)
