@@ -27,7 +27,7 @@ from data.versions import log_dataset_version
 from data.yolo_layout import YoloDataset
 from data.yolo_validate import Report
 from projects.common import augment, console, registration, tracking
-from projects.common.callbacks import EpochListener, wants_export
+from projects.common.callbacks import EpochListener, figures_wanted, wants_export
 from projects.common.checkpoint import ResumeError
 from projects.common.config import entry_point
 from projects.common.onnx_export import check_onnx, export_onnx, log_onnx_model
@@ -166,7 +166,7 @@ def trainer_args(cfg: YoloConfig, prep: Prepared) -> dict[str, Any]:
         "save_dir": str(prep.work / "train"),
         "exist_ok": True,
         "pretrained": prep.model.kind == "weights",
-        "plots": True,
+        "plots": figures_wanted(),  # ultralytics' figures, not for a kiln tune trial or kiln cv fold
         "verbose": True,
     }
     if cfg.lr0:
