@@ -52,6 +52,7 @@ def install(app: FastAPI) -> None:
                 for operation in schema.get("paths", {}).get(path, {}).values():
                     content = operation.get("responses", {}).get("200", {}).setdefault("content", {})
                     content["image/png"] = {"schema": {"type": "string", "format": "binary"}}
+            _state_constraints(schema)
             for path in TEXT_ROUTES:
                 for operation in schema.get("paths", {}).get(path, {}).values():
                     ok = operation.get("responses", {}).get("200", {})
@@ -60,6 +61,21 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _state_constraints(schema: dict[str, Any]) -> None:
+    """What the handlers refuse that the route declarations do not say: an empty `?model_version=` (400), and an
+    /invocations body without exactly one of MLflow's four keys (400)."""
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            for param in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if param.get("name") == "model_version" and param.get("in") == "query":
+                    param["schema"] = {"type": "string", "pattern": r"\S"}
+            if path == "/invocations" and "requestBody" in operation:
+                body = operation["requestBody"]["content"].get("application/json", {}).get("schema")
+                if body is not None:
+                    keys = list(body.get("properties", {}))
+                    body["oneOf"] = [{"required": [key]} for key in keys]
 
 
 def allow_header(app: FastAPI, path: str) -> str:
