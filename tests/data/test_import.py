@@ -223,3 +223,16 @@ def test_a_yolo_preset_and_edgnet_train_on_imported_versions(
     assert 0.0 <= metrics["best_val_iou"] <= 1.0
     (run,) = _dataset_runs("parts@v1")
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"parts@v1"}  # type: ignore[attr-defined]
+
+
+def test_segmentation_families_keep_an_imported_split(tmp_path: Path) -> None:
+    """edgnet and microseg read images/<split>/ + masks/<split>/ and train on the export's own split."""
+    from projects.edgnet import data as edgdata
+    from projects.microseg import data as microdata
+
+    result = import_dataset(exports.cvat(tmp_path / "export", count=6), tmp_path / "out")
+    assert result.written.splits == {"train": 4, "val": 2}
+    for family in (edgdata, microdata):
+        samples = family.load_folder(tmp_path / "out", 32)
+        train, val = family.split(samples, 0.5, seed=0)  # the given split wins over val_fraction
+        assert (len(train), len(val)) == (4, 2) and all(s.mask.any() for s in samples), family.__name__
