@@ -44,7 +44,7 @@ def is_coco(path: Path) -> bool:
 def coco_files(root: Path) -> list[tuple[str | None, Path]]:
     """(split, json) pairs: Roboflow's split folders, else COCO JSON files at the top or under annotations/."""
     if root.is_file():
-        return [(_split_of_name(root.stem), root)]
+        return [(_split_of_name(root.stem), root)] if is_coco(root) else []
     found = [(split_of_folder(p.parent.name), p) for p in sorted(root.glob(f"*/{ROBOFLOW_FILE}"))]
     if found:
         return found
@@ -67,7 +67,8 @@ def read_coco(root: Path) -> Annotations:
     loaded = [(split, path, _load(path)) for split, path in files]
     names = _class_names([(path, data) for _, path, data in loaded])
     ann = Annotations(fmt="coco", names=names, items=[])
-    top = root if root.is_dir() else root.parent
+    # A JSON given alone: its images are beside it, or (COCO's layout) in the folder above annotations/.
+    top = root if root.is_dir() else root.parent.parent if root.parent.name == "annotations" else root.parent
     index = image_index(top)
     for split, path, data in loaded:
         _read_file(ann, split, path, data, top, index)

@@ -236,3 +236,11 @@ def test_segmentation_families_keep_an_imported_split(tmp_path: Path) -> None:
         samples = family.load_folder(tmp_path / "out", 32)
         train, val = family.split(samples, 0.5, seed=0)  # the given split wins over val_fraction
         assert (len(train), len(val)) == (4, 2) and all(s.mask.any() for s in samples), family.__name__
+
+
+def test_a_json_file_alone_is_read_with_the_images_around_it(tmp_path: Path) -> None:
+    coco = exports.coco_masks(tmp_path / "coco", count=3) / "annotations" / "instances_default.json"
+    assert import_dataset(coco, tmp_path / "a").fmt == "coco"
+    studio = exports.labelstudio(tmp_path / "ls", count=3) / "project-1-at-2026-12-06.json"
+    result = import_dataset(studio, tmp_path / "b")
+    assert result.fmt == "labelstudio" and sum(result.written.splits.values()) == 3
