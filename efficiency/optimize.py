@@ -44,6 +44,7 @@ from efficiency.detection import detection_map50
 from registry.lookup import get_run, get_version, run_data
 from serving.deployment.artifacts import onnx_file
 from serving.runtime.footprint import example_feeds, latency, log_footprint, open_like_server
+from serving.runtime.postprocess import SegmentationResult
 from serving.runtime.predictor import Predictor
 
 QUANTIZED_OPS = frozenset(
@@ -175,7 +176,7 @@ def own_data(client: MlflowClient, run_id: str) -> Path:
     import json
 
     run = get_run(client, run_id)
-    for dataset_input in run.inputs.dataset_inputs:
+    for dataset_input in run.inputs.dataset_inputs if run.inputs is not None else []:
         try:
             source = json.loads(dataset_input.dataset.source)
         except (TypeError, ValueError):
@@ -265,7 +266,8 @@ def quantize(source: Path, target: Path, contract: ModelContract, calibration: S
 def _input_name(path: Path) -> str:
     proto = onnx.load(str(path))
     initializers = {i.name for i in proto.graph.initializer}
-    return next(v.name for v in proto.graph.input if v.name not in initializers)
+    name: str = next(v.name for v in proto.graph.input if v.name not in initializers)
+    return name
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
@@ -278,9 +280,14 @@ def segmentation_iou(predictor: Predictor, pairs: Sequence[tuple[Path, Path | No
     inter = union = 0.0
     for image_path, mask_path in pairs:
         assert mask_path is not None
-        truth = cv2.imdecode(np.fromfile(str(mask_path), dtype=np.uint8), cv2.IMREAD_GRAYSCALE) > 127
+        decoded = cv2.imdecode(np.fromfile(str(mask_path), dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+        if decoded is None:
+            raise OptimizeError(f"{mask_path}: cannot decode mask")
+        truth = np.asarray(decoded > 127)
         result = predictor.predict_images([read_image(image_path)])[0]
-        pred = np.asarray(result.mask) > 0
+        if not isinstance(result, SegmentationResult):
+            raise OptimizeError(f"{image_path}: the model answered {type(result).__name__}, not a mask")
+        pred = np.asarray(result.mask > 0)
         if pred.shape != truth.shape:
             raise OptimizeError(f"{mask_path}: mask size {truth.shape[::-1]} differs from its image")
         pair = overlap_sums(pred, truth)
@@ -302,7 +309,9 @@ def tabular_metric(predictor: Predictor, table: Any, target: str) -> tuple[str, 
     classes = results.classes
     if len(classes) != 2:
         raise OptimizeError(f"tabular optimize supports binary classifiers and regressors; {len(classes)} classes")
-    scores = np.asarray([r.probabilities[1] for r in results], dtype=np.float64)
+    scores = np.asarray([p[1] for r in results if (p := r.probabilities) is not None], dtype=np.float64)
+    if len(scores) != len(results):
+        raise OptimizeError("the classifier left out the probabilities of some records")
     return "auc", float(roc_auc_score(truth == classes[1], scores))
 
 
@@ -467,6 +476,7 @@ def register_int8(
             log_footprint(int8, run.info.run_id)
     tags = {vocab.SOURCE_VERSION: str(outcome.source_version), vocab.INT8: "true",
             vocab.METRIC_DROP: f"{outcome.drop:.6f}", vocab.SPEEDUP: f"{outcome.speedup:.3f}"}  # fmt: skip
+    assert version is not None  # log_onnx_model registers (register=True) and returns the version
     for key, value in tags.items():
         client.set_model_version_tag(outcome.model, str(version.version), key, value)
     return int(version.version)

@@ -265,12 +265,12 @@ def write_files(result_dir: Path, cells: Sequence[Cell], summary: Sequence[dict[
     labels = [dataset_label(d) for d in plan.datasets]
     summary_csv = result_dir / "summary.csv"
     with summary_csv.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["variant", "distilled", "parameters"] + [f"{k}_{s}" for k in [*labels, "mean"]
-                                                                  for s in ("mean", "std")])  # fmt: skip
+        rows = csv.writer(handle)  # plain rows; `writer` above is a DictWriter
+        rows.writerow(["variant", "distilled", "parameters"] + [f"{k}_{s}" for k in [*labels, "mean"]
+                                                                for s in ("mean", "std")])  # fmt: skip
         for row in summary:
             values = [f"{v:.6f}" for k in [*labels, "mean"] for v in row[k]]
-            writer.writerow([row["variant"], row["distilled"], row["parameters"], *values])
+            rows.writerow([row["variant"], row["distilled"], row["parameters"], *values])
     files = [cells_csv, summary_csv, plot_summary(summary, labels, result_dir / "summary.png")]
     if effects:
         effects_csv = result_dir / "distillation.csv"

@@ -19,9 +19,9 @@ MODELS = Registry("model")
 register_model = MODELS.register
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(name: str, **overrides: Any) -> UNet:
     """Build variant `name`; overrides that are 0 or empty keep the variant's default."""
-    model: nn.Module = MODELS.create(name, **{k: v for k, v in overrides.items() if v})
+    model: UNet = MODELS.create(name, **{k: v for k, v in overrides.items() if v})
     return model
 
 

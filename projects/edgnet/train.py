@@ -8,8 +8,9 @@ With no `--data`, a sample of synthetic engineering drawings is generated (see `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlflow
 import numpy as np
@@ -26,6 +27,7 @@ from projects.common.datasets import data_folder, log_data_input
 from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
+from projects.common.segdata import MaskDataset, Sample
 from projects.common.segtrain import fit_config, log_overlays
 from projects.common.trainer import FitState, Task, Trainer, fit_replica
 from projects.edgnet import data as edgdata
@@ -55,15 +57,15 @@ def resolve_data(cfg: EDGNetConfig) -> Path:
 def _worker_init(worker_id: int) -> None:
     info = torch.utils.data.get_worker_info()
     if info is not None:  # fresh augmentation stream per worker and per epoch
-        info.dataset.rng = np.random.default_rng(torch.initial_seed() % 2**32)
+        cast(MaskDataset, info.dataset).rng = np.random.default_rng(torch.initial_seed() % 2**32)
 
 
-def make_loaders(cfg: EDGNetConfig, folder: Path) -> tuple[DataLoader, DataLoader, list[edgdata.Sample]]:
+def make_loaders(cfg: EDGNetConfig, folder: Path) -> tuple[DataLoader[Any], DataLoader[Any], list[Sample]]:
     key = ("edgnet", str(folder.resolve()), cfg.img_size, cfg.skip_bad)  # a study's trials decode the folder once
     samples = datacache.shared(key, lambda: edgdata.load_folder(folder, cfg.img_size, skip_bad=cfg.skip_bad))
     train_s, val_s = edgdata.split(samples, cfg.val_fraction, cfg.seed)
     pin = torch.cuda.is_available()
-    common = {"num_workers": cfg.num_workers, "pin_memory": pin, "worker_init_fn": _worker_init}
+    common: dict[str, Any] = {"num_workers": cfg.num_workers, "pin_memory": pin, "worker_init_fn": _worker_init}
     train_set = edgdata.DrawingDataset(train_s, True, cfg.seed)
     augment.apply_to(train_set, cfg.augment, (cfg.img_size, cfg.img_size))  # a bad `augment` fails before any run
     train = DataLoader(train_set, cfg.batch_size, shuffle=True, **common)
@@ -100,7 +102,7 @@ def _log_run_context(cfg: EDGNetConfig, folder: Path, n_train: int, n_val: int, 
 
 
 def _finish(
-    cfg: EDGNetConfig, trainer: Trainer, state: FitState, val_loader: DataLoader, val_s: list
+    cfg: EDGNetConfig, trainer: Trainer, state: FitState, val_loader: DataLoader[Any], val_s: list[Sample]
 ) -> dict[str, float]:
     trainer.load_best()
     model = trainer.task.model
@@ -143,9 +145,9 @@ def _train(cfg: EDGNetConfig, listeners: tuple[EpochListener, ...] = ()) -> dict
         fit_replica(Task(model, DiceBCELoss(), *shards, [IoU()]), fit_config(cfg), device, cfg.resume)
         return {}
     with tracking.start_run(run_name=cfg.variant, resume_run_id=cfg.resume or None):
-        n_images = len(train_loader.dataset) + len(val_s)
-        console.header("edgnet", cfg.variant, f"{folder.name} ({n_images} images)", str(device))
-        _log_run_context(cfg, folder, len(train_loader.dataset), len(val_s), count_parameters(model))
+        n_train = len(cast(MaskDataset, train_loader.dataset))
+        console.header("edgnet", cfg.variant, f"{folder.name} ({n_train + len(val_s)} images)", str(device))
+        _log_run_context(cfg, folder, n_train, len(val_s), count_parameters(model))
         if figures_wanted():
             augment.log_dataset_augmentation(train_loader.dataset, cfg.augment, cfg.seed)
         task = Task(model, DiceBCELoss(), *shards, [IoU()], _overlay_hook(cfg, val_s))
@@ -164,7 +166,7 @@ def _train(cfg: EDGNetConfig, listeners: tuple[EpochListener, ...] = ()) -> dict
     return final
 
 
-def _overlay_hook(cfg: EDGNetConfig, val_s: list[edgdata.Sample]):  # type: ignore[no-untyped-def]
+def _overlay_hook(cfg: EDGNetConfig, val_s: list[Sample]) -> Callable[[int, torch.nn.Module], None]:
     def hook(epoch: int, model: torch.nn.Module) -> None:
         if epoch == 1 or (cfg.overlay_every and epoch % cfg.overlay_every == 0):
             log_overlays(model, val_s, edgdata.to_tensor, name=f"epoch_{epoch:03d}")
