@@ -76,6 +76,7 @@ def test_params_and_sample_grid_are_logged(tmp_path: Path, mlflow_uri: str) -> N
     assert [a.path for a in client.list_artifacts(run.info.run_id, "augment")] == ["augment/samples.png"]
 
 
+@pytest.mark.slow  # a fresh interpreter importing albumentations: about 10 s on a busy 2-core machine
 def test_importing_albumentations_fetches_nothing() -> None:
     """The update check is off before albumentations is imported (it would ask PyPI otherwise)."""
     code = (
