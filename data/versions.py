@@ -548,7 +548,7 @@ def _log_input(ref: str, digest: str, run_id: str, images: int, context: str) ->
 def _dataset_source_class() -> type:
     from mlflow.data.dataset_source import DatasetSource
 
-    class _KilnDatasetSource(DatasetSource):  # type: ignore[misc]
+    class _KilnDatasetSource(DatasetSource):
         """A dataset version frozen by `kiln data version`: `dataset:NAME@vN` and the run that holds it."""
 
         def __init__(self, uri: str, run_id: str) -> None:

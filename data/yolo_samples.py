@@ -41,7 +41,7 @@ class SceneSpec:
 
 def muted_colour(rng: Rng, max_sat: float = 0.3, value: tuple[float, float] = (0.3, 0.8)) -> tuple[int, int, int]:
     """A desaturated BGR colour: backgrounds use these so they never look like flames."""
-    hsv = np.uint8([[[rng.integers(0, 180), rng.uniform(0, max_sat) * 255, rng.uniform(*value) * 255]]])
+    hsv = np.array([[[rng.integers(0, 180), rng.uniform(0, max_sat) * 255, rng.uniform(*value) * 255]]], np.uint8)
     b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
     return int(b), int(g), int(r)
 
@@ -160,7 +160,7 @@ def industrial_background(rng: Rng, side: int) -> np.ndarray:
 def draw_smoke(rng: Rng, image: np.ndarray, spot: tuple[float, ...]) -> np.ndarray:
     """A grey plume rising from the bottom of `spot`: blurred puffs growing and drifting as they rise."""
     side = image.shape[0]
-    alpha = np.zeros((side, side), np.float32)
+    alpha: np.ndarray = np.zeros((side, side), np.float32)
     x0, y0, x1, y1 = spot
     w, h = x1 - x0, y1 - y0
     drift = rng.uniform(-0.25, 0.25) * w
@@ -198,7 +198,7 @@ def flame_polygon(spot: tuple[float, ...], scale: float, tongues: int) -> np.nda
 def draw_fire(rng: Rng, image: np.ndarray, spot: tuple[float, ...]) -> np.ndarray:
     """A flame: red-orange outside, orange in the middle, a yellow-white core, with soft edges."""
     side = image.shape[0]
-    alpha = np.zeros((side, side), np.float32)
+    alpha: np.ndarray = np.zeros((side, side), np.float32)
     layer = np.zeros(image.shape, np.float32)
     tongues = int(rng.integers(2, 5))
     rings = [(1.0, (20, 60, 230)), (rng.uniform(0.65, 0.78), (10, 140, 255)), (rng.uniform(0.4, 0.5), (120, 230, 255))]
@@ -320,8 +320,10 @@ def draw_shapes(rng: Rng, side: int) -> tuple[np.ndarray, list[Box]]:
         x0, y0, x1, y1 = place(rng, side, size, size, taken)
         mask = np.zeros((side, side), np.float32)
         colour = tuple(float(c) for c in rng.integers(0, 256, 3))
+        shape: list[np.ndarray]
         if class_id == 0:
-            shape = [cv2.ellipse2Poly((int((x0 + x1) / 2), int((y0 + y1) / 2)), (int(size / 2),) * 2, 0, 0, 360, 5)]
+            poly = cv2.ellipse2Poly((int((x0 + x1) / 2), int((y0 + y1) / 2)), (int(size / 2),) * 2, 0, 0, 360, 5)
+            shape = [np.asarray(poly)]  # an int32 array already; cv2's stubs call it a sequence
         elif class_id == 1:
             shape = [np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]).round().astype(np.int32)]
         else:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import mlflow
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -136,7 +137,7 @@ def _step(
         loss = task.loss_fn(task.model(x), y)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss.item()}; lower --lr or check the data")
-    opt.scaler.scale(loss).backward()
+    opt.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward has no annotations
     if cfg.grad_clip > 0:
         opt.scaler.unscale_(opt.optimizer)
         nn.utils.clip_grad_norm_(task.model.parameters(), cfg.grad_clip)
@@ -153,7 +154,7 @@ def evaluate(task: Task, device: torch.device, world: distributed.World | None =
     task.model.eval()
     for metric in task.metrics:
         metric.reset()
-    total, count = 0.0, 0
+    total, count = 0.0, 0.0  # floats: the ranks' sums come back as floats
     for inputs, targets in task.val_loader:
         inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
         with autocast(device):
@@ -217,7 +218,7 @@ class Trainer:
 
     def _log_unlogged_epochs(self, run_id: str) -> None:
         """Epochs in last.pt whose metrics the killed session never logged (they follow the checkpoint)."""
-        logged = {m.step for m in tracking.mlflow.MlflowClient().get_metric_history(run_id, self.cfg.monitor)}
+        logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, self.cfg.monitor)}
         for row in self.state.history:
             if int(row["epoch"]) not in logged:
                 tracking.log_epoch({k: v for k, v in row.items() if k != "epoch"}, int(row["epoch"]))
@@ -304,7 +305,7 @@ class Trainer:
             best = torch.load(path, map_location=self.device, weights_only=False)
             self.task.model.load_state_dict(best["model"])
         elif self.state.epoch:  # resumed without a new best this session: fetch it from the run
-            run = tracking.mlflow.active_run()
+            run = mlflow.active_run()
             if run is not None:
                 self.task.model.load_state_dict(load_checkpoint(run.info.run_id, "best", self.device)["model"])
 
