@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serve_bench.py                      # about 6 minutes on 2 cores
     .venv/bin/python bench/serve_bench.py --rounds 1 --concurrency 1,16 --skip-mlflow
+    git archive COMMIT | tar -x -C /tmp/base && .venv/bin/python bench/serve_bench.py --baseline-tree /tmp/base
 
 Models (bench/benchmodels.py): a 7.8M-parameter UNet at 256x256 (segmentation) and a 30-feature XGBoost
 (tabular), registered in a throwaway sqlite registry. Every server is a separate process on 127.0.0.1 with
@@ -137,6 +138,7 @@ def measure(
 ) -> Row:
     image = label[0] == "image"  # ~100 ms a request: a longer window and warm-up for 16 in flight
     seconds, warmup = (args.seconds * 2, args.warmup * 2) if image else (args.seconds, args.warmup)
+    settle(server)
     cpu = tree_cpu_seconds(server.proc.pid)
     result = run_load(server.port, request, concurrency=c, seconds=seconds, warmup=warmup)
     cpu_ms = 1000 * (tree_cpu_seconds(server.proc.pid) - cpu) / max(result.completed, 1)
@@ -146,6 +148,19 @@ def measure(
           f"p99 {row.p99_ms:8.2f} ms  cpu {row.cpu_ms:7.2f} ms/req  failures {row.failures}{note}",
           flush=True)  # fmt: skip
     return row
+
+
+def settle(server: ServerProcess, quiet_cpu_s: float = 0.02, step_s: float = 0.25, limit_s: float = 10.0) -> None:
+    """Wait until the server has finished what the previous point left it (image requests still in flight, their
+    off-path drift work): otherwise that CPU is charged to the next point's requests."""
+    deadline = time.monotonic() + limit_s
+    before = tree_cpu_seconds(server.proc.pid)
+    while time.monotonic() < deadline:
+        time.sleep(step_s)
+        now = tree_cpu_seconds(server.proc.pid)
+        if now - before < quiet_cpu_s:
+            return
+        before = now
 
 
 def raw_row(measured: tuple[float, float], c: int, kind: str, endpoint: str, rnd: int) -> Row:
@@ -178,6 +193,8 @@ def start_servers(registry: bm.BenchRegistry, args: argparse.Namespace) -> dict[
         "kiln": kiln_server(registry, "kiln", {}),
         "kiln-nobatch": kiln_server(registry, "kiln-nobatch", {"KILN_MAX_BATCH_SIZE": "1"}),
     }
+    if args.baseline_tree:  # the same server from another checkout (git archive COMMIT | tar -x -C DIR)
+        servers["kiln-base"] = kiln_server(registry, "kiln-base", {"PYTHONPATH": str(args.baseline_tree.resolve())})
     if not args.skip_mlflow:
         servers["mlflow-image"] = mlflow_server(registry, bm.IMAGE_MODEL)
         servers["mlflow-tabular"] = mlflow_server(registry, bm.TABULAR_MODEL)
@@ -209,6 +226,9 @@ def tabular_points(servers: dict[str, ServerProcess], bodies: dict[str, bytes], 
         ("kiln", "tab_task", ("tabular", "kiln", "task records")),
         ("kiln", "tab_invocations", ("tabular", "kiln", "invocations inputs")),
         ("kiln", "tab_v2", ("tabular", "kiln", "V2 JSON tensor")),
+        ("kiln-base", "tab_task", ("tabular", "kiln-base", "task records")),
+        ("kiln-base", "tab_invocations", ("tabular", "kiln-base", "invocations inputs")),
+        ("kiln-base", "tab_v2", ("tabular", "kiln-base", "V2 JSON tensor")),
         ("kiln-nobatch", "tab_task", ("tabular", "kiln-nobatch", "task records")),
         ("mlflow-tabular", "tab_mlflow", ("tabular", "mlflow", "invocations inputs")),
         ("kiln", "mlp_task", ("mlp", "kiln", "task records")),
@@ -268,7 +288,8 @@ def paired_ratio(rows: list[Row], top: tuple[str, str, str], bottom: tuple[str, 
     for rnd in sorted({r.round for r in rows}):
         a = [r for r in rows if (r.model, r.server, r.endpoint, r.concurrency, r.round) == (*top, c, rnd)]
         b = [r for r in rows if (r.model, r.server, r.endpoint, r.concurrency, r.round) == (*bottom, c, rnd)]
-        if a and b:
+        bottom_value = b[0].cpu_ms if b and cpu else b[0].per_second if b else 0.0
+        if a and b and bottom_value > 0 and a[0].cpu_ms > 0:  # no request finished in a window: no ratio
             ratios.append(b[0].cpu_ms / a[0].cpu_ms if cpu else a[0].per_second / b[0].per_second)
     return float(np.median(ratios)) if ratios else float("nan")
 
@@ -286,6 +307,22 @@ PAIRS = {
     "tabular V2 / mlflow": (("tabular", "kiln", "V2 JSON tensor"), ("tabular", "mlflow", "invocations inputs")),
     "tabular task / invocations": (("tabular", "kiln", "task records"), ("tabular", "kiln", "invocations inputs")),
     "tabular task / V2": (("tabular", "kiln", "task records"), ("tabular", "kiln", "V2 JSON tensor")),
+    "tabular task, this tree / baseline": (
+        ("tabular", "kiln", "task records"),
+        ("tabular", "kiln-base", "task records"),
+    ),
+    "tabular invocations, this tree / baseline": (
+        ("tabular", "kiln", "invocations inputs"),
+        ("tabular", "kiln-base", "invocations inputs"),
+    ),
+    "tabular V2, this tree / baseline": (
+        ("tabular", "kiln", "V2 JSON tensor"),
+        ("tabular", "kiln-base", "V2 JSON tensor"),
+    ),
+    "baseline tabular task / mlflow": (
+        ("tabular", "kiln-base", "task records"),
+        ("tabular", "mlflow", "invocations inputs"),
+    ),
     "tabular batching on / off": (("tabular", "kiln", "task records"), ("tabular", "kiln-nobatch", "task records")),
     "mlp batching on / off": (("mlp", "kiln", "task records"), ("mlp", "kiln-nobatch", "task records")),
 }
@@ -319,6 +356,12 @@ def main() -> None:
     parser.add_argument("--skip-mlflow", action="store_true", help="leave out mlflow models serve")
     parser.add_argument("--workdir", type=Path, default=None, help="registry folder (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        help="a checkout of another commit: its kiln serve is measured beside this one's (tabular)",
+    )
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
