@@ -12,8 +12,9 @@ neither for training nor for picking the best epoch. A user's own `--data` gets 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlflow
 import torch
@@ -30,7 +31,7 @@ from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
 from projects.common.segtrain import fit_config, log_overlays
-from projects.common.trainer import FitState, Task, Trainer, evaluate, fit_replica
+from projects.common.trainer import Batch, FitState, Task, Trainer, evaluate, fit_replica
 from projects.edgnet.losses import DiceBCELoss, IoU
 from projects.microseg import data as segdata
 from projects.microseg.config import FAMILY as FAMILY
@@ -65,11 +66,11 @@ def resolve_data(cfg: MicroSegConfig) -> tuple[Path, Path | None]:
     return train, test or ensure_segset(cfg.sample, cfg.num_test, cfg.img_size, TEST_SEED)
 
 
-def make_loaders(cfg: MicroSegConfig, folder: Path) -> tuple[DataLoader, DataLoader, int]:
+def make_loaders(cfg: MicroSegConfig, folder: Path) -> tuple[DataLoader[Any], DataLoader[Any], int]:
     key = ("microseg", str(folder.resolve()), cfg.img_size)  # a study's trials decode the folder once
     samples = datacache.shared(key, lambda: segdata.load_folder(folder, cfg.img_size))
     train_s, val_s = segdata.split(samples, cfg.val_fraction, cfg.seed)
-    common = {"num_workers": cfg.num_workers, "pin_memory": torch.cuda.is_available()}
+    common: dict[str, Any] = {"num_workers": cfg.num_workers, "pin_memory": torch.cuda.is_available()}
     train_set = segdata.SegDataset(train_s, True, cfg.seed)
     augment.apply_to(train_set, cfg.augment, (cfg.img_size, cfg.img_size))  # a bad `augment` fails before any run
     train = DataLoader(train_set, cfg.batch_size, shuffle=True, **common)
@@ -77,7 +78,7 @@ def make_loaders(cfg: MicroSegConfig, folder: Path) -> tuple[DataLoader, DataLoa
     return train, val, len(train_s)
 
 
-def test_loader(cfg: MicroSegConfig, folder: Path) -> DataLoader:
+def test_loader(cfg: MicroSegConfig, folder: Path) -> DataLoader[Any]:
     return DataLoader(segdata.SegDataset(segdata.load_folder(folder, cfg.img_size), False), cfg.batch_size)
 
 
@@ -116,20 +117,21 @@ def _log_run_context(cfg: MicroSegConfig, folder: Path, n_train: int, n_params: 
     tracking.tag_family("microseg", RANKING, baseline="0", baseline_kind="all-background mask", **extra)
 
 
-def _test_metrics(trainer: Trainer, loader: DataLoader | None) -> dict[str, float]:
+def _test_metrics(trainer: Trainer, loader: DataLoader[Any] | None) -> dict[str, float]:
     if loader is None:
         return {}
     task = Task(trainer.task.model, trainer.task.loss_fn, (), loader, [IoU()])
     return {"test_iou": evaluate(task, trainer.device)["val_iou"]}
 
 
-def _finish(cfg: MicroSegConfig, trainer: Trainer, state: FitState, val_loader: DataLoader,
-            test: DataLoader | None) -> dict[str, float]:  # fmt: skip
+def _finish(cfg: MicroSegConfig, trainer: Trainer, state: FitState, val_loader: DataLoader[Any],
+            test: DataLoader[Any] | None) -> dict[str, float]:  # fmt: skip
     trainer.load_best()
     if figures_wanted():  # not for a trial or fold: its finishing pass draws them if it is the one kept
         if state.history:
             mlflow.log_figure(save_loss_curve(state.history, extra=("val_iou",)), "loss_curve.png")
-        log_overlays(trainer.task.model, val_loader.dataset.samples, segdata.to_tensor, "best")  # type: ignore[attr-defined]
+        val_set = cast(segdata.SegDataset, val_loader.dataset)
+        log_overlays(trainer.task.model, val_set.samples, segdata.to_tensor, "best")
     final = {"best_val_iou": float(state.best_score or 0.0)}
     final.update(_test_metrics(trainer, test))
     final["num_parameters"] = float(count_parameters(trainer.task.model))
@@ -163,10 +165,8 @@ def _train(cfg: MicroSegConfig, listeners: tuple[EpochListener, ...] = ()) -> di
     teacher = Teacher.load(cfg.teacher) if cfg.teacher else None
     loss = DistillLoss(DiceBCELoss(), cfg.distill_weight, cfg.temperature)
     registration.check_mode(cfg.register)
-    train_shard, val_shard = (
-        distributed.shard(train_loader, cfg.seed, True),
-        distributed.shard(val_loader, cfg.seed, False),
-    )
+    train_shard: Iterable[Batch] = distributed.shard(train_loader, cfg.seed, True)
+    val_shard = distributed.shard(val_loader, cfg.seed, False)
     if teacher is not None:
         train_shard = DistilledLoader(train_shard, teacher)
     if not distributed.world().is_main:
