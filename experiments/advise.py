@@ -132,6 +132,7 @@ class Advice:
             "headline": self.headline,
             "findings": [f.to_json() for f in self.findings],
             "comparison": self.comparison.to_json() if self.comparison else None,
+            "judged": self.judged,
         }
 
     def markdown(self) -> str:
