@@ -117,7 +117,8 @@ def _numeric_features(features: pd.DataFrame, path: Path) -> np.ndarray:
                 f"{bad.index[0] + 2}); encode it as numbers or leave it out with --drop-columns"
             )
         columns[name] = converted.astype(np.float32)
-    return pd.DataFrame(columns).to_numpy(dtype=np.float32, na_value=np.nan)
+    matrix: np.ndarray = pd.DataFrame(columns).to_numpy(dtype=np.float32, na_value=np.nan)
+    return matrix
 
 
 def resolve_task(y: pd.Series, task: str, path: Path) -> str:

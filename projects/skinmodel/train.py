@@ -18,6 +18,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import xgboost as xgb
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
@@ -157,12 +158,12 @@ def contract(table: Table) -> ModelContract:
 
 
 def export_and_register(
-    cfg: SkinConfig, model: object, table: Table, split: Split, register: bool = True
+    cfg: SkinConfig, model: xgb.XGBModel, table: Table, split: Split, register: bool = True
 ) -> int | None:
     """Convert to ONNX, check it against XGBoost on the whole val set, log and (when `register`) register.
     Returns the version, None when not registered."""
     onnx_model = xgbcore.to_onnx(model, len(table.feature_names))
-    diff = xgbcore.check_onnx(onnx_model, model, split.x_val)  # type: ignore[arg-type]
+    diff = xgbcore.check_onnx(onnx_model, model, split.x_val)
     registration.bookkeeping(onnx_max_abs_diff=diff)
     version = log_onnx_model(
         onnx_model, input_example=split.x_val[:5], model_name=cfg.model_name, contract=contract(table),
