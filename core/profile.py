@@ -3,7 +3,7 @@
     python -c "import numpy as np; from core.profile import numeric_profile, score; \
 r = numeric_profile(np.random.randn(2000)); print(score(r, np.random.randn(500) + 1))"
 
-Training logs a profile with the model (serving/rollout/drift.py builds it at export); the server keeps the same
+Training logs a profile with the model (serving/runtime/profiling.py builds it at export); the server keeps the same
 statistics over a rolling window of live traffic and scores each feature against the reference:
 - numeric features: the reference's deciles cut the axis into bins; the population stability index (PSI) compares
   the share of reference and live values per bin, and a Kolmogorov-Smirnov statistic compares the live values with

@@ -31,7 +31,7 @@ from projects.common.footprint_job import footprint_later
 from projects.common.modelcard import write_cards
 from projects.common.registration import bookkeeping
 from projects.common.tracking import kiln_tags
-from serving.rollout.drift import with_reference_profile
+from serving.runtime.profiling import with_reference_profile
 
 if TYPE_CHECKING:  # torch is imported where it is used, so XGBoost-only runs never load it
     import torch
@@ -137,7 +137,7 @@ def log_onnx_model(
     mlflow.set_tag(vocab.PHASE, "registering")
     full_meta = contract.with_ids(model_name=model_name, run_id=run.info.run_id).to_metadata()
     proto = embed_metadata(proto, full_meta)
-    # the reference profile the server's drift monitor compares live traffic with (serving/rollout/drift.py)
+    # the reference profile the server's drift monitor compares live traffic with (serving/runtime/profiling.py)
     samples, source = (input_example, "input example") if profile_samples is None else (profile_samples, "validation")
     proto = with_reference_profile(proto, samples, f"{source}: {len(samples)} samples")
     info = mlflow.onnx.log_model(

@@ -43,11 +43,12 @@ from serving.deployment.store import Deployed, ModelStore
 from serving.edge.metrics import LATENCY_BUCKETS, Metrics
 from serving.errors import SwapRefused
 from serving.rollout.canary import CanaryDeployment, Verdict
-from serving.rollout.drift import Capture, DriftMonitor, image_features, read_profile, result_features, tabular_features
+from serving.rollout.drift import Capture, DriftMonitor
 from serving.rollout.ledger import Event, Ledger
 from serving.rollout.offpath import OffPath
 from serving.rollout.shadow import ShadowRequest, ShadowStats, compare, task_kind
 from serving.runtime.postprocess import ImageResult, TabularResults
+from serving.runtime.profiling import image_features, read_profile, result_features, tabular_features
 from serving.settings import ServeSettings
 
 log = logging.getLogger(vocab.SERVING_LOG + ".rollout")

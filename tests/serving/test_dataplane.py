@@ -14,7 +14,7 @@ from serving_helpers import FEATURES, Registry, image_example, new_registry, png
 from registry.canary import GuardRails, start_canary
 from serving.edge.app import create_app
 from serving.rollout.canary import bucket
-from serving.rollout.drift import with_reference_profile
+from serving.runtime.profiling import with_reference_profile
 
 PNG = {"content-type": "image/png"}
 

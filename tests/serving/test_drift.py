@@ -13,7 +13,7 @@ from serving_helpers import FEATURES, Registry, image_example, new_registry, png
 
 from core.profile import Profile, categorical_profile, numeric_profile, score
 from serving.edge.app import create_app
-from serving.rollout.drift import PROFILE_KEY, with_reference_profile
+from serving.runtime.profiling import PROFILE_KEY, with_reference_profile
 
 PNG = {"content-type": "image/png"}
 

@@ -17,8 +17,8 @@ import pytest
 from serving_helpers import FEATURES, Registry, tabular_model
 
 from registry.canary import GuardRails, start_canary
-from serving.rollout.drift import with_reference_profile
 from serving.rollout.ledger import Event, Ledger
+from serving.runtime.profiling import with_reference_profile
 
 
 def test_each_worker_applies_the_others_events_once_and_not_its_own(tmp_path: Path) -> None:
