@@ -172,7 +172,7 @@ def spectra_figure(model: nn.Module, samples: list[tuple[torch.Tensor, torch.Ten
     return fig
 
 
-def _plot_samples(val_loader: DataLoader, count: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _plot_samples(val_loader: DataLoader[Any], count: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
     dataset = val_loader.dataset
     step = max(len(dataset) // count, 1)  # type: ignore[arg-type]
     return [dataset[i] for i in range(0, step * count, step)[:count] if i < len(dataset)]  # type: ignore[arg-type]
@@ -236,7 +236,7 @@ def _log_resolved_blanks(cfg: CRConfig) -> None:
         mlflow.log_params(blanks)
 
 
-def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLoader) -> dict[str, float]:
+def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLoader[Any]) -> dict[str, float]:
     trainer.load_best()
     model = trainer.task.model
     best = evaluate_best(trainer, val_loader)
@@ -258,7 +258,7 @@ def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLo
     return final
 
 
-def evaluate_best(trainer: Trainer, val_loader: DataLoader) -> dict[str, float]:
+def evaluate_best(trainer: Trainer, val_loader: DataLoader[Any]) -> dict[str, float]:
     """The best weights on the whole validation set (`val_loader`; in a data-parallel run the trainer's holds
     rank 0's shard only)."""
     from projects.common.trainer import evaluate
@@ -268,7 +268,7 @@ def evaluate_best(trainer: Trainer, val_loader: DataLoader) -> dict[str, float]:
             "best_val_pearson": scores["val_pearson"]}  # fmt: skip
 
 
-def prepare(cfg: CRConfig) -> tuple[Path, crdata.Prepared, DataLoader, DataLoader]:
+def prepare(cfg: CRConfig) -> tuple[Path, crdata.Prepared, DataLoader[Any], DataLoader[Any]]:
     folder, cache = resolve_data(cfg)
     try:
         prepared = crdata.preprocess(folder, cache, cfg.out_len, cfg.flip_sign)
@@ -324,7 +324,7 @@ def _train(cfg: CRConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str
     return final
 
 
-def mean_baseline_pearson(prepared: crdata.Prepared, val_loader: DataLoader) -> float:
+def mean_baseline_pearson(prepared: crdata.Prepared, val_loader: DataLoader[Any]) -> float:
     """Val Pearson of always predicting the mean training spectrum: what a model must beat to have learnt."""
     train_idx = np.setdiff1d(np.arange(len(prepared.bayer)), val_loader.dataset.indices)  # type: ignore[attr-defined]
     mean = torch.from_numpy(np.asarray(prepared.bayer[train_idx]).mean(axis=0))
