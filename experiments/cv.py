@@ -185,7 +185,9 @@ def cv(
 def _run(client: MlflowClient, parent: str, target: str, parts: list[Part], kind: str, metric: str,
          sets: Mapping[str, Any], refit: bool, register: bool) -> CVResult:  # fmt: skip
     finals: list[dict[str, float]] = []
-    children, done, failed = [], [], []
+    children: list[str] = []
+    done: list[Part] = []
+    failed: list[str] = []
     for part in parts:
         print(f"[cv] {part.label} ({len(done) + len(failed) + 1}/{len(parts)})", flush=True)
         try:
@@ -218,8 +220,8 @@ def _log_stats(client: MlflowClient, parent: str, finals: list[dict[str, float]]
                children: list[str], metric: str) -> None:  # fmt: skip
     for key, value in cv_metrics(finals, skip=BOOKKEEPING).items():
         client.log_metric(parent, key, value)
-    for key, value in cv_value_tags(finals, skip=BOOKKEEPING).items():
-        client.set_tag(parent, key, value)
+    for key, tag in cv_value_tags(finals, skip=BOOKKEEPING).items():
+        client.set_tag(parent, key, tag)
     shared = shared_metrics(finals)
     header = ["part", "run_id", *[k for k in shared if k not in BOOKKEEPING]]
     rows = [

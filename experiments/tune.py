@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 import mlflow
@@ -139,7 +139,7 @@ def open_study(spec: TuneSpec) -> Any:
     """Create the study or load it (resume); a study made for another target or direction is refused."""
     import optuna
 
-    direction = "maximize" if spec.mode == "max" else "minimize"
+    direction: Literal["maximize", "minimize"] = "maximize" if spec.mode == "max" else "minimize"
     try:
         study = optuna.create_study(
             study_name=spec.study, storage=spec.storage, direction=direction, load_if_exists=True,
@@ -480,6 +480,7 @@ def _plots(study: Any, complete: list[Any]) -> dict[str, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
+    from matplotlib.axes import Axes
 
     wanted = {
         "optimization_history": ovm.plot_optimization_history,
@@ -496,7 +497,10 @@ def _plots(study: Any, complete: list[Any]) -> dict[str, Any]:
             except (ValueError, RuntimeError) as err:  # e.g. importances of a parameter that never varied
                 print(f"[tune] skipped plot {name}: {err}", flush=True)
                 continue
-            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            panel = axes if isinstance(axes, Axes) else axes.flat[0]  # a plot of several panels is an array of Axes
+            figure = panel.get_figure(root=True)
+            if figure is None:  # never for an Axes optuna drew; the type allows it
+                continue
             figure.set_size_inches(8, 5)
             figure.tight_layout()
             figures[name] = figure
