@@ -31,7 +31,7 @@ from cloud.sagemaker_backend import pack_source, tracked_files
 pytestmark = pytest.mark.slow
 EPOCHS = 6
 # Loaded by every Python process of the first attempt (PYTHONPATH): uploads of `last-*.pt` checkpoints read their file
-# 64 KiB at a time with a pause, and each upload's start is appended to $KILN_TEST_UPLOAD_MARKER.
+# 32 KiB at a time with a 0.1 s pause (320 KB/s), and each upload's start is appended to $KILN_TEST_UPLOAD_MARKER.
 SLOW_UPLOADS = """
 import io, os, time
 from mlflow.store.artifact import http_artifact_repo
@@ -39,8 +39,8 @@ from mlflow.store.artifact import http_artifact_repo
 
 class _SlowFile(io.FileIO):
     def read(self, size=-1):
-        time.sleep(0.05)
-        return super().read(max(size, 1 << 16) if size and size > 0 else -1)
+        time.sleep(0.1)
+        return super().read(1 << 15 if size and size > 0 else -1)
 
 
 def _open(path, mode="r", *args, **kwargs):
@@ -118,7 +118,7 @@ def test_spot_restart_resumes_in_the_same_run_then_serves(
     while uploads_started(marker) < 2 and time.monotonic() < deadline:  # the second epoch's last checkpoint
         assert first.poll() is None, first.stdout.read() if first.stdout else ""
         time.sleep(0.01)
-    time.sleep(0.2)  # a few 64 KiB reads into the upload
+    time.sleep(0.5)  # a few 32 KiB reads into the upload
     in_flight = uploads_started(marker)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
