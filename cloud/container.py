@@ -169,11 +169,12 @@ def _has_checkpoint(run_id: str) -> bool:
 
 
 def _entry(workdir: Path, entry_point: str) -> Any:
-    from mlflow.projects import ExecutionException
+    from mlflow.exceptions import ExecutionException
     from mlflow.projects.utils import load_project
 
     try:
-        entry = load_project(str(workdir)).get_entry_point(entry_point)
+        # mlflow.projects.utils has no annotations
+        entry = load_project(str(workdir)).get_entry_point(entry_point)  # type: ignore[no-untyped-call]
     except ExecutionException:
         entry = None
     if entry is None:

@@ -89,7 +89,7 @@ class Clients:
         return cls(session.client("sagemaker"), session.client("s3"), session.client("logs"))
 
 
-class SageMakerBackend(AbstractBackend):  # type: ignore[misc]
+class SageMakerBackend(AbstractBackend):
     """The `sagemaker` project backend; MLflow builds one per `mlflow run` and calls `run` once."""
 
     def run(
@@ -102,7 +102,7 @@ class SageMakerBackend(AbstractBackend):  # type: ignore[misc]
         tracking_uri: str | None,
         experiment_id: str,
     ) -> SageMakerSubmittedRun:
-        from mlflow.projects import ExecutionException
+        from mlflow.exceptions import ExecutionException
 
         try:
             submitted = submit(project_uri, entry_point, dict(params or {}), version, backend_config, experiment_id)
@@ -142,8 +142,9 @@ def submit(
     bad = sorted(RESERVED & set(params))
     if bad:
         raise UserError(f"param {bad[0]!r} is reserved by the SageMaker backend")
-    work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
-    entry = load_project(work_dir).get_entry_point(entry_point)
+    # mlflow.projects.utils has no annotations: its project, run and folder are typed by the uses below
+    work_dir: str = fetch_and_validate_project(project_uri, version, entry_point, params)  # type: ignore[no-untyped-call]
+    entry = load_project(work_dir).get_entry_point(entry_point)  # type: ignore[no-untyped-call]
     if entry is None:
         raise UserError(f"entry point {entry_point!r} is not in {work_dir}/MLproject")
     if config.distribution == "ddp" and "nproc" not in entry.parameters:
@@ -152,7 +153,9 @@ def submit(
             field="distribution",
         )
     files = tracked_files(Path(work_dir))
-    run = get_or_create_run(config.run_id, project_uri, experiment_id, work_dir, version, entry_point, params)
+    run = get_or_create_run(  # type: ignore[no-untyped-call]  # mlflow.projects.utils has no annotations
+        config.run_id, project_uri, experiment_id, work_dir, version, entry_point, params
+    )
     run_id = run.info.run_id
     job_name = job_name_for(entry_point, run_id)
     try:
@@ -366,7 +369,7 @@ def _close_failed(run_id: str, err: BaseException) -> None:
         client.set_terminated(run_id, "FAILED")
 
 
-class SageMakerSubmittedRun(SubmittedRun):  # type: ignore[misc]
+class SageMakerSubmittedRun(SubmittedRun):
     """One training job, watched from the client: status, log lines, cancel."""
 
     def __init__(self, run_id: str, job_name: str, clients: Clients, config: SageMakerConfig) -> None:
