@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import cv2
 import numpy as np
@@ -172,34 +171,3 @@ def test_slow_heads_get_408_and_connections_past_the_per_client_cap_get_503(serv
     with socket.create_connection(("127.0.0.1", server), timeout=5) as s:  # the slots are free again
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert read_all(s).startswith(b"HTTP/1.1 200")
-
-
-# --- through the app ---------------------------------------------------------------------------------------------
-
-
-def test_the_task_route_answers_413_for_a_lying_header_and_200_for_a_reduced_jpeg(client: Any) -> None:
-    lying = client.post(
-        "/v1/models/seg/predict", content=lying_jpeg(8000, 8000), headers={"content-type": "image/jpeg"}
-    )
-    assert lying.status_code == 413 and "8000x8000" in lying.json()["error"], lying.text
-    big = client.post(
-        "/v1/models/seg/predict", content=jpeg(512, 384, gray=True), headers={"content-type": "image/jpeg"}
-    )
-    assert big.status_code == 200, big.text
-    assert (big.json()["width"], big.json()["height"]) == (512, 384)  # answered in the upload's pixels
-
-
-def test_empty_model_version_is_refused_and_the_oauth2_redirect_is_gone(client: Any) -> None:
-    assert client.get("/v2/models/seg?model_version=").status_code == 400
-    assert client.get("/v2/models/seg").status_code == 200
-    assert client.get("/docs/oauth2-redirect").status_code == 404
-    assert "oauth2RedirectUrl" not in client.get("/docs").text
-
-
-def test_a_405_names_every_method_of_the_path_and_errors_are_documented(client: Any) -> None:
-    trace = client.request("TRACE", "/v2/models/seg/infer")
-    assert trace.status_code == 405 and trace.headers["allow"] == "POST", trace.headers
-    assert client.request("DELETE", "/v1/models/seg").headers["allow"] == "GET"
-    predict = client.get("/openapi.json").json()["paths"]["/v1/models/{name}/predict"]["post"]["responses"]
-    assert {"400", "406", "413", "415", "503"} <= set(predict) and "image/png" in predict["200"]["content"]
-    assert predict["413"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}

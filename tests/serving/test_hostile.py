@@ -380,3 +380,46 @@ def test_uvicorn_with_kilns_protocol_refuses_huge_heads_and_counts_disconnects(r
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+# --- decode limits, empty model_version, 405 Allow (#22; the unit tests are in test_decode_limits.py) ------------
+
+
+def test_the_task_route_answers_413_for_a_lying_header_and_200_for_a_reduced_jpeg(client: Any) -> None:
+    lying = client.post(
+        "/v1/models/seg/predict", content=_lying_jpeg(8000, 8000), headers={"content-type": "image/jpeg"}
+    )
+    assert lying.status_code == 413 and "8000x8000" in lying.json()["error"], lying.text
+    big = client.post(
+        "/v1/models/seg/predict", content=_jpeg(512, 384, gray=True), headers={"content-type": "image/jpeg"}
+    )
+    assert big.status_code == 200, big.text
+    assert (big.json()["width"], big.json()["height"]) == (512, 384)  # answered in the upload's pixels
+
+
+def test_empty_model_version_is_refused_and_the_oauth2_redirect_is_gone(client: Any) -> None:
+    assert client.get("/v2/models/seg?model_version=").status_code == 400
+    assert client.get("/v2/models/seg").status_code == 200
+    assert client.get("/docs/oauth2-redirect").status_code == 404
+    assert "oauth2RedirectUrl" not in client.get("/docs").text
+
+
+def test_a_405_names_every_method_of_the_path_and_errors_are_documented(client: Any) -> None:
+    trace = client.request("TRACE", "/v2/models/seg/infer")
+    assert trace.status_code == 405 and trace.headers["allow"] == "POST", trace.headers
+    assert client.request("DELETE", "/v1/models/seg").headers["allow"] == "GET"
+    predict = client.get("/openapi.json").json()["paths"]["/v1/models/{name}/predict"]["post"]["responses"]
+    assert {"400", "406", "413", "415", "503"} <= set(predict) and "image/png" in predict["200"]["content"]
+    assert predict["413"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
+def _jpeg(width: int, height: int, gray: bool = False) -> bytes:
+    from test_decode_limits import jpeg
+
+    return jpeg(width, height, gray)
+
+
+def _lying_jpeg(width: int, height: int) -> bytes:
+    from test_decode_limits import lying_jpeg
+
+    return lying_jpeg(width, height)
