@@ -111,11 +111,12 @@ def _load_json(path: Path) -> dict[str, Any]:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise ConversionError(f"{path}: '{key}' is missing or not a list; is this a COCO detection file?")
-    return data
+    coco: dict[str, Any] = data
+    return coco
 
 
 def _coco_image_file(entry: dict[str, Any], json_path: Path, images_dir: Path | None) -> Path:
-    name = entry.get("file_name")
+    name: str | None = entry.get("file_name")
     if not name:
         raise ConversionError(f"{json_path}: image id {entry.get('id')} has no file_name")
     roots = [images_dir] if images_dir else [json_path.parent, json_path.parent / "images", json_path.parent.parent]
