@@ -121,6 +121,8 @@ DATASET_VERSION = "kiln.dataset.version"
 DATASET_DIGEST = "kiln.dataset.digest"
 DATASET_PARENT = "kiln.dataset.parent"
 DATASET_RUN_ID = "kiln.dataset.run_id"
+DATASET_KIND = "kiln.dataset.kind"  # images (images/labels/masks) or arrays (a folder of .npy files)
+DATASET_SHAPES = "kiln.dataset.shapes"  # an arrays version: each file group's per-sample shape and dtype
 
 # --- cloud training (cloud/sagemaker_backend.py) ---
 SAGEMAKER_PREFIX = "kiln.sagemaker."

@@ -248,7 +248,8 @@ def review(dst: Path, host: str | None, port: int | None) -> None:
 @click.option("-m", "--message", default="", help="a note stored with the version")
 @click.option("--tracking-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI)")
 def version(dst: Path, name: str, val: float, message: str, tracking_uri: str | None) -> None:
-    """Freeze DST's labelled images into an immutable, content-addressed version of NAME in MLflow."""
+    """Freeze DST's labelled images (or a cr_recon folder of .npy arrays) into an immutable, content-addressed
+    version of NAME in MLflow."""
     from data.versions import create_version
 
     info = run_cli(create_version, dst, name, val=val, message=message, tracking_uri=tracking_uri)
@@ -256,11 +257,14 @@ def version(dst: Path, name: str, val: float, message: str, tracking_uri: str | 
     if not info.created:
         click.echo(f"no change since {info.ref} (digest {info.digest[:12]}); nothing created")
         return
-    splits = ", ".join(f"{k} {v}" for k, v in manifest["splits"].items())
-    counts = ", ".join(f"{k} {v}" for k, v in manifest["class_counts"].items())
     parent = f"parent {manifest['parent']}" if manifest["parent"] else "the first version"
     click.echo(f"created {info.ref} (run {info.run_id}, digest {info.digest[:12]}, {parent})")
-    click.echo(f"{len(manifest['images'])} images ({splits}); boxes: {counts}")
+    if info.kind == "arrays":
+        click.echo(f"{info.samples} samples in {len(manifest['files'])} .npy files; {info.shapes}")
+    else:
+        splits = ", ".join(f"{k} {v}" for k, v in manifest["splits"].items())
+        counts = ", ".join(f"{k} {v}" for k, v in manifest["class_counts"].items())
+        click.echo(f"{len(manifest['images'])} images ({splits}); boxes: {counts}")
     click.echo(f"train with: -P data=dataset:{info.ref}")
 
 
@@ -268,7 +272,7 @@ def version(dst: Path, name: str, val: float, message: str, tracking_uri: str | 
 @click.argument("name")
 @click.option("--tracking-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI)")
 def versions(name: str, tracking_uri: str | None) -> None:
-    """List the versions of dataset NAME."""
+    """List the versions of dataset NAME: images and boxes per class, or an arrays version's samples and shapes."""
     import datetime
 
     from data.versions import list_versions
@@ -280,8 +284,11 @@ def versions(name: str, tracking_uri: str | None) -> None:
     for info in found:
         when = datetime.datetime.fromtimestamp(info.created_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
         counts = ", ".join(f"{k} {v}" for k, v in sorted(info.class_counts.items())) or "-"
+        size = info.images
+        if info.kind == "arrays":  # samples and per-sample shapes in place of images and boxes
+            size, counts = info.samples, f"arrays: {info.shapes}"
         note = info.message.replace("\n", " ") or "-"
-        click.echo(f"{info.ref:<12} {when:<20} {info.images:>6}  {counts:<28} {info.digest[:12]:<14} {note}")
+        click.echo(f"{info.ref:<12} {when:<20} {size:>6}  {counts:<28} {info.digest[:12]:<14} {note}")
 
 
 @data.command()

@@ -12,6 +12,11 @@ content-addressed as `objects/<sha[:2]>/<sha>` artifacts, each only once: in the
 first held it; later manifests point there. The version's digest is the sha256 of its canonical content, so
 freezing an unchanged folder again creates nothing. A version's run is never changed after it finishes;
 only FINISHED runs count as versions, so a half-uploaded one (failed, killed) is never listed.
+
+A folder with no images/ but `.npy` files at its top (cr_recon's `struct_*.npy` + `spectra_*.npy` pairs) is
+frozen as kind `arrays`: each file with its sha256, shape and dtype; `kiln data versions` shows its sample
+count and per-sample shapes instead of image and box counts, and `resolve_dataset_uri(..., kind="arrays")`
+fetches it (a version of the other kind is refused, naming both).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ FORMAT = 1
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 REF_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,99})(?:@(?:v(?P<v>\d+)|(?P<n>\d+)|(?P<latest>latest)))?$")
 TAG_NAME, TAG_VERSION, TAG_DIGEST = vocab.DATASET_NAME, vocab.DATASET_VERSION, vocab.DATASET_DIGEST
+KINDS = {"images": "images with labels (and masks)", "arrays": "a folder of .npy arrays, as cr_recon trains on"}
+FILE_KINDS = ("image", "label", "mask", "array")  # each stored file's <kind>_sha256 and <kind>_run keys
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,9 @@ class VersionInfo:
     images: int = 0  # from the run's metrics, so listing versions reads no manifest
     class_counts: dict[str, int] = field(default_factory=dict)
     message: str = ""  # the note given with -m (or by kiln data import)
+    kind: str = "images"  # a key of KINDS
+    samples: int = 0  # an arrays version: rows per file group (the largest group)
+    shapes: str = ""  # an arrays version: "struct (1, 128, 128) uint8; spectra (3, 301) float32"
 
     @property
     def ref(self) -> str:
@@ -129,6 +139,8 @@ def _info(client: Any, run: Any, with_manifest: bool = True) -> VersionInfo:
     info.images = int(metrics.get("images", 0))
     info.class_counts = {k.removeprefix("boxes/"): int(v) for k, v in metrics.items() if k.startswith("boxes/")}
     info.message = tags.get(vocab.NOTE_TAG, "").partition("\n\n")[2]
+    info.kind = tags.get(vocab.DATASET_KIND, "images")
+    info.samples, info.shapes = int(metrics.get("samples", 0)), tags.get(vocab.DATASET_SHAPES, "")
     if with_manifest:
         info.manifest = _download_json(client, run.info.run_id, MANIFEST)
     return info
@@ -282,6 +294,48 @@ def _manifest(names: list[str], entries: list[dict[str, Any]]) -> dict[str, Any]
     }
 
 
+def folder_kind(dst: Path) -> str:
+    """`images` for a folder with images/, `arrays` for one with .npy files at its top; DatasetError otherwise."""
+    if (dst / "images").is_dir():
+        return "images"
+    if dst.is_dir() and any(dst.glob("*.npy")):
+        return "arrays"
+    raise DatasetError(f"{dst}: neither an images/ folder (images, labels, masks) nor .npy arrays "
+                       "(cr_recon's struct_*.npy + spectra_*.npy) to freeze")  # fmt: skip
+
+
+def build_array_manifest(dst: Path) -> dict[str, Any]:
+    """Every top-level .npy file of DST with its sha256, shape and dtype; files are grouped by the name
+    before their first `_` (struct_0.npy, struct_1.npy -> struct) to count samples and name shapes."""
+    import numpy as np
+
+    entries: list[dict[str, Any]] = []
+    for path in sorted(dst.glob("*.npy")):
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as exc:
+            raise DatasetError(f"{path}: not a readable .npy array ({exc})") from None
+        if array.ndim == 0:
+            raise DatasetError(f"{path}: a scalar, not an array of samples")
+        entries.append({"path": path.name, "array_sha256": sha256_file(path), "size": path.stat().st_size,
+                        "shape": list(array.shape), "dtype": str(array.dtype)})  # fmt: skip
+    content = {"format": FORMAT, "kind": "arrays", "files": entries}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        groups.setdefault(entry["path"].removesuffix(".npy").split("_", 1)[0], []).append(entry)
+    rows = {g: sum(e["shape"][0] for e in group) for g, group in groups.items()}
+    shapes: dict[str, str] = {}
+    for g, group in groups.items():
+        kinds = {(tuple(e["shape"][1:]), e["dtype"]) for e in group}
+        shapes[g] = " ".join(map(str, kinds.pop())) if len(kinds) == 1 else "mixed shapes"
+    return {**content, "digest": digest, "samples": max(rows.values()), "rows": rows, "shapes": shapes}
+
+
+def shapes_text(manifest: dict[str, Any]) -> str:
+    return "; ".join(f"{g} {s}" for g, s in manifest["shapes"].items())
+
+
 # -------------------------------------------------------------------------------------------- create
 
 
@@ -293,21 +347,24 @@ def create_version(
     message: str = "",
     tracking_uri: str | None = None,
 ) -> VersionInfo:
-    """Freeze DST's labelled images into the next version of NAME; an unchanged folder returns the latest."""
+    """Freeze DST's labelled images (or its .npy arrays) into the next version of NAME; an unchanged folder
+    returns the latest."""
     if not NAME_RE.match(name):
         raise UserError(f"dataset name {name!r}: use letters, digits, '_', '-' and '.', starting with a letter")
     dst = Path(dst).expanduser()
-    if not (dst / "images").is_dir():
-        raise DatasetError(f"{dst}: no images/ folder")
-    manifest = build_manifest(dst, val)
+    kind = folder_kind(dst)
+    manifest = build_manifest(dst, val) if kind == "images" else build_array_manifest(dst)
     client = _client(tracking_uri)
     previous = [_info(client, run) for run in _runs(client, name)]
+    if previous and previous[-1].kind != kind:
+        raise DatasetError(f"dataset {name!r} holds {previous[-1].kind} ({KINDS[previous[-1].kind]}) but {dst} "
+                           f"holds {kind} ({KINDS[kind]}); freeze it under another --name")  # fmt: skip
     if previous and previous[-1].digest == manifest["digest"]:
         latest = previous[-1]
         latest.created = False
         return latest
-    stored = {e[k]: e[f"{k.split('_')[0]}_run"] for v in previous for e in v.manifest["images"]
-              for k in ("image_sha256", "label_sha256", "mask_sha256") if k in e}  # fmt: skip
+    stored = {e[f"{k}_sha256"]: e[f"{k}_run"] for v in previous for e in _entries(v.manifest)
+              for k in FILE_KINDS if f"{k}_sha256" in e}  # fmt: skip
     return _upload(client, dst, name, manifest, previous, stored, message)
 
 
@@ -338,10 +395,16 @@ def _upload(
             if new:
                 client.log_artifacts(run_id, str(Path(tmp) / "objects"), "objects")
             client.log_text(run_id, json.dumps(manifest, indent=1), MANIFEST)
-        client.log_metric(run_id, "images", len(manifest["images"]))
+        if "files" in manifest:  # an arrays version
+            client.log_metric(run_id, "samples", manifest["samples"])
+            client.log_metric(run_id, "files", len(manifest["files"]))
+            client.set_tag(run_id, vocab.DATASET_SHAPES, shapes_text(manifest))
+        else:
+            client.log_metric(run_id, "images", len(manifest["images"]))
         client.log_metric(run_id, "new_files", new)
-        for cls, n in manifest["class_counts"].items():
+        for cls, n in manifest.get("class_counts", {}).items():
             client.log_metric(run_id, f"boxes/{cls}", n)
+        client.set_tag(run_id, vocab.DATASET_KIND, manifest.get("kind", "images"))
         client.set_tag(run_id, vocab.NOTE_TAG, _note(manifest))
         if parent:
             client.set_tag(run_id, vocab.DATASET_PARENT, parent)
@@ -349,7 +412,10 @@ def _upload(
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    return VersionInfo(name, version, run_id, manifest["digest"], time.time(), manifest)
+    info = VersionInfo(name, version, run_id, manifest["digest"], time.time(), manifest)
+    info.kind, info.samples = manifest.get("kind", "images"), manifest.get("samples", 0)
+    info.shapes = shapes_text(manifest) if "shapes" in manifest else ""
+    return info
 
 
 def _lost_race(client: Any, name: str, version: int, ours: Any) -> bool:
@@ -362,25 +428,48 @@ def _lost_race(client: Any, name: str, version: int, ours: Any) -> bool:
 def _stage_objects(dst: Path, manifest: dict[str, Any], stored: dict[str, str], run_id: str, tmp: Path) -> int:
     """Copy the files no earlier version holds to tmp/objects/<sha[:2]>/<sha>; note where each file lives."""
     new = 0
-    for entry in manifest["images"]:
-        for kind, source in (("image", dst / entry["path"]), ("label", label_file(dst, entry["path"])),
-                             ("mask", mask_file(dst, entry["path"]))):  # fmt: skip
-            if f"{kind}_sha256" not in entry:
-                continue
-            sha = entry[f"{kind}_sha256"]
-            if sha in stored:
-                entry[f"{kind}_run"] = stored[sha]
-                continue
-            target = tmp / "objects" / sha[:2] / sha
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-                new += 1
-            stored[sha] = entry[f"{kind}_run"] = run_id
+    for entry, kind, source, _ in _stored_files(manifest, dst):
+        sha = entry[f"{kind}_sha256"]
+        if sha in stored:
+            entry[f"{kind}_run"] = stored[sha]
+            continue
+        target = tmp / "objects" / sha[:2] / sha
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            new += 1
+        stored[sha] = entry[f"{kind}_run"] = run_id
     return new
 
 
+def _entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's entries: images (with labels and masks), or an arrays version's files."""
+    entries: list[dict[str, Any]] = manifest.get("files", manifest.get("images", []))
+    return entries
+
+
+def _stored_files(manifest: dict[str, Any], dst: Path) -> Iterator[tuple[dict[str, Any], str, Path, Path]]:
+    """(entry, file kind, its path in the frozen folder DST, its path in a fetched copy) for every file."""
+    if "files" in manifest:
+        for entry in manifest["files"]:
+            yield entry, "array", dst / entry["path"], Path(entry["path"])
+        return
+    for entry in manifest["images"]:
+        split, below = entry["split"], Path(entry["below"])
+        for kind, source, target in (
+            ("image", dst / entry["path"], Path("images", split, below)),
+            ("label", label_file(dst, entry["path"]), Path("labels", split, below).with_suffix(".txt")),
+            ("mask", mask_file(dst, entry["path"]), Path("masks", split, below).with_suffix(".png")),
+        ):
+            if f"{kind}_sha256" in entry:
+                yield entry, kind, source, target
+
+
 def _note(manifest: dict[str, Any]) -> str:
+    tail = f"\n\n{manifest['message']}" if manifest.get("message") else ""
+    if "files" in manifest:
+        head = f"{manifest['name']}@v{manifest['version']}: {manifest['samples']} samples in "
+        return head + f"{len(manifest['files'])} .npy files; {shapes_text(manifest)}" + tail
     counts = ", ".join(f"{k} {v}" for k, v in manifest["class_counts"].items())
     splits = ", ".join(f"{k} {v}" for k, v in manifest["splits"].items())
     head = f"{manifest['name']}@v{manifest['version']}: {len(manifest['images'])} images ({splits}); boxes: {counts}"
@@ -407,7 +496,8 @@ class Diff:
             f"{len(self.relabelled)} relabelled, {len(self.changed)} image(s) changed, {len(self.moved)} moved split"
         ]
         delta = ", ".join(f"{k} {v:+d}" for k, v in self.class_delta.items() if v)
-        out.append(f"boxes: {delta or 'no change'}")
+        if self.class_delta:  # an arrays version has no classes
+            out.append(f"boxes: {delta or 'no change'}")
         for label, paths in (("+", self.added), ("-", self.removed), ("~", self.relabelled), ("!", self.changed)):
             out += [f"{label} {p}" for p in paths[:limit]]
             if len(paths) > limit:
@@ -422,9 +512,16 @@ class Diff:
 
 def diff(ref_a: str, ref_b: str, tracking_uri: str | None = None) -> Diff:
     a, b = get_version(ref_a, tracking_uri), get_version(ref_b, tracking_uri)
-    old = {e["path"]: e for e in a.manifest["images"]}
-    new = {e["path"]: e for e in b.manifest["images"]}
+    if a.kind != b.kind:
+        raise DatasetError(f"{a.ref} holds {a.kind} but {b.ref} holds {b.kind}; compare versions of one kind")
+    old = {e["path"]: e for e in _entries(a.manifest)}
+    new = {e["path"]: e for e in _entries(b.manifest)}
     result = Diff(a.ref, b.ref, added=sorted(new.keys() - old.keys()), removed=sorted(old.keys() - new.keys()))
+    if a.kind == "arrays":
+        result.changed = [
+            p for p in sorted(old.keys() & new.keys()) if old[p]["array_sha256"] != new[p]["array_sha256"]
+        ]
+        return result
     for path in sorted(old.keys() & new.keys()):
         before, after = old[path], new[path]
         if before["image_sha256"] != after["image_sha256"]:
@@ -441,11 +538,17 @@ def diff(ref_a: str, ref_b: str, tracking_uri: str | None = None) -> Diff:
 # --------------------------------------------------------------------------------------- dataset: URIs
 
 
-def resolve_dataset_uri(uri: str, tracking_uri: str | None = None, cache: Path | None = None) -> Path:
-    """`dataset:NAME@vN` (or `@latest`) -> the data.yaml of a verified local copy, fetched once into the cache."""
+def resolve_dataset_uri(
+    uri: str, tracking_uri: str | None = None, cache: Path | None = None, kind: str | None = "images"
+) -> Path:
+    """`dataset:NAME@vN` (or `@latest`) -> the data.yaml of a verified local copy, fetched once into the cache.
+    `kind` is the kind of version the caller trains on (None: any); another kind is a DatasetError naming both."""
     from core.settings import read_env
 
     info = get_version(uri, tracking_uri)
+    if kind is not None and info.kind != kind:
+        raise DatasetError(f"{uri}: {info.ref} holds {info.kind} ({KINDS.get(info.kind, info.kind)}), but this "
+                           f"needs {kind} ({KINDS.get(kind, kind)})")  # fmt: skip
     root = (cache or read_env(DatasetSettings).dataset_cache).expanduser() / info.name / f"v{info.version}"
     if not (root / ".complete").is_file() or json.loads((root / ".complete").read_text()) != info.digest:
         _materialize(info, root, tracking_uri)
@@ -460,26 +563,19 @@ def _materialize(info: VersionInfo, root: Path, tracking_uri: str | None) -> Non
     try:
         blobs = staging / ".blobs"
         verified: set[str] = set()
-        kinds = ("image", "label", "mask")
-        for run_id in sorted({e[f"{k}_run"] for e in info.manifest["images"] for k in kinds if f"{k}_run" in e}):
+        files = list(_stored_files(info.manifest, staging))
+        for run_id in sorted({entry[f"{kind}_run"] for entry, kind, _, _ in files}):
             client.download_artifacts(run_id, "objects", str(blobs / run_id))
-        for entry in info.manifest["images"]:
-            below = Path(entry["below"])
-            for kind, target in (
-                ("image", staging / "images" / entry["split"] / below),
-                ("label", (staging / "labels" / entry["split"] / below).with_suffix(".txt")),
-                ("mask", (staging / "masks" / entry["split"] / below).with_suffix(".png")),
-            ):
-                if f"{kind}_sha256" not in entry:
-                    continue
-                sha = entry[f"{kind}_sha256"]
-                blob = blobs / entry[f"{kind}_run"] / "objects" / sha[:2] / sha
-                if sha not in verified:
-                    if not blob.is_file() or sha256_file(blob) != sha:
-                        raise DatasetError(f"{info.ref}: {entry['path']} ({kind}) is missing or corrupt in the store")
-                    verified.add(sha)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(blob, target)  # not a move: identical files (empty labels) share one blob
+        for entry, kind, _, below in files:
+            sha = entry[f"{kind}_sha256"]
+            blob = blobs / entry[f"{kind}_run"] / "objects" / sha[:2] / sha
+            if sha not in verified:
+                if not blob.is_file() or sha256_file(blob) != sha:
+                    raise DatasetError(f"{info.ref}: {entry['path']} ({kind}) is missing or corrupt in the store")
+                verified.add(sha)
+            target = staging / below
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(blob, target)  # not a move: identical files (empty labels) share one blob
         shutil.rmtree(blobs)
         _write_yaml(info, staging, root)
         (staging / MANIFEST).write_text(json.dumps(info.manifest, indent=1))
@@ -496,20 +592,25 @@ def _write_yaml(info: VersionInfo, staging: Path, root: Path) -> None:
     import yaml
 
     data: dict[str, Any] = {"path": str(root.resolve())}
+    block = {"version": info.ref, "digest": info.digest, "run_id": info.run_id}
+    if info.kind != "images":  # no splits or names: the block alone names the version for log_dataset_version
+        data["kiln_dataset"] = block | {"kind": info.kind}
+        (staging / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        return
     for split in SPLITS:
         if (staging / "images" / split).is_dir():
             data[split] = f"images/{split}"
     if "val" not in data:
         data["val"] = data["train"]  # ultralytics needs a val split; a one-split version validates on train
     data["names"] = dict(enumerate(info.manifest["names"]))
-    data["kiln_dataset"] = {"version": info.ref, "digest": info.digest, "run_id": info.run_id}
+    data["kiln_dataset"] = block
     (staging / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
 def log_dataset_input(uri: str, tracking_uri: str | None = None, context: str = "training") -> VersionInfo:
     """Record `dataset:NAME@vN` on the active MLflow run (its Datasets panel) with the exact version and digest."""
     info = get_version(uri, tracking_uri)
-    _log_input(info.ref, info.digest, info.run_id, len(info.manifest["images"]), context)
+    _log_input(info.ref, info.digest, info.run_id, _size(info.manifest), context)
     return info
 
 
@@ -528,18 +629,23 @@ def log_dataset_version(data_yaml: str | Path | None, context: str = "training")
     if not isinstance(block, dict):
         return None
     manifest = Path(data_yaml).parent / MANIFEST
-    images = len(json.loads(manifest.read_text())["images"]) if manifest.is_file() else 0
-    _log_input(str(block["version"]), str(block["digest"]), str(block["run_id"]), images, context)
+    size = _size(json.loads(manifest.read_text())) if manifest.is_file() else ("images", 0)
+    _log_input(str(block["version"]), str(block["digest"]), str(block["run_id"]), size, context)
     return str(block["version"])
 
 
-def _log_input(ref: str, digest: str, run_id: str, images: int, context: str) -> None:
+def _size(manifest: dict[str, Any]) -> tuple[str, int]:
+    """("images", count) or, for an arrays version, ("samples", count)."""
+    return ("samples", int(manifest["samples"])) if "files" in manifest else ("images", len(manifest["images"]))
+
+
+def _log_input(ref: str, digest: str, run_id: str, size: tuple[str, int], context: str) -> None:
     import mlflow
     from mlflow.data.meta_dataset import MetaDataset
 
     source = _dataset_source_class()(uri=f"dataset:{ref}", run_id=run_id)
     dataset = MetaDataset(source=source, name=ref, digest=digest[:32])  # type: ignore[abstract]
-    tags = {vocab.DATASET: ref, vocab.DATASET_RUN_ID: run_id, "images": str(images)}
+    tags = {vocab.DATASET: ref, vocab.DATASET_RUN_ID: run_id, size[0]: str(size[1])}
     mlflow.log_input(dataset, context=context, tags=tags)
     mlflow.set_tags({vocab.DATASET: ref, vocab.DATASET_RUN_ID: run_id})
 
@@ -559,7 +665,7 @@ def _dataset_source_class() -> type:
             return "kiln_dataset"
 
         def load(self) -> str:
-            return str(resolve_dataset_uri(self.uri))
+            return str(resolve_dataset_uri(self.uri, kind=None))
 
         @staticmethod
         def _can_resolve(raw_source: Any) -> bool:
