@@ -1,7 +1,7 @@
 """`kiln tune`, `kiln cv` and `kiln advise`: experiments over any registered family from the command line.
 
     kiln advise 3f2a... --json
-    kiln tune skinmodel --space space.yaml --trials 20 --pruner median
+    kiln tune skinmodel --space space.yaml --trials 20 --pruner forecast
     kiln cv skinmodel --folds 5
 
 Each command reads the tracking store from MLFLOW_TRACKING_URI (or --tracking-uri). Errors are one line
@@ -49,7 +49,13 @@ def advise_command(run_id: str, as_json: bool, no_log: bool, no_compare: bool, t
 @click.option("--trials", type=int, default=20, show_default=True, help="Trials to run (added to a resumed study).")
 @click.option("--metric", help="Objective [default: the family's ranking metric, e.g. best_val_iou].")
 @click.option("--mode", type=click.Choice(["max", "min"]), help="Objective direction [default: the family's].")
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True)
+@click.option(
+    "--pruner",
+    type=click.Choice(["forecast", "median", "hyperband", "none"]),
+    default="forecast",
+    show_default=True,
+    help="forecast: prune only a trial that cannot reach the best (docs/decisions.md).",
+)
 @click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
 @click.option("--seed", type=int, help="Sampler seed, for a repeatable sequence of trials.")
 @click.option("--timeout", type=float, help="Stop starting trials after this many seconds.")

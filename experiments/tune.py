@@ -1,6 +1,6 @@
 """`kiln tune`: hyperparameter search over any registered family with Optuna, tracked as MLflow parent/child runs.
 
-    kiln tune skinmodel --space space.yaml --trials 20 --pruner median
+    kiln tune skinmodel --space space.yaml --trials 20 --pruner forecast
     kiln tune edgnet --space edg.yaml --trials 40 --study edg-lr --storage sqlite:///optuna.db --workers 2
     mlflow run . -e tune --env-manager local -P target=skinmodel -P space=space.yaml -P trials=20
 
@@ -53,7 +53,11 @@ from experiments.runs import (
 )
 from experiments.space import Space, load_space
 
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("forecast", "median", "hyperband", "none")
+# Optuna trial user attribute: the epoch-to-epoch noise of a complete trial's raw objective (the `forecast` pruner's
+# margin). Kept here, not in core/vocab.py, only because that file had another session's uncommitted edits (move it).
+NOISE_ATTR = "kiln.curve_noise"
+NOISE_SIGMAS = 3.0  # the forecast pruner's margin, in noise standard deviations
 SAMPLERS = ("tpe", "random")
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
 READY_SECONDS = 120.0  # the longest the first process waits for spawned workers to open the study
@@ -108,21 +112,85 @@ def default_storage() -> str:
     return f"sqlite:///{home / 'optuna.db'}"
 
 
+def curve_noise(values: list[float]) -> float | None:
+    """The epoch-to-epoch noise (a standard deviation) of a trial's raw per-epoch objective, from its second half:
+    second differences remove a locally linear trend and have sd sqrt(6) sigma under independent noise; their median
+    absolute value (/ 0.6745) resists a jump such as a learning-rate drop. None under 3 values."""
+    tail = values[len(values) // 2 :]
+    diffs = sorted(abs(tail[i + 2] - 2 * tail[i + 1] + tail[i]) for i in range(len(tail) - 2))
+    if not diffs:
+        return None
+    return statistics.median(diffs) / 0.6745 / math.sqrt(6)
+
+
+class ForecastPruner:
+    """Prunes a trial only when even an optimistic forecast of its end cannot reach the best complete trial.
+
+    After half the budget (and `startup` complete trials), the trial's running best is extended to the last step at
+    the slope of its last fifth of the budget (at least 2 steps): on a saturating curve that slope only falls, so
+    the straight line is an upper bound. The trial is pruned when that forecast, plus NOISE_SIGMAS times the median
+    noise of the complete trials (`curve_noise`, their NOISE_ATTR), stays below the best complete trial's value:
+    the incumbent's running best is itself inflated by its noisiest epoch. A study whose complete trials carry no
+    noise estimate (the SageMaker backend records none) prunes nothing. Direction-aware."""
+
+    def __init__(self, budget: int, startup: int) -> None:
+        self.budget, self.startup = budget, startup  # budget 0: the longest complete trial's
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        from optuna.study import StudyDirection
+        from optuna.trial import TrialState
+
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+        step = trial.last_step
+        if len(done) < self.startup or step is None:
+            return False
+        budget = self.budget or max(int(t.last_step or 0) for t in done)
+        window = max(2, budget // 5)
+        if step < max(window, budget // 2):
+            return False
+        noises = [float(t.user_attrs[NOISE_ATTR]) for t in done if t.user_attrs.get(NOISE_ATTR) is not None]
+        if not noises:
+            return False
+        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+        seen = {int(s): sign * float(v) for s, v in trial.intermediate_values.items() if math.isfinite(v)}
+        past = [v for s, v in seen.items() if s <= step - window]
+        if not seen or not past:
+            return False
+        now = max(seen.values())
+        forecast = now + (now - max(past)) / window * max(0, budget - step)
+        bar = max(sign * float(t.value) for t in done)
+        return bool(forecast + NOISE_SIGMAS * statistics.median(noises) < bar)
+
+
 def make_pruner(name: str, trials: int, budget: int = 0) -> Any:
     """Optuna's pruner; `budget` is the epochs (boosting rounds) of a trial, 0 when unknown."""
     import optuna
 
+    startup = min(5, max(2, trials // 5))
+    if name == "forecast":
+        # the default: never pruned the best config in docs/decisions.md's 300-search bench (both seeds)
+        return _as_optuna_pruner(ForecastPruner(budget, startup))
     if name == "median":
         # A few complete trials before judging, and nothing judged in a trial's first half: under kiln's warmup-cosine
         # schedule a fast learning rate often starts lower and overtakes once the rate decays (docs/experiments.md:
         # a warm-up of 1 or of a third of the epochs pruned the best config of a 20-trial edgnet search).
         warmup = max(1, budget // 2)
-        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(2, trials // 5)), n_warmup_steps=warmup)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ConfigError(f"--pruner {name!r} is not one of {list(PRUNERS)}")
+
+
+def _as_optuna_pruner(rule: ForecastPruner) -> Any:
+    import optuna
+
+    class _Pruner(optuna.pruners.BasePruner):
+        def prune(self, study: Any, trial: Any) -> bool:
+            return rule.prune(study, trial)
+
+    return _Pruner()
 
 
 def make_sampler(name: str, seed: int | None) -> Any:
@@ -164,6 +232,7 @@ class TrialReporter:
         self.best: float | None = None
         self.pruned_at: int | None = None
         self.reported = 0
+        self.raw: list[float] = []  # the objective's per-epoch values, for `curve_noise`
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         from projects.common.callbacks import StopTraining
@@ -172,6 +241,7 @@ class TrialReporter:
         if key is None or not math.isfinite(metrics[key]):
             return
         value = metrics[key]
+        self.raw.append(value)
         if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
             self.best = value
         self.trial.report(self.best, step)
@@ -223,6 +293,7 @@ def objective(spec: TuneSpec, client: MlflowClient) -> Any:
             client.set_tag(child, vocab.ERROR, error.message)
             raise error
         client.set_tag(child, vocab.TUNE_STATE, "complete")
+        trial.set_user_attr(NOISE_ATTR, curve_noise(reporter.raw))  # the forecast pruner's margin
         client.set_tag(child, vocab.TUNE_VALUE, repr(float(value)))
         return float(value)
 
@@ -319,7 +390,7 @@ def tune(
     *,
     metric: str | None = None,
     mode: str | None = None,
-    pruner: str = "median",
+    pruner: str = "forecast",
     sampler: str = "tpe",
     seed: int | None = None,
     study: str | None = None,
@@ -574,7 +645,7 @@ def _note(spec: TuneSpec, complete: list[Any], best: Any, counts: Mapping[str, i
 @click.option("--trials", default="20", help="Trials to run.")
 @click.option("--metric", default="", help="Objective ('' = the family's ranking metric).")
 @click.option("--mode", default="", help="max or min ('' = the family's).")
-@click.option("--pruner", default="median", help="median, hyperband or none.")
+@click.option("--pruner", default="forecast", help="forecast (default), median, hyperband or none.")
 @click.option("--sampler", default="tpe", help="tpe or random.")
 @click.option("--seed", default="", help="Sampler seed ('' = random).")
 @click.option("--timeout", default="", help="Seconds after which no new trial starts ('' = none).")
