@@ -32,12 +32,14 @@ def test_advise_rows_cover_every_kind_and_the_hard_rules() -> None:
 
 def test_pruning_default_never_loses_the_best_config() -> None:
     """kiln tune's default (forecast) keeps the best config in every seeded search and still saves epochs; the full
-    300 searches on seeds 0 and 1 lose it 0 times too (docs/decisions.md). The median pruner is reported, not held."""
-    rows = decisions_training.pruning(quick=True, seed=0)
+    300 searches on seeds 0 and 1 lose it 0 times too (docs/decisions.md). Seed 4's 25 searches are hard ones: the
+    median pruner, kiln's old default, loses the best config in 2 of them."""
+    rows = decisions_training.pruning(quick=True, seed=4)
     assert_targets_met(rows)
     forecast = next(r for r in rows if r.measure == "best config pruned, forecast pruner")
     assert forecast.target == "<= 0" and forecast.misses == 0, "kiln tune's default pruned the best config"
     assert forecast.detail["epochs_saved_share"] > 0.2
+    assert next(r for r in rows if r.measure == "best config pruned, median pruner").misses >= 1
     names = {r.measure.rsplit(", ", 1)[1] for r in rows}
     assert names == {"forecast pruner", "median pruner", "median-late pruner", "hyperband pruner"}
 
