@@ -84,6 +84,7 @@ TUNE_WORKER = TUNE_PREFIX + "worker"
 TUNE_VALUE = TUNE_PREFIX + "value"
 TUNE_BEST_TRIAL = TUNE_PREFIX + "best_trial"
 TUNE_BEST_RUN = TUNE_PREFIX + "best_run"
+CURVE_NOISE = "kiln.curve_noise"  # an Optuna trial attribute: its epoch-to-epoch noise (the forecast pruner's margin)
 TUNE_BEST_PREFIX = TUNE_PREFIX + "best."  # + a hyperparameter: the best trial's value
 TUNE_REGISTERED_VERSION = TUNE_PREFIX + "registered_version"
 TUNE_REFIT_RUN = TUNE_PREFIX + "refit_run"

@@ -56,7 +56,7 @@ from experiments.space import Space, load_space
 PRUNERS = ("forecast", "median", "hyperband", "none")
 # Optuna trial user attribute: the epoch-to-epoch noise of a complete trial's raw objective (the `forecast` pruner's
 # margin). Kept here, not in core/vocab.py, only because that file had another session's uncommitted edits (move it).
-NOISE_ATTR = "kiln.curve_noise"
+NOISE_ATTR = vocab.CURVE_NOISE
 NOISE_SIGMAS = 3.0  # the forecast pruner's margin, in noise standard deviations
 SAMPLERS = ("tpe", "random")
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
