@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,8 +43,15 @@ from jobs.runs import JOB_ID_TAG
 from jobs.settings import Settings
 from jobs.store import RUNNING, STATUSES
 from jobs.views import JobViews, iso, latest_preview
+from registry.names import EXPERIMENT_PATTERN
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Declared in the OpenAPI document as the handlers check them: `status` of the job list is a comma-separated list
+# of job statuses, blanks around and between ignored (_statuses gives the 422 naming the field); a run id is one
+# MLflow accepts (ASCII here).
+_ONE_STATUS = "(?:" + "|".join(STATUSES) + ")"
+STATUS_LIST = f"^(?: *{_ONE_STATUS}? *,)* *{_ONE_STATUS}? *$"
+RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,255}$"
 SSE_POLL_SECONDS = 0.25  # how often a log stream looks for new lines
 MAX_LOG_OFFSET = 2**53  # ?offset= above this is no byte offset of any log (and would overflow a file seek)
 SSE_KEEPALIVE_SECONDS = 15.0  # a comment line this often keeps proxies from closing an idle stream
@@ -54,7 +62,10 @@ class StartRequest(BaseModel):
 
     entry_point: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
-    experiment_name: str | None = None  # None: KILN_JOBS_EXPERIMENT, else MLflow's default experiment
+    # None: KILN_JOBS_EXPERIMENT, else MLflow's default experiment. registry/names.py's pattern, checked here too, so
+    # that estimate (which ignores the name) refuses what the document refuses; registry.names also refuses a trailing
+    # space, which no portable pattern says.
+    experiment_name: Annotated[str, Field(pattern=f"^{EXPERIMENT_PATTERN}$")] | None = None
 
 
 def require_token(request: Request) -> None:
@@ -160,7 +171,9 @@ def training_router() -> APIRouter:
 
     @router.get("/training/list")
     def list_jobs(
-        request: Request, status: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+        request: Request,
+        status: Annotated[str | None, Query(json_schema_extra={"pattern": STATUS_LIST})] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> dict[str, Any]:
         wanted = _statuses(status)
         jobs = request.app.state.runner.store.list_jobs(wanted, limit=limit)
@@ -291,7 +304,9 @@ def runs_router() -> APIRouter:
         return {"runs": [_run_json(r, experiments, request.app.state.views) for r in found]}
 
     @router.get("/runs/{run_id}/metrics")
-    def run_metrics(run_id: str, request: Request, system: bool = False) -> dict[str, Any]:
+    def run_metrics(
+        run_id: Annotated[str, PathParam(pattern=RUN_ID)], request: Request, system: bool = False
+    ) -> dict[str, Any]:
         curves = request.app.state.runner.reader.curves(run_id, include_system=system)
         return {"run_id": run_id, "metrics": {k: c.as_json() for k, c in curves.items()}}
 

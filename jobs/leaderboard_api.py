@@ -23,6 +23,9 @@ from efficiency import leaderboard
 from jobs import errors
 
 MAX_TEXT = 200  # longest metric name or model glob accepted
+# Declared in the OpenAPI document as _task and _budget check them (they give the 422s, naming the field).
+TASK = "^ *(?:" + "|".join(TASKS) + ")? *$"  # one of core.contract's tasks, or blank for all
+POSITIVE: dict[str, Any] = {"exclusiveMinimum": 0}
 
 
 def _budget(value: float | None, field: str) -> float | None:
@@ -66,11 +69,11 @@ def leaderboard_router() -> APIRouter:
     @router.get("/leaderboard")
     def get_leaderboard(
         request: Request,
-        task: str | None = None,
+        task: Annotated[str | None, Query(json_schema_extra={"pattern": TASK})] = None,
         metric: Annotated[str | None, Query(max_length=MAX_TEXT)] = None,
         name: Annotated[str | None, Query(max_length=MAX_TEXT)] = None,
-        max_params: float | None = None,
-        max_latency_ms: float | None = None,
+        max_params: Annotated[float | None, Query(json_schema_extra=POSITIVE)] = None,
+        max_latency_ms: Annotated[float | None, Query(json_schema_extra=POSITIVE)] = None,
     ) -> dict[str, Any]:
         """Registered versions on the Pareto frontier of metric, parameters and p50 latency; best under budget."""
         client = MlflowClient(request.app.state.settings.tracking_uri)

@@ -13,43 +13,64 @@ parse the body and return what the registry returns.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote as quote_path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from mlflow import MlflowClient
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from registry.canary import NoCanaryError, end_canary, read_canary, start_canary
 from registry.lookup import get_model, run_metrics
 from registry.models import key_metrics, list_models
+from registry.names import NAME_PATTERN
 from registry.promotion import DEFAULT_ALIAS, finish_canary, history, promote, rollback
 
 MAX_VERSIONS = 30  # newest versions listed per model, for the promote menu
 MAX_EVENTS = 10  # newest history events shown per model
 
 
+# What the registry checks that a JSON schema can say, declared in the OpenAPI document (so a client, or a fuzzer
+# keeping to the document, knows it) while registry/ stays the one place that enforces it, with its own 400 naming
+# the value: the alias and model name rule of registry/names.py, a version as registry.lookup.parse_version reads
+# it (1, "3" or "v3"), a run id MLflow accepts, and the significance level registry.significance.check_alpha
+# takes. MLflow's reserved words (`latest`, `v<N>`) for an alias are not in the pattern (a JSON schema pattern
+# cannot say "not these" portably); registry.names refuses them with a 400.
+def _documented(schema: dict[str, Any]) -> WithJsonSchema:
+    return WithJsonSchema({"anyOf": [schema, {"type": "null"}]})
+
+
+NAME = {"type": "string", "pattern": f"^{NAME_PATTERN}$"}
+Alias = Annotated[str, WithJsonSchema(NAME)]
+ModelName = Annotated[str, Path(json_schema_extra={"pattern": f"^{NAME_PATTERN}$"})]
+Version = Annotated[int | str | None, _documented({"anyOf": [
+    {"type": "integer", "minimum": 1}, {"type": "string", "pattern": "^v?[0-9]*[1-9][0-9]*$"}]})]  # fmt: skip
+RunId = Annotated[str | None, _documented({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,255}$"})]
+Significance = Annotated[float | None, _documented({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0.5})]
+Mode = Literal["max", "min"] | None
+
+
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | str | None = None  # the candidate, by number ...
-    run_id: str | None = None  # ... or by the run that registered it
-    alias: str = DEFAULT_ALIAS
+    version: Version = None  # the candidate, by number ...
+    run_id: RunId = None  # ... or by the run that registered it
+    alias: Alias = DEFAULT_ALIAS
     metric: str | None = None  # None: the model's kiln.metric tag
-    mode: str | None = None  # "max" or "min"; None: the tag, else inferred from the metric name
+    mode: Mode = None  # None: the tag, else inferred from the metric name
     min_value: float | None = None
     max_value: float | None = None
     force: StrictBool = False  # JSON true/false only: pydantic's lax mode would read 0 and "no" as false
     reason: str = ""
     by: str | None = Field(default=None, max_length=200)  # recorded as promoted_by; None: KILN_USER or login
-    significance: float | None = None  # e.g. 0.05: refuse an improvement within the folds'/seeds' noise
+    significance: Significance = None  # e.g. 0.05: refuse an improvement within the folds'/seeds' noise
 
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    alias: str = DEFAULT_ALIAS
-    to_version: int | str | None = None  # None: the version that held the alias before the current one
+    alias: Alias = DEFAULT_ALIAS
+    to_version: Version = None  # None: the version that held the alias before the current one
     reason: str = ""
     by: str | None = Field(default=None, max_length=200)
 
@@ -59,9 +80,9 @@ class CanaryRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int | str | None = None
+    version: Version = None
     percent: float = Field(gt=0, lt=100)
-    alias: str = DEFAULT_ALIAS
+    alias: Alias = DEFAULT_ALIAS
     guards: dict[str, float] = Field(default_factory=dict)  # GuardRails fields to change (registry.canary.merge_guards)
     reason: str = ""
     by: str | None = Field(default=None, max_length=200)
@@ -71,7 +92,7 @@ class FinishCanaryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: str | None = None
-    mode: str | None = None
+    mode: Mode = None
     min_value: float | None = None
     max_value: float | None = None
     force: StrictBool = False
@@ -139,40 +160,40 @@ def models_router() -> APIRouter:
         return {"models": [_model_json(client, m, _ui(request)) for m in list_models(client=client)]}
 
     @router.get("/{name}")
-    def model(name: str, request: Request) -> dict[str, Any]:
+    def model(name: ModelName, request: Request) -> dict[str, Any]:
         client = _client(request)
         get_model(client, name)  # 404 naming the registered models when unknown
         summary = next(m for m in list_models(client=client) if m.name == name)
         return _model_json(client, summary, _ui(request))
 
     @router.post("/{name}/promote")
-    def promote_version(name: str, body: PromoteRequest, request: Request) -> dict[str, Any]:
+    def promote_version(name: ModelName, body: PromoteRequest, request: Request) -> dict[str, Any]:
         return _result_json(promote(name, **body.model_dump(), client=_client(request)))
 
     @router.get("/{name}/canary")
-    def canary(name: str, request: Request) -> dict[str, Any]:
+    def canary(name: ModelName, request: Request) -> dict[str, Any]:
         spec = read_canary(_client(request), name)
         return {"running": False} if spec is None else {"running": True, **spec.to_json()}
 
     @router.post("/{name}/canary")
-    def start_or_step_canary(name: str, body: CanaryRequest, request: Request) -> dict[str, Any]:
+    def start_or_step_canary(name: ModelName, body: CanaryRequest, request: Request) -> dict[str, Any]:
         spec = start_canary(name, version=body.version, percent=body.percent, alias=body.alias, guards=body.guards,
                             reason=body.reason, by=body.by, client=_client(request))  # fmt: skip
         return {"running": True, **spec.to_json()}
 
     @router.post("/{name}/canary/finish")
-    def finish(name: str, body: FinishCanaryRequest, request: Request) -> dict[str, Any]:
+    def finish(name: ModelName, body: FinishCanaryRequest, request: Request) -> dict[str, Any]:
         return _result_json(finish_canary(name, **body.model_dump(), client=_client(request)))
 
     @router.delete("/{name}/canary")
-    def end(name: str, request: Request, reason: str = "ended from the jobs API") -> dict[str, Any]:
+    def end(name: ModelName, request: Request, reason: str = "ended from the jobs API") -> dict[str, Any]:
         event = end_canary(name, outcome="rollback", reason=reason, client=_client(request))
         if event is None:
             raise NoCanaryError(f"no canary is running on {name}")
         return event.to_json()
 
     @router.post("/{name}/rollback")
-    def rollback_alias(name: str, body: RollbackRequest, request: Request) -> dict[str, Any]:
+    def rollback_alias(name: ModelName, body: RollbackRequest, request: Request) -> dict[str, Any]:
         result = rollback(name, **body.model_dump(), client=_client(request))
         return _result_json(result)
 
