@@ -30,6 +30,7 @@ from pathlib import Path
 import onnx
 
 from core.errors import SettingsError
+from core.scripts import script_args
 from core.settings import read_env
 
 WHEN = ("after", "inline", "off")
@@ -87,9 +88,8 @@ def footprint_later(proto: onnx.ModelProto, run_id: str) -> subprocess.Popen[byt
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 2:
-        sys.exit("usage: python -m projects.common.footprint_job RUN_ID MODEL.onnx")
-    run_id, path = argv
+    usage = "python -m projects.common.footprint_job RUN_ID MODEL.onnx"
+    run_id, path = script_args(argv, usage, __doc__, count=range(2, 3))
     try:
         seconds = measure_and_log(path, run_id)
         print(f"footprint of run {run_id} measured in {seconds:.2f} s", flush=True)
