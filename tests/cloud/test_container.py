@@ -71,7 +71,11 @@ def container(root: Path, env: dict[str, str], *args: str) -> subprocess.Popen[s
 
 
 def steps(client: mlflow.MlflowClient, run_id: str) -> list[int]:
-    return sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
+    """The epochs logged, each once per logging call: MLflow's client retries a request whose answer timed out
+    (seen under heavy load), and the retry stores the same metric again with the same timestamp; an epoch that
+    ran twice logs it from two calls, with two timestamps."""
+    calls = {(m.step, m.timestamp) for m in client.get_metric_history(run_id, "train_loss")}
+    return sorted(step for step, _ in calls)
 
 
 def uploads_started(marker: Path) -> int:
