@@ -11,6 +11,7 @@ for `serve`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 import boto3
 import httpx
 import mlflow
+import psutil
 import pytest
 from conftest import REPO, Team
 
@@ -70,12 +72,18 @@ def container(root: Path, env: dict[str, str], *args: str) -> subprocess.Popen[s
     )
 
 
+def reclaim(proc: subprocess.Popen[str]) -> None:
+    """A spot reclaim: SIGKILL to every process of the container. The entry point runs in a session of its own
+    (so that SageMaker's SIGTERM can be forwarded to all of it), so killing the container's process group alone
+    would leave the training running as an orphan, still uploading and logging into the run."""
+    family = [proc.pid, *(child.pid for child in psutil.Process(proc.pid).children(recursive=True))]
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def steps(client: mlflow.MlflowClient, run_id: str) -> list[int]:
-    """The epochs logged, each once per logging call: MLflow's client retries a request whose answer timed out
-    (seen under heavy load), and the retry stores the same metric again with the same timestamp; an epoch that
-    ran twice logs it from two calls, with two timestamps."""
-    calls = {(m.step, m.timestamp) for m in client.get_metric_history(run_id, "train_loss")}
-    return sorted(step for step, _ in calls)
+    return sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
 
 
 def uploads_started(marker: Path) -> int:
@@ -124,7 +132,7 @@ def test_spot_restart_resumes_in_the_same_run_then_serves(
         time.sleep(0.01)
     time.sleep(0.5)  # a few 32 KiB reads into the upload
     in_flight = uploads_started(marker)
-    os.killpg(first.pid, signal.SIGKILL)
+    reclaim(first)
     first.wait(timeout=30)
     assert in_flight == 2, f"{in_flight} uploads had started: the kill did not land in the second one"
     assert checkpoint_epoch(run_id) == 1, "the resume point is not the last complete checkpoint"
