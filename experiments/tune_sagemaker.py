@@ -195,6 +195,16 @@ class SageMakerTrials:
         print(f"[tune] trial {t.number} pruned at step {t.reported}", flush=True)
         return True
 
+    def _record_noise(self, spec: Any, study: Any, client: MlflowClient, t: Live) -> None:
+        """The trial's epoch-to-epoch noise from its logged curve, as a local trial records it: the forecast pruner's
+        margin (without it, that pruner prunes nothing)."""
+        from experiments.tune import NOISE_ATTR, curve_noise
+
+        raw = [value for _, value in _history(client, t.run_id, spec.step_keys) if math.isfinite(value)]
+        noise = curve_noise(raw)
+        if noise is not None:
+            _trial(study, t.number).set_user_attr(NOISE_ATTR, noise)
+
     def _complete(self, spec: Any, study: Any, client: MlflowClient, t: Live) -> bool:
         value = client.get_run(t.run_id).data.metrics.get(spec.metric)
         if value is None or not math.isfinite(value):
@@ -203,6 +213,7 @@ class SageMakerTrials:
             return True
         client.set_tag(t.run_id, vocab.TUNE_VALUE, repr(float(value)))
         _end(client, t.run_id, "complete")
+        self._record_noise(spec, study, client, t)
         study.tell(t.number, float(value))
         print(f"[tune] trial {t.number} complete {value:.6g}", flush=True)
         return True

@@ -129,8 +129,8 @@ def driver(team: Team, tmp_path: Path, storage: str, study: str, *extra: str) ->
     space.write_text(SPACE)
     argv = [sys.executable, "-m", "kiln", "tune", "edgnet", "--space", str(space), "--trials", "6", "--parallel",
             "2", "--backend", "sagemaker", "--backend-config", str(sm_config(team, tmp_path)), "--storage", storage,
-            "--study", study, "--sampler", "random", "--seed", "3", "--set", f"epochs={EPOCHS}", "--set",
-            "model_name=sm_tuned", "--experiment", study, *extra]  # fmt: skip
+            "--study", study, "--sampler", "random", "--pruner", "median", "--seed", "3", "--set",
+            f"epochs={EPOCHS}", "--set", "model_name=sm_tuned", "--experiment", study, *extra]  # fmt: skip
     env = team.aws_env(KILN_SAGEMAKER_POLL_SECONDS="0.2")
     return subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
