@@ -131,7 +131,7 @@ class ForecastPruner:
     the straight line is an upper bound. The trial is pruned when that forecast, plus NOISE_SIGMAS times the median
     noise of the complete trials (`curve_noise`, their NOISE_ATTR), stays below the best complete trial's value:
     the incumbent's running best is itself inflated by its noisiest epoch. A study whose complete trials carry no
-    noise estimate (the SageMaker backend records none) prunes nothing. Direction-aware."""
+    noise estimate prunes nothing (both backends record it when a trial completes). Direction-aware."""
 
     def __init__(self, budget: int, startup: int) -> None:
         self.budget, self.startup = budget, startup  # budget 0: the longest complete trial's
