@@ -1,18 +1,19 @@
 """What `kiln tune` costs and saves: a trial against the same training alone, and pruning against no pruning.
 
     python bench/tune_bench.py overhead --repeats 3 --epochs 4 --img-size 64
-    python bench/tune_bench.py pruning --trials 20 --epochs 8 --img-size 32
+    python bench/tune_bench.py pruning --trials 20 --epochs 16 --img-size 32 --pruners forecast,median,none
 
 `overhead` alternates one plain tracked edgnet training (its own run, no export) with one Optuna trial of the same
 config (a nested child run, an epoch listener reporting to Optuna, the study's storage writes), and prints the
 median time of each and their ratio on both clocks (wall, and process CPU time of all threads).
 
-`pruning` runs the same 20-trial edgnet search twice, with Optuna's RandomSampler on one seed so both studies draw
-the same 20 configs: once with the median pruner, once with none. It prints each study's wall and CPU time, its
-trial states and its best value; the best values agree whenever the pruner spared the best config. It also splits
-each study's CPU into the epochs (the trainer's `_run_epoch`, timed by wrapping it) and everything else, per trial:
-what a trial costs beyond its training. A one-trial, one-epoch study runs first, untimed, so that neither timed
-study pays the imports.
+`pruning` runs the same 20-trial edgnet search once per pruner (`--pruners`: kiln's default forecast pruner, the
+median pruner, none), with Optuna's RandomSampler on one seed so every study draws the same 20 configs. It prints
+each study's wall and CPU time, its trial states and its best value; the best values agree whenever the pruner
+spared the best config. It also splits each study's CPU into the epochs (the trainer's `_run_epoch`, timed by
+wrapping it) and everything else, per trial: what a trial costs beyond its training; then each pruner's saving of
+CPU, wall time and epochs against the last study (none). A one-trial, one-epoch study runs first, untimed, so that
+no timed study pays the imports.
 """
 
 from __future__ import annotations
@@ -119,8 +120,14 @@ def overhead(repeats: int, epochs: int, img_size: int, images: int) -> None:
 @click.option("--img-size", default=32, show_default=True)
 @click.option("--images", default=24, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def pruning(trials: int, epochs: int, img_size: int, images: int, seed: int) -> None:
-    """The same random search with and without the median pruner."""
+@click.option(
+    "--pruners",
+    default="forecast,median,none",
+    show_default=True,
+    help="studies to run, comma-separated; the last is the baseline the savings are measured against",
+)
+def pruning(trials: int, epochs: int, img_size: int, images: int, seed: int, pruners: str) -> None:
+    """The same random search under each pruner (the default forecast, the median, none)."""
     from experiments.tune import tune
     from projects.common.trainer import Trainer
 
@@ -145,7 +152,11 @@ def pruning(trials: int, epochs: int, img_size: int, images: int, seed: int) -> 
     print(f"edgnet @ {img_size}px, {images} images, {epochs} epochs, {trials} trials, RandomSampler(seed={seed})")
     tune("edgnet", str(space), 1, pruner="none", sampler="random", seed=seed, study="warm-up",
          sets={**sets, "epochs": "1"}, register_best=False)  # fmt: skip
-    for pruner in ("median", "none"):
+    names = [p.strip() for p in pruners.split(",") if p.strip()]
+    if not names:
+        raise click.BadParameter("name at least one pruner", param_hint="--pruners")
+    studies: dict[str, tuple[float, float, float, float | None]] = {}
+    for pruner in names:
         before = dict(epochs_cpu)
         start = _now()
         result = tune("edgnet", str(space), trials, pruner=pruner, sampler="random", seed=seed, study=f"b-{pruner}",
@@ -156,6 +167,14 @@ def pruning(trials: int, epochs: int, img_size: int, images: int, seed: int) -> 
               f"{result.best_value:.4f} (trial {result.best_trial}, {result.best_params})")  # fmt: skip
         print(f"{'':>6}  {n} epochs, CPU {in_epochs:.1f}s in epochs ({1000 * in_epochs / max(n, 1):.0f} ms each), "
               f"{cpu - in_epochs:.1f}s outside = {(cpu - in_epochs) / trials:.2f}s per trial")  # fmt: skip
+        studies[pruner] = (wall, cpu, n, result.best_value)
+    base = names[-1]
+    bw, bc, bn, bv = studies[base]
+    for pruner, (wall, cpu, n, value) in studies.items():
+        if pruner != base:
+            same = "the same best" if value == bv else f"best {value} against {bv}"
+            print(f"{pruner} against {base}: CPU saved {1 - cpu / bc:.1%}, wall saved {1 - wall / bw:.1%}, "
+                  f"epochs saved {1 - n / max(bn, 1):.1%}, {same}")  # fmt: skip
 
 
 if __name__ == "__main__":
