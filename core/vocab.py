@@ -44,6 +44,7 @@ TEACHER = "kiln.teacher"  # microseg's distillation teacher
 DATASET = "kiln.dataset"  # the dataset used: a name, or a dataset:NAME@vN reference
 BASELINE = "kiln.baseline"  # the ranking metric's value for the family's trivial model
 BASELINE_KIND = "kiln.baseline_kind"  # what that trivial model is ("all-background mask")
+BASELINE_P = "kiln.baseline_p"  # one-sided p-value of "the model beats its trivial baseline" (register=auto)
 STOPPED_BY = "kiln.stopped_by"  # an epoch listener ended the run early, and why
 RESUMED_INTO = "kiln.resumed_into"  # on a launcher run: the run training resumed in
 PHASE = "kiln.phase"  # after the epochs: "exporting", then "registering" (the jobs page shows it)

@@ -6,9 +6,15 @@
 Every family tags its run with the value its ranking metric would have for a trivial model of the task
 (`kiln.baseline`: IoU 0 of an all-background mask, mAP 0 of a detector that finds nothing, the Pearson of the
 mean spectrum, AUC 0.5 of a constant score). With `register=auto` (the default) the exported model registers
-only when its ranking metric beats that baseline in the ranking's direction; `always` registers whatever the
+only when it is *significantly* better than that trivial model on the validation examples: the family hands in
+the per-example evidence (`registry.baseline.BaselineTest`: validation scores and labels for an AUC, per-row
+losses of the model and of the trivial model, per-image overlaps of the model's mask and of the best trivial
+mask), and the one-sided test must reach `REGISTER_ALPHA` (0.05), so a model that learned nothing registers
+about 5% of the time rather than half of it (bench/decisions.py measures both rates). A family without
+per-example evidence (yolo's mAP) falls back to beating the baseline's value. `always` registers whatever the
 metric, `never` only logs the model in the run. A run that does not register still ends FINISHED, with the
-tags `kiln.registered=false` and `kiln.not_registered_reason`, one console line saying why, and its ONNX model
+tags `kiln.registered=false` and `kiln.not_registered_reason` (with the test's p-value in `kiln.baseline_p`),
+one console line saying why, and its ONNX model
 logged in the run (the MLflow UI's *Register model* button, or `-P register=always`, registers it later).
 
 Bookkeeping values (the registered version, the best epoch, the ONNX check's largest difference) are tags
@@ -30,7 +36,14 @@ from core.errors import ConfigError
 from projects.common.config import REGISTER_MODES as REGISTER_MODES
 from projects.common.config import register_field as register_field
 from projects.common.tracking import kiln_tags
-from registry.baseline import BASELINE_KIND_TAG, BASELINE_TAG, at_baseline
+from registry.baseline import (
+    BASELINE_KIND_TAG,
+    BASELINE_P_TAG,
+    BASELINE_TAG,
+    REGISTER_ALPHA,
+    BaselineTest,
+    at_baseline,
+)
 
 REGISTERED_TAG = vocab.REGISTERED  # "true" or "false"
 REASON_TAG = vocab.NOT_REGISTERED_REASON
@@ -54,13 +67,23 @@ def _fmt(value: float) -> str:
 
 
 def decide(
-    mode: str, ranking: Ranking, value: float | None, baseline: float | None, baseline_kind: str = ""
+    mode: str,
+    ranking: Ranking,
+    value: float | None,
+    baseline: float | None,
+    baseline_kind: str = "",
+    evidence: BaselineTest | None = None,
+    alpha: float = REGISTER_ALPHA,
 ) -> Decision:
     """Register or not: `mode` (auto, always, never), the exported model's ranking-metric `value` and the
-    family's trivial `baseline` (None when the run has none; then auto registers)."""
+    family's trivial `baseline` (None when the run has none; then auto registers). With `evidence` (the test
+    on the validation examples) auto registers only when the model is significantly better, at `alpha`."""
     check_mode(mode)
     kind = f" ({baseline_kind})" if baseline_kind else ""
-    if value is None or baseline is None:
+    if value is not None and evidence is not None:
+        comparison = evidence.sentence(alpha)
+        beaten = evidence.beats(alpha)
+    elif value is None or baseline is None:
         comparison = f"{ranking.metric} {'missing' if value is None else _fmt(value)}; no trivial baseline known"
         if baseline is not None:
             comparison = f"{ranking.metric} was not measured; the trivial baseline is {_fmt(baseline)}{kind}"
@@ -72,7 +95,8 @@ def decide(
         return Decision(False, "register=never", comparison)
     if mode == "always":
         return Decision(True, "", comparison)
-    beaten = baseline is None or (value is not None and not at_baseline(value, baseline, ranking.mode))
+    if value is None or evidence is None:
+        beaten = baseline is None or (value is not None and not at_baseline(value, baseline, ranking.mode))
     return Decision(True, "", comparison) if beaten else Decision(False, comparison, comparison)
 
 
@@ -89,12 +113,14 @@ def run_baseline() -> tuple[float | None, str]:
     return baseline, tags.get(BASELINE_KIND_TAG, "")
 
 
-def decide_for_run(mode: str, ranking: Ranking, final: Mapping[str, float]) -> Decision:
-    """`decide` with the value from `final` and the baseline the active run is tagged with."""
+def decide_for_run(
+    mode: str, ranking: Ranking, final: Mapping[str, float], evidence: BaselineTest | None = None
+) -> Decision:
+    """`decide` with the value from `final`, the baseline the active run is tagged with and the family's test."""
     baseline, kind = run_baseline()
     value = final.get(ranking.metric)
     value = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-    return decide(mode, ranking, value, baseline, kind)
+    return decide(mode, ranking, value, baseline, kind, evidence)
 
 
 def bookkeeping(**values: Any) -> None:
@@ -125,13 +151,19 @@ def export_and_register(
     export: Callable[[bool], int | None],
     *,
     allowed: bool = True,
+    evidence: Callable[[], BaselineTest | None] | None = None,
 ) -> Outcome:
     """Decide, then `export(register)` (which logs the ONNX model and registers it when told, returning the
-    version), then tag the run with the outcome. `allowed=False` (see `callbacks.wants_export`) skips the export."""
+    version), then tag the run with the outcome. `allowed=False` (see `callbacks.wants_export`) skips the export.
+    `evidence()` runs the family's test against its trivial model (only when the run exports)."""
     if not allowed:
         mlflow.set_tags({REGISTERED_TAG: "false", REASON_TAG: "not exported (stopped by a listener, or a trial)"})
         return Outcome(model_name, None, None)
-    decision = decide_for_run(mode, ranking, final)
+    test = evidence() if evidence is not None else None
+    if test is not None:
+        mlflow.set_tags({BASELINE_P_TAG: f"{test.p_value:.4g}", BASELINE_TAG: f"{test.baseline:.6g}",
+                         BASELINE_KIND_TAG: test.baseline_kind})  # fmt: skip
+    decision = decide_for_run(mode, ranking, final, test)
     version = export(decision.register)
     if version is not None:
         mlflow.set_tags({REGISTERED_TAG: "true", **kiln_tags(registered_version=str(version))})
@@ -151,12 +183,13 @@ def record_and_register(
     *,
     best_epoch: int,
     allowed: bool = True,
+    evidence: Callable[[], BaselineTest | None] | None = None,
 ) -> Outcome:
     """The end of a run of the shared trainer: log `final` (what was measured), tag the best epoch, then
     `export_and_register`; `final` gains `best_epoch` and, when registered, `registered_version`."""
     mlflow.log_metrics(final)  # measured; the counters below are tags
     bookkeeping(best_epoch=best_epoch)
-    outcome = export_and_register(mode, ranking, final, model_name, export, allowed=allowed)
+    outcome = export_and_register(mode, ranking, final, model_name, export, allowed=allowed, evidence=evidence)
     final["best_epoch"] = float(best_epoch)
     if outcome.version is not None:
         final["registered_version"] = float(outcome.version)

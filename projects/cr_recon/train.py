@@ -43,6 +43,7 @@ from projects.cr_recon.config import RANKING as RANKING
 from projects.cr_recon.config import CRConfig as CRConfig
 from projects.cr_recon.losses import LOSSES, create_loss, pearson
 from projects.cr_recon.model import MODELS, count_parameters, create_model, onnx_exportable
+from registry.baseline import BaselineTest, paired_score_test
 
 
 def load_config(config_path: str | None, flags: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> CRConfig:
@@ -240,7 +241,9 @@ def _log_resolved_blanks(cfg: CRConfig) -> None:
         mlflow.log_params(blanks)
 
 
-def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLoader[Any]) -> dict[str, float]:
+def _finish(
+    cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLoader[Any], mean: torch.Tensor
+) -> dict[str, float]:
     trainer.load_best()
     model = trainer.task.model
     best = evaluate_best(trainer, val_loader)
@@ -254,6 +257,7 @@ def _finish(cfg: CRConfig, trainer: Trainer, state: FitState, val_loader: DataLo
         cfg.register, RANKING, final, cfg.model_name,
         lambda register: export_and_register(cfg, model, batch, register), best_epoch=state.best_epoch,
         allowed=wants_export(trainer.stop_request),
+        evidence=lambda: baseline_test(model, mean, val_loader, trainer.device),
     )  # fmt: skip
     tracking.set_note(
         f"{cfg.model} + {cfg.loss}: best val Pearson {best['best_val_pearson']:.4f}, val MSE "
@@ -299,6 +303,7 @@ def _train(cfg: CRConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str
     with distributed.main_first():  # rank 0 writes the preprocessing cache, the others then read it
         folder, prepared, train_loader, val_loader = prepare(cfg)  # bad data fails here, before any run
     model = build_model(cfg, int(prepared.struct.shape[-1]))
+    mean = mean_spectrum(prepared, val_loader)
     baseline = mean_baseline_pearson(prepared, val_loader)
     registration.check_mode(cfg.register)
     shards = distributed.shard(train_loader, cfg.seed, True), distributed.shard(val_loader, cfg.seed, False)
@@ -318,7 +323,7 @@ def _train(cfg: CRConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str
         if cfg.resume:
             trainer.resume_from(cfg.resume)
         state = trainer.fit()
-        final = _finish(cfg, trainer, state, val_loader)
+        final = _finish(cfg, trainer, state, val_loader, mean)
         url = console.active_run_url()
     version = int(final["registered_version"]) if "registered_version" in final else None
     print(f"best val Pearson {final['best_val_pearson']:.4f} (predict-the-mean baseline {baseline:.4f}), "
@@ -328,12 +333,35 @@ def _train(cfg: CRConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str
     return final
 
 
+def mean_spectrum(prepared: crdata.Prepared, val_loader: DataLoader[Any]) -> torch.Tensor:
+    """The mean training spectrum: the trivial model, which answers it whatever the input."""
+    train_idx = np.setdiff1d(np.arange(len(prepared.bayer)), val_loader.dataset.indices)  # type: ignore[attr-defined]
+    return torch.from_numpy(np.asarray(prepared.bayer[train_idx]).mean(axis=0))
+
+
 def mean_baseline_pearson(prepared: crdata.Prepared, val_loader: DataLoader[Any]) -> float:
     """Val Pearson of always predicting the mean training spectrum: what a model must beat to have learnt."""
-    train_idx = np.setdiff1d(np.arange(len(prepared.bayer)), val_loader.dataset.indices)  # type: ignore[attr-defined]
-    mean = torch.from_numpy(np.asarray(prepared.bayer[train_idx]).mean(axis=0))
-    val = torch.from_numpy(np.asarray(prepared.bayer[val_loader.dataset.indices]))  # type: ignore[attr-defined]
+    mean = mean_spectrum(prepared, val_loader)
+    dataset = val_loader.dataset
+    val = torch.from_numpy(np.asarray(dataset.bayer[dataset.indices]))  # type: ignore[attr-defined]
     return float(pearson(mean.expand_as(val), val).mean())
+
+
+def baseline_test(
+    model: nn.Module, mean: torch.Tensor, val_loader: DataLoader[Any], device: torch.device
+) -> BaselineTest:
+    """Is the model's per-sample val Pearson significantly above the mean spectrum's (`register=auto` asks)?"""
+    model.eval()
+    ours, trivial = [], []
+    with torch.no_grad():
+        for inputs, targets in val_loader:
+            target = targets.float()
+            out = model(inputs.to(device)).float().cpu()
+            ours.append(pearson(out, target).reshape(len(target), -1).mean(dim=1))
+            trivial.append(pearson(mean.float().expand_as(target), target).reshape(len(target), -1).mean(dim=1))
+    kind = "always predicting the mean spectrum"
+    return paired_score_test(torch.cat(ours).numpy(), torch.cat(trivial).numpy(), metric="Pearson",
+                             baseline_kind=kind, unit="validation samples")  # fmt: skip
 
 
 main = entry_point(CRConfig, train, "Train a CR_recon model and register it as ONNX.", load=load_config)

@@ -28,7 +28,7 @@ from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
 from projects.common.segdata import MaskDataset, Sample
-from projects.common.segtrain import fit_config, log_overlays
+from projects.common.segtrain import baseline_test, fit_config, log_overlays, trivial_baseline
 from projects.common.trainer import FitState, Task, Trainer, fit_replica
 from projects.edgnet import data as edgdata
 from projects.edgnet.config import FAMILY as FAMILY
@@ -91,14 +91,18 @@ def export_and_register(
                           profile=True)  # fmt: skip
 
 
-def _log_run_context(cfg: EDGNetConfig, folder: Path, n_train: int, n_val: int, n_params: int) -> None:
+def _log_run_context(
+    cfg: EDGNetConfig, folder: Path, n_train: int, n_val: int, n_params: int, baseline: tuple[float, str]
+) -> None:
     tracking.log_config(cfg, extra={"num_parameters": n_params})
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     profile = {"images": n_train + n_val, "train": n_train, "val": n_val, "masks": (folder / "masks").is_dir()}
     if log_data_input(folder) is None:  # a dataset version is recorded as NAME@vN with its digest
         digest = datacache.shared(("digest", str(folder.resolve())), lambda: tracking.files_digest(files, folder))
         tracking.log_dataset(str(folder.resolve()), digest, folder.name, profile=profile)
-    tracking.tag_family("edgnet", RANKING, variant=cfg.variant, baseline="0", baseline_kind="all-background mask")
+    tracking.tag_family(
+        "edgnet", RANKING, variant=cfg.variant, baseline=f"{baseline[0]:.6g}", baseline_kind=baseline[1]
+    )
 
 
 def _finish(
@@ -116,7 +120,7 @@ def _finish(
     outcome = registration.record_and_register(
         cfg.register, RANKING, final, cfg.model_name or cfg.variant,
         lambda register: export_and_register(cfg, model, batch, register), best_epoch=state.best_epoch,
-        allowed=wants_export(trainer.stop_request),
+        allowed=wants_export(trainer.stop_request), evidence=lambda: baseline_test(model, val_loader, trainer.device),
     )  # fmt: skip
     tracking.set_note(
         f"{cfg.variant}: best val IoU {best:.3f} at epoch {state.best_epoch}/{cfg.epochs}; {outcome.note}"
@@ -147,7 +151,8 @@ def _train(cfg: EDGNetConfig, listeners: tuple[EpochListener, ...] = ()) -> dict
     with tracking.start_run(run_name=cfg.variant, resume_run_id=cfg.resume or None):
         n_train = len(cast(MaskDataset, train_loader.dataset))
         console.header("edgnet", cfg.variant, f"{folder.name} ({n_train + len(val_s)} images)", str(device))
-        _log_run_context(cfg, folder, n_train, len(val_s), count_parameters(model))
+        baseline = trivial_baseline(val_loader)  # the best mask that ignores the image: the IoU to beat
+        _log_run_context(cfg, folder, n_train, len(val_s), count_parameters(model), baseline)
         if figures_wanted():
             augment.log_dataset_augmentation(train_loader.dataset, cfg.augment, cfg.seed)
         task = Task(model, DiceBCELoss(), *shards, [IoU()], _overlay_hook(cfg, val_s))
@@ -157,10 +162,9 @@ def _train(cfg: EDGNetConfig, listeners: tuple[EpochListener, ...] = ()) -> dict
         state = trainer.fit()
         final = _finish(cfg, trainer, state, val_loader, val_s)
         url = console.active_run_url()
-    # An all-background prediction scores IoU 0 on any image with line work: the baseline to beat.
     name = cfg.model_name or cfg.variant
     version = int(final["registered_version"]) if "registered_version" in final else None
-    print(f"best val IoU {final['best_val_iou']:.4f} (all-background baseline 0.0000) -> "
+    print(f"best val IoU {final['best_val_iou']:.4f} ({baseline[1]} baseline {baseline[0]:.4f}) -> "
           + (f"registered {name} v{version}" if version is not None else "not registered"))  # fmt: skip
     console.footer(url, name, version)
     return final

@@ -30,7 +30,7 @@ from projects.common.datasets import data_folder, log_data_input
 from projects.common.onnx_export import export_checked
 from projects.common.plots import save_loss_curve
 from projects.common.runtime import pick_device, seed_everything
-from projects.common.segtrain import fit_config, log_overlays
+from projects.common.segtrain import baseline_test, fit_config, log_overlays, trivial_baseline
 from projects.common.trainer import Batch, FitState, Task, Trainer, evaluate, fit_replica
 from projects.edgnet.losses import DiceBCELoss, IoU
 from projects.microseg import data as segdata
@@ -102,7 +102,9 @@ def export_and_register(
     return export_checked(model, val_batch, register, model_name=model_name(cfg), contract=contract(cfg))
 
 
-def _log_run_context(cfg: MicroSegConfig, folder: Path, n_train: int, n_params: int, teacher: Teacher | None) -> None:
+def _log_run_context(
+    cfg: MicroSegConfig, folder: Path, n_train: int, n_params: int, teacher: Teacher | None, baseline: tuple[float, str]
+) -> None:
     tracking.log_config(cfg, extra={"num_parameters": n_params})
     mlflow.log_metrics({"num_parameters": float(n_params), "param_budget": float(cfg.max_params)})
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -114,7 +116,7 @@ def _log_run_context(cfg: MicroSegConfig, folder: Path, n_train: int, n_params: 
     if teacher is not None:
         extra.update(teacher=f"{teacher.name} v{teacher.version}" if teacher.version else teacher.name)
         tracking.log_new_params({"teacher_name": teacher.name, "teacher_version": teacher.version or "file"})
-    tracking.tag_family("microseg", RANKING, baseline="0", baseline_kind="all-background mask", **extra)
+    tracking.tag_family("microseg", RANKING, baseline=f"{baseline[0]:.6g}", baseline_kind=baseline[1], **extra)
 
 
 def _test_metrics(trainer: Trainer, loader: DataLoader[Any] | None) -> dict[str, float]:
@@ -140,6 +142,7 @@ def _finish(cfg: MicroSegConfig, trainer: Trainer, state: FitState, val_loader: 
         cfg.register, RANKING, final, model_name(cfg),
         lambda register: export_and_register(cfg, trainer.task.model, batch, register), best_epoch=state.best_epoch,
         allowed=wants_export(trainer.stop_request),
+        evidence=lambda: baseline_test(trainer.task.model, val_loader, trainer.device),
     )  # fmt: skip
     test_text = f", test IoU {final['test_iou']:.3f}" if "test_iou" in final else ""
     tracking.set_note(f"{cfg.variant} ({int(final['num_parameters']):,} params): best val IoU "
@@ -174,7 +177,8 @@ def _train(cfg: MicroSegConfig, listeners: tuple[EpochListener, ...] = ()) -> di
         return {}
     with tracking.start_run(run_name=cfg.variant, resume_run_id=cfg.resume or None):
         console.header("microseg", cfg.variant, f"{folder.name} ({n_train} train images)", str(device))
-        _log_run_context(cfg, folder, n_train, count_parameters(model), teacher)
+        baseline = trivial_baseline(val_loader)  # the best mask that ignores the image: the IoU to beat
+        _log_run_context(cfg, folder, n_train, count_parameters(model), teacher, baseline)
         if figures_wanted():
             augment.log_dataset_augmentation(train_loader.dataset, cfg.augment, cfg.seed)
         trainer = Trainer(Task(model, loss, train_shard, val_shard, [IoU()]), fit_config(cfg), device, listeners)
@@ -185,7 +189,7 @@ def _train(cfg: MicroSegConfig, listeners: tuple[EpochListener, ...] = ()) -> di
     version = int(final["registered_version"]) if "registered_version" in final else None
     test_text = f", test IoU {final['test_iou']:.4f}" if "test_iou" in final else ""
     print(f"{cfg.variant}: {int(final['num_parameters']):,} params, best val IoU {final['best_val_iou']:.4f}"
-          f"{test_text} (all-background baseline 0) -> "
+          f"{test_text} ({baseline[1]} baseline {baseline[0]:.4f}) -> "
           + (f"{model_name(cfg)} v{version}" if version is not None else "not registered"))  # fmt: skip
     console.footer(url, model_name(cfg), version)
     return final
