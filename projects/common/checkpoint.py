@@ -14,6 +14,10 @@ checkpoints older than the one before it are deleted (the store keeps at most tw
 half-written leftover of a killed upload until the next write). Runs from before this scheme have a plain
 `checkpoints/<name>.pt`, which is read when no pointer exists.
 
+The same scheme holds any file, not only torch state: `log_checkpoint_file` and `fetch_checkpoint_file` publish and
+read one (skinmodel keeps its XGBoost booster as `checkpoints/booster-<stamp>.ubj`). torch is imported only by what
+reads or writes torch state, so a family without torch does not pay for importing it.
+
 Writing both files every epoch cost about 50 ms an epoch on a 0.5M-parameter model, 5% of a short epoch (bench/
 train_overhead.py). So while training runs the writer writes at most every `WRITE_EVERY_SECONDS`: a `best` that comes
 sooner is kept as an in-memory copy of its tensors, a `last` is simply written later (it is the latest state either
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -31,18 +36,20 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
-import torch
 
 from core.errors import UserError
 from core.settings import read_env
 
+if TYPE_CHECKING:
+    import torch
+
 ARTIFACT_DIR = "checkpoints"
 WRITE_EVERY_SECONDS = 30.0  # while training runs, checkpoints reach the run at most this often; always at the end
 KEEP = 2  # complete checkpoints of each name kept in the run: the newest and the one before it
-_STAMPED = re.compile(r"^(?P<name>[a-z_]+)-(?P<stamp>\d{20})\.(?P<ext>pt|json)$")
+_STAMPED = re.compile(r"^(?P<name>[a-z_]+)-(?P<stamp>\d{20})\.(?P<ext>[a-z]+)$")  # ext json: the pointer
 
 
 @dataclass(frozen=True)
@@ -85,48 +92,63 @@ class CheckpointWriter:
         self._written_at = time.monotonic()
 
     def _write(self, name: str, state: dict[str, Any]) -> Path:
-        """Upload `state` under a new name, then its pointer; then drop checkpoints older than the previous one."""
-        stamp = f"{time.time_ns():020d}"  # sorts by time; a resumed session never reuses a killed one's name
-        path = self._dir / f"{name}-{stamp}.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
-        mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
-        pointer = self._dir / f"{name}-{stamp}.json"
-        pointer.write_text(json.dumps({"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}))
-        mlflow.log_artifact(str(pointer), artifact_path=ARTIFACT_DIR)
-        pointer.unlink()
+        """Upload `state` as the newest `name` checkpoint (`log_checkpoint_file`); keep a local copy."""
+        import torch
+
+        path = self._dir / f"{name}.tmp"
+        torch.save(state, path)
+        log_checkpoint_file(path, name, "pt")
         path.replace(self.local_path(name))
-        self._prune(name)
         return self.local_path(name)
-
-    def _prune(self, name: str) -> None:
-        """Delete this name's checkpoints older than the KEEP newest complete ones (and stale half-written ones)."""
-        run = mlflow.active_run()
-        if run is None:
-            return
-        listed = [
-            f.path.rsplit("/", 1)[-1] for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, ARTIFACT_DIR)
-        ]
-        pointers = sorted((f for f in listed if _stamped(f, name, "json")), reverse=True)
-        if len(pointers) < KEEP:
-            return
-        oldest_kept = pointers[KEEP - 1].removesuffix(".json")
-        stale = [f for f in listed if (_stamped(f, name, "json") or _stamped(f, name, "pt")) and f < oldest_kept]
-        if stale:
-            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-            repo = get_artifact_repository(run.info.artifact_uri)
-            for file in stale:
-                repo.delete_artifacts(f"{ARTIFACT_DIR}/{file}")  # type: ignore[no-untyped-call]
 
     def local_path(self, name: str) -> Path:
         """This session's newest `name` checkpoint on local disk (it may not exist yet)."""
         return self._dir / f"{name}.pt"
 
 
+def log_checkpoint_file(file: Path, name: str, ext: str) -> None:
+    """Log `file` to the active run as its newest `name` checkpoint: first under a new name
+    (`checkpoints/<name>-<stamp>.<ext>`), then its pointer; then drop checkpoints older than the previous one.
+    `file` itself is left where it is."""
+    if ext == "json" or not re.fullmatch(r"[a-z]+", ext):
+        raise ValueError(f"checkpoint extension {ext!r}: lower-case letters, and not json (the pointers' own)")
+    stamp = f"{time.time_ns():020d}"  # sorts by time; a resumed session never reuses a killed one's name
+    with tempfile.TemporaryDirectory(prefix="kiln-ckpt-") as tmp:
+        path = Path(tmp) / f"{name}-{stamp}.{ext}"
+        try:
+            os.link(file, path)  # no copy of a large checkpoint where the file system allows
+        except OSError:
+            shutil.copyfile(file, path)
+        mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
+        pointer = Path(tmp) / f"{name}-{stamp}.json"
+        pointer.write_text(json.dumps({"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}))
+        mlflow.log_artifact(str(pointer), artifact_path=ARTIFACT_DIR)
+    _prune(name)
+
+
+def _prune(name: str) -> None:
+    """Delete this name's checkpoints older than the KEEP newest complete ones (and stale half-written ones)."""
+    run = mlflow.active_run()
+    if run is None:
+        return
+    listed = [f.path.rsplit("/", 1)[-1] for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, ARTIFACT_DIR)]
+    pointers = sorted((f for f in listed if _stamped(f, name, "json")), reverse=True)
+    if len(pointers) < KEEP:
+        return
+    oldest_kept = pointers[KEEP - 1].removesuffix(".json")
+    stale = [f for f in listed if _stamped(f, name) and f < oldest_kept]
+    if stale:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        repo = get_artifact_repository(run.info.artifact_uri)
+        for file in stale:
+            repo.delete_artifacts(f"{ARTIFACT_DIR}/{file}")  # type: ignore[no-untyped-call]
+
+
 def _snapshot(value: Any) -> Any:
     """A copy of every tensor in a (nested) state dict; other values are shared."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
     if isinstance(value, dict):
@@ -136,9 +158,10 @@ def _snapshot(value: Any) -> Any:
     return value
 
 
-def _stamped(file: str, name: str, ext: str) -> bool:
+def _stamped(file: str, name: str, ext: str | None = None) -> bool:
+    """Whether `file` is a stamped checkpoint (or, ext "json", pointer) of `name`; any extension when ext is None."""
     match = _STAMPED.match(file)
-    return match is not None and match["name"] == name and match["ext"] == ext
+    return match is not None and match["name"] == name and ext in (None, match["ext"])
 
 
 def _sha256(path: Path) -> str:
@@ -164,17 +187,41 @@ def has_checkpoint(run_id: str, name: str = "last") -> bool:
 
 def load_checkpoint(run_id: str, name: str = "last", map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The newest complete `name` checkpoint of `run_id`: the newest pointer whose file has its size and SHA-256."""
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="kiln-resume-") as tmp:
+        pointers = _pointers(run_id, name)
+        local = _newest_verified(run_id, pointers, Path(tmp))
+        if local is not None:
+            state: dict[str, Any] = torch.load(local, map_location=map_location, weights_only=False)
+            return state
+        return _load_plain(run_id, name, map_location, skipped=len(pointers))
+
+
+def fetch_checkpoint_file(run_id: str, name: str, dst: Path) -> Path:
+    """The newest complete `name` checkpoint file of `run_id`, downloaded under `dst` (any format; see
+    `log_checkpoint_file`). ResumeError, naming the run, when it holds none."""
+    pointers = _pointers(run_id, name)
+    local = _newest_verified(run_id, pointers, dst)
+    if local is None:
+        found = f"{len(pointers)} incomplete {name!r} checkpoint(s) and " if pointers else ""
+        raise ResumeError(f"cannot resume run {run_id!r}: {found}no complete {name!r} checkpoint in {ARTIFACT_DIR}/")
+    return local
+
+
+def _pointers(run_id: str, name: str) -> list[str]:
     try:
-        pointers = complete_checkpoints(run_id, name)
+        return complete_checkpoints(run_id, name)
     except Exception as exc:  # MlflowException or OSError, depending on the artifact store
         raise ResumeError(f"cannot resume run {run_id!r}: cannot list {ARTIFACT_DIR}/ ({exc})") from None
-    with tempfile.TemporaryDirectory(prefix="kiln-resume-") as tmp:
-        for pointer in pointers:
-            local = _verified(run_id, pointer, Path(tmp))
-            if local is not None:
-                state: dict[str, Any] = torch.load(local, map_location=map_location, weights_only=False)
-                return state
-        return _load_plain(run_id, name, map_location, skipped=len(pointers))
+
+
+def _newest_verified(run_id: str, pointers: list[str], dst: Path) -> Path | None:
+    for pointer in pointers:
+        local = _verified(run_id, pointer, dst)
+        if local is not None:
+            return local
+    return None
 
 
 def _verified(run_id: str, pointer: str, dst: Path) -> Path | None:
@@ -203,5 +250,7 @@ def _load_plain(run_id: str, name: str, map_location: str | torch.device, skippe
     except Exception as exc:  # MlflowException or OSError, depending on the artifact store
         found = f"{skipped} incomplete {name} checkpoint(s) and " if skipped else ""
         raise ResumeError(f"cannot resume run {run_id!r}: {found}no complete {name!r} checkpoint ({exc})") from None
+    import torch
+
     state: dict[str, Any] = torch.load(local, map_location=map_location, weights_only=False)
     return state

@@ -8,10 +8,20 @@ Per-round metrics come from a `TrainingCallback` that logs `train_<metric>` and 
 `step=round` (0-based, as XGBoost counts `best_iteration`) and reports them to the epoch listeners
 (`projects.common.callbacks`), which may stop boosting after that round. Early stopping watches the val loss and
 keeps the best round's trees (`save_best`), so `predict_proba` and the ONNX model agree on which trees count.
+
+A booster can be checkpointed with its state (`BoostState`: every round's eval metrics so far, and whether training
+ended) in one file, XGBoost's UBJSON with the state as a booster attribute (`save_checkpoint`, `load_checkpoint`).
+`fit_listened(..., resume=...)` continues boosting from such a booster with XGBoost's own training continuation
+(`xgb_model`): the trees already grown stay, the rounds left are added, and early stopping carries on from the
+saved val history (`ResumedEarlyStopping`), so the best round and its trees are the ones a whole run would keep.
+The continued rounds draw their row and column samples afresh (XGBoost reseeds when training continues), so with
+`subsample` or `colsample_bytree` below 1 a resumed run is a sound continuation, not a bit-for-bit replay.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +40,8 @@ OBJECTIVES: dict[str, tuple[str, list[str]]] = {
 }
 EVAL_NAMES = {"validation_0": "train", "validation_1": "val"}  # XGBoost's names for the two eval sets
 ONNX_OPSET = 15  # the highest opset onnxmltools' XGBoost converter supports
+STATE_ATTR = "kiln_checkpoint"  # the booster attribute a checkpoint keeps its BoostState in (JSON)
+History = dict[str, dict[str, list[float]]]  # XGBoost's evals_result(): eval set -> metric -> value per round
 
 
 class OnnxConversionError(RuntimeError):
@@ -48,9 +60,18 @@ class BoostParams:
     device: str = "cpu"  # "cpu" or "cuda"
 
 
+@dataclass(frozen=True)
+class BoostState:
+    """What a checkpoint keeps besides the trees."""
+
+    history: History  # every round's eval metrics so far, XGBoost's names (validation_0 = train, _1 = val)
+    done: bool  # training ended (all rounds, early stopping, or a listener's stop): a resume only exports
+
+
 class RoundLogger(xgb.callback.TrainingCallback):
     """Hands each round's train/val metrics to `log(metrics, step)` as `train_<m>` / `val_<m>`, then to the
-    epoch listeners; a listener's stop request ends boosting after this round (`stop_request`)."""
+    epoch listeners; a listener's stop request ends boosting after this round (`stop_request`). Steps count
+    from the booster's first round, also when training continues a saved booster."""
 
     def __init__(
         self, log: Callable[[Mapping[str, float], int], None], listeners: Iterable[callbacks.EpochListener] = ()
@@ -59,6 +80,11 @@ class RoundLogger(xgb.callback.TrainingCallback):
         self.log = log
         self.listeners = list(listeners)
         self.stop_request: callbacks.StopRequest | None = None
+        self.start = 0  # rounds the booster held before this training (a resumed run's)
+
+    def before_training(self, model: Any) -> Any:
+        self.start = int(model.num_boosted_rounds())
+        return model
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Mapping[str, Mapping[str, Any]]) -> bool:
         metrics = {
@@ -66,23 +92,76 @@ class RoundLogger(xgb.callback.TrainingCallback):
             for data, by_metric in evals_log.items()
             for name, values in by_metric.items()
         }
-        self.log(metrics, epoch)
-        self.stop_request = callbacks.report(epoch, metrics, self.listeners)
+        step = self.start + epoch
+        self.log(metrics, step)
+        self.stop_request = callbacks.report(step, metrics, self.listeners)
         return self.stop_request is not None  # True ends boosting; EarlyStopping still keeps the best round
 
 
-def build_estimator(task: str, params: BoostParams, callbacks: list[xgb.callback.TrainingCallback]) -> xgb.XGBModel:
+class Checkpointing(xgb.callback.TrainingCallback):
+    """Hands the booster and its state so far to `save` after a round, at most every `every_seconds` (0: every
+    round), so that a killed run resumes from there; the end of training is saved by whoever called fit."""
+
+    def __init__(self, save: Callable[[Any, BoostState], None], every_seconds: float, prior: History) -> None:
+        super().__init__()
+        self.save, self.every, self.prior = save, every_seconds, prior
+        self.saved_at = time.monotonic()
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: Mapping[str, Mapping[str, Any]]) -> bool:
+        if time.monotonic() - self.saved_at >= self.every:
+            self.save(model, BoostState(merge_history(self.prior, evals_log), done=False))
+            self.saved_at = time.monotonic()
+        return False
+
+
+def best_so_far(scores: list[float]) -> tuple[int, int]:
+    """(best round, rounds since it) of a minimised val history, as XGBoost's EarlyStopping counts: only a strictly
+    lower score is an improvement."""
+    best = 0
+    for i, score in enumerate(scores):
+        if score < scores[best]:
+            best = i
+    return best, len(scores) - 1 - best
+
+
+class ResumedEarlyStopping(xgb.callback.EarlyStopping):
+    """XGBoost's EarlyStopping that starts from the val history of the rounds a saved booster already ran, so the
+    best round, the rounds without improvement and the trees kept are those one uninterrupted run would have."""
+
+    def __init__(self, scores: list[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scores = list(scores)
+
+    def before_training(self, model: Any) -> Any:
+        model = super().before_training(model)
+        if self.scores and self.data and self.metric_name:
+            best, since = best_so_far(self.scores)
+            self.stopping_history = {self.data: {self.metric_name: list(self.scores)}}
+            self.best_scores = {self.data: {self.metric_name: [self.scores[best]]}}
+            self.current_rounds = since
+            model.set_attr(best_score=str(self.scores[best]), best_iteration=str(best))
+        return model
+
+
+def build_estimator(
+    task: str, params: BoostParams, callbacks: list[xgb.callback.TrainingCallback], prior: History | None = None
+) -> xgb.XGBModel:
+    """The estimator; `prior` (a saved booster's history) makes early stopping carry on from it, and the
+    estimator then boosts only the rounds left of `n_estimators`."""
     objective, metrics = OBJECTIVES[task]
+    done = rounds_in(prior)
     if params.early_stopping_rounds > 0:
+        scores = (prior or {}).get("validation_1", {}).get(metrics[-1], [])
         callbacks = [
             *callbacks,
-            xgb.callback.EarlyStopping(
-                rounds=params.early_stopping_rounds, metric_name=metrics[-1], data_name="validation_1", save_best=True
+            ResumedEarlyStopping(
+                scores, rounds=params.early_stopping_rounds, metric_name=metrics[-1], data_name="validation_1",
+                save_best=True,
             ),
-        ]
+        ]  # fmt: skip
     cls = xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier
     return cls(
-        n_estimators=params.n_estimators,
+        n_estimators=params.n_estimators - done,
         max_depth=params.max_depth,
         learning_rate=params.learning_rate,
         subsample=params.subsample,
@@ -118,13 +197,84 @@ def fit_listened(
     y_val: np.ndarray,
     log: Callable[[Mapping[str, float], int], None],
     listeners: Iterable[callbacks.EpochListener] = (),
+    *,
+    checkpoint: Checkpointing | None = None,
+    resume: tuple[xgb.Booster, BoostState] | None = None,
 ) -> tuple[xgb.XGBModel, callbacks.StopRequest | None]:
     """Train with per-round logging and (optional) early stopping on the val set, telling `listeners` of every
-    round; returns the model and the listener's stop request, if one stopped boosting."""
+    round; returns the model and the listener's stop request, if one stopped boosting. `checkpoint` saves the
+    booster as it grows; `resume` continues a saved booster (its rounds count towards `n_estimators`)."""
     logger = RoundLogger(log, listeners)
-    model = build_estimator(task, params, [logger])
-    model.fit(x_train, y_train, eval_set=[(x_train, y_train), (x_val, y_val)], verbose=False)
+    booster, prior = resume if resume is not None else (None, None)
+    model = build_estimator(
+        task, params, [logger, *([checkpoint] if checkpoint else [])], prior.history if prior else None
+    )
+    model.fit(x_train, y_train, eval_set=[(x_train, y_train), (x_val, y_val)], verbose=False, xgb_model=booster)
     return model, logger.stop_request
+
+
+def rounds_in(history: History | None) -> int:
+    """Boosting rounds a history covers (0 for none)."""
+    return max((len(v) for by_metric in (history or {}).values() for v in by_metric.values()), default=0)
+
+
+def merge_history(prior: History | None, new: Mapping[str, Mapping[str, Any]]) -> History:
+    """A saved booster's history followed by the rounds trained since."""
+    out = {
+        data: {name: list(values) for name, values in by_metric.items()} for data, by_metric in (prior or {}).items()
+    }
+    for data, by_metric in new.items():
+        for name, values in by_metric.items():
+            out.setdefault(data, {}).setdefault(name, []).extend(float(v) for v in values)
+    return out
+
+
+def model_history(model: xgb.XGBModel, prior: BoostState | None = None) -> History:
+    """Every round's eval metrics of a model just trained, a resumed run's earlier rounds first."""
+    return merge_history(prior.history if prior else None, model.evals_result())
+
+
+def finished(state: BoostState, params: BoostParams, metric: str) -> bool:
+    """Whether a saved booster has nothing left to train: marked done, all rounds grown, or early stopping's
+    patience already spent (a run killed between its last round and its final checkpoint)."""
+    if state.done or rounds_in(state.history) >= params.n_estimators:
+        return True
+    scores = state.history.get("validation_1", {}).get(metric, [])
+    return params.early_stopping_rounds > 0 and bool(scores) and best_so_far(scores)[1] >= params.early_stopping_rounds
+
+
+def save_checkpoint(booster: xgb.Booster, state: BoostState, path: Path) -> Path:
+    """The booster and its state in one UBJSON file (the state as a booster attribute, removed again after)."""
+    booster.set_attr(**{STATE_ATTR: json.dumps({"history": state.history, "done": state.done})})
+    try:
+        booster.save_model(str(path))
+    finally:
+        booster.set_attr(**{STATE_ATTR: None})
+    return path
+
+
+def load_checkpoint(path: Path) -> tuple[xgb.Booster, BoostState]:
+    """A booster saved by `save_checkpoint`, and its state; ValueError when the file holds no kiln state."""
+    booster = xgb.Booster(model_file=str(path))
+    raw = booster.attr(STATE_ATTR)
+    if raw is None:
+        raise ValueError(f"{path.name} is an XGBoost model without kiln's checkpoint state")
+    booster.set_attr(**{STATE_ATTR: None})
+    state = json.loads(raw)
+    return booster, BoostState(history=state["history"], done=bool(state["done"]))
+
+
+def finished_estimator(task: str, params: BoostParams, booster: xgb.Booster, state: BoostState) -> xgb.XGBModel:
+    """The trained estimator from a finished checkpoint, without training: its trees up to the best round (a
+    checkpoint written at the end of training already holds only those)."""
+    best = booster.attr("best_iteration")
+    if params.early_stopping_rounds > 0 and best is not None and booster.num_boosted_rounds() > int(best) + 1:
+        score = booster.attr("best_score")
+        booster = booster[: int(best) + 1]
+        booster.set_attr(best_iteration=best, best_score=score)
+    model = build_estimator(task, params, [])
+    model.load_model(bytearray(booster.save_raw("ubj")))
+    return model
 
 
 def best_round(model: xgb.XGBModel) -> int:
@@ -133,11 +283,12 @@ def best_round(model: xgb.XGBModel) -> int:
     return int(best) if best is not None else int(model.get_booster().num_boosted_rounds()) - 1
 
 
-def best_round_metrics(model: xgb.XGBModel) -> dict[str, float]:
-    """`best_val_<m>` for every metric XGBoost tracked: the per-round `val_<m>` of the kept round, exactly."""
+def best_round_metrics(model: xgb.XGBModel, history: History | None = None) -> dict[str, float]:
+    """`best_val_<m>` for every metric XGBoost tracked: the per-round `val_<m>` of the kept round, exactly.
+    `history` is every round's (`model_history`); by default the model's own from its last `fit`."""
     at = best_round(model)
-    history = model.evals_result()["validation_1"]
-    return {f"best_val_{name}": float(values[at]) for name, values in history.items()}
+    val = (history or model.evals_result())["validation_1"]
+    return {f"best_val_{name}": float(values[at]) for name, values in val.items()}
 
 
 def predict(model: xgb.XGBModel, x: np.ndarray) -> np.ndarray:
