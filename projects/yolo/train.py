@@ -7,6 +7,12 @@
 Presets: safety_detection (smoke, fire, person_down; yolov8n.yaml), visitor_detection (person, package;
 yolo11n.yaml) and yolo_custom (any dataset YAML). With no `--data`, the first two train on their bundled
 sample set (`kiln data sample`). Training never touches the network (see `projects.yolo.offline`).
+
+`--resume RUN` continues a killed run from its weights/last.pt with ultralytics' own resume, in the same run. A run
+that finished training (ultralytics strips last.pt's optimizer and marks it epoch -1 when it ends, pruned or not)
+has nothing left to train: its weights/best.pt is exported and registered from that run instead, with the metrics
+of ultralytics' final validation of it that the run already holds. kiln tune and kiln cv register a trial or fold
+this way (`experiments.runs.finish_in_run`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import mlflow
 import torch
 import yaml
 
+from core import vocab
 from core.contract import DetectionPost, ModelContract
 from core.errors import UserError
 from data.versions import log_dataset_version
@@ -177,7 +184,8 @@ def trainer_args(cfg: YoloConfig, prep: Prepared) -> dict[str, Any]:
 
 
 def fetch_resume_state(run_id: str, save_dir: Path) -> Path:
-    """Download the run's last.pt (and best.pt, results.csv) into ultralytics' save_dir; return last.pt."""
+    """Download the run's last.pt (and best.pt, results.csv) into ultralytics' save_dir; return last.pt.
+    ResumeError, naming the run, when it has no last.pt."""
     weights = save_dir / "weights"
     weights.mkdir(parents=True, exist_ok=True)
     try:
@@ -192,15 +200,15 @@ def fetch_resume_state(run_id: str, save_dir: Path) -> Path:
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=extra, dst_path=str(save_dir))
         except Exception:  # an early crash leaves no best.pt / results.csv yet; training recreates them
             continue
-    check_resumable(last, run_id)
     return last
 
 
-def check_resumable(last: Path, run_id: str) -> None:
+def finished_training(last: Path) -> bool:
+    """Whether a last.pt has no epoch left: ultralytics marks it epoch -1 when training ends (and strips its
+    optimizer); a last.pt of the final epoch is from a run killed during its final validation."""
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     epoch, epochs = int(ckpt.get("epoch", -1)), int((ckpt.get("train_args") or {}).get("epochs", 0))
-    if epoch < 0 or epoch + 1 >= epochs:
-        raise ResumeError(f"run {run_id!r} already finished its {epochs} epochs; there is nothing to resume")
+    return epoch < 0 or epoch + 1 >= epochs
 
 
 class KilnDetectionTrainer(DetectionTrainer):  # type: ignore[misc]  # ultralytics is untyped (Any)
@@ -212,10 +220,11 @@ class KilnDetectionTrainer(DetectionTrainer):  # type: ignore[misc]  # ultralyti
         return super().get_model(cfg, weights, verbose=yolo_console.layer_table(self.show_layers, verbose))
 
 
-def build_trainer(cfg: YoloConfig, prep: Prepared) -> DetectionTrainer:
+def build_trainer(cfg: YoloConfig, prep: Prepared, last: Path | None = None) -> DetectionTrainer:
+    """ultralytics' trainer; `last` (a killed run's last.pt, from `fetch_resume_state`) resumes it."""
     args = trainer_args(cfg, prep)
-    if cfg.resume:
-        args["resume"] = str(fetch_resume_state(cfg.resume, Path(args["save_dir"])))
+    if last is not None:
+        args["resume"] = str(last)
     yolo_console.configure()
     with yolo_console.quiet(not cfg.verbose):  # the trainer logs every resolved arg as it is built
         trainer = KilnDetectionTrainer(overrides=args)
@@ -265,22 +274,42 @@ def export_and_register(prep: Prepared, best: Path, imgsz: int, register: bool =
 
 def finish(cfg: YoloConfig, prep: Prepared, trainer: DetectionTrainer, bridge: MlflowBridge) -> dict[str, float]:
     final = {k.replace("metrics/", "best/"): v for k, v in bridge.final.items() if k.startswith("metrics/")}
-    registration.bookkeeping(epochs_run=bridge.epochs_logged)
     best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
+    imgsz = int(trainer.args.imgsz)
+    return register_best(cfg, prep, best, imgsz, final, bridge.epochs_logged, wants_export(bridge.stop_request))
+
+
+def register_best(
+    cfg: YoloConfig, prep: Prepared, best: Path, imgsz: int, final: dict[str, float], epochs_run: int, allowed: bool
+) -> dict[str, float]:
+    """The end of a run, trained now or before: export `best` and register it under the shared decision."""
+    registration.bookkeeping(epochs_run=epochs_run)
     outcome = registration.export_and_register(
         cfg.register, RANKING, final, prep.model_name,
-        lambda register: export_and_register(prep, best, int(trainer.args.imgsz), register),
-        allowed=wants_export(bridge.stop_request),
+        lambda register: export_and_register(prep, best, imgsz, register), allowed=allowed,
     )  # fmt: skip
-    final["epochs_run"] = bridge.epochs_logged
+    final["epochs_run"] = epochs_run
     if outcome.version is not None:
         final["registered_version"] = outcome.version
     ap50, ap = final.get("best/mAP50", float("nan")), final.get("best/mAP50-95", float("nan"))
     tracking.set_note(
         f"{prep.preset.name} ({prep.model.source}): best mAP50 {ap50:.3f}, mAP50-95 {ap:.3f} "
-        f"after {bridge.epochs_logged} epochs; {outcome.note}"
+        f"after {epochs_run} epochs; {outcome.note}"
     )
     return final
+
+
+def finish_trained_run(cfg: YoloConfig, prep: Prepared, last: Path) -> dict[str, float]:
+    """Export and register a run that finished training (`cfg.resume`), from the weights/best.pt it logged (beside
+    `last`, its downloaded last.pt, which stands in when no epoch improved), with the `best/...` metrics of
+    ultralytics' final validation of them."""
+    best = last.with_name("best.pt") if last.with_name("best.pt").is_file() else last
+    args = torch.load(best, map_location="cpu", weights_only=False).get("train_args") or {}
+    run = mlflow.MlflowClient().get_run(cfg.resume)
+    final = {k: v for k, v in run.data.metrics.items() if k.startswith("best/")}
+    epochs_run = int(run.data.tags.get(vocab.EPOCHS_RUN) or 0)
+    print(f"Run {cfg.resume} finished training: exporting its {best.name}, no epoch trained", flush=True)
+    return register_best(cfg, prep, best, int(args.get("imgsz") or cfg.imgsz), final, epochs_run, wants_export(None))
 
 
 def train(cfg: YoloConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
@@ -304,7 +333,12 @@ def _train_in_run(
     cfg: YoloConfig, prep: Prepared, listeners: tuple[EpochListener, ...] = ()
 ) -> tuple[dict[str, float], str]:
     run_name = f"{prep.preset.name}-{Path(prep.model.source).stem}"
-    trainer = build_trainer(cfg, prep)  # a bad --resume fails here, before the old run is reopened
+    save_dir = prep.work / "train"
+    last = fetch_resume_state(cfg.resume, save_dir) if cfg.resume else None  # fails before the run reopens
+    if last is not None and finished_training(last):
+        with tracking.start_run(resume_run_id=cfg.resume):
+            return finish_trained_run(cfg, prep, last), console.active_run_url()
+    trainer = build_trainer(cfg, prep, last)
     with tracking.start_run(run_name=run_name, resume_run_id=cfg.resume or None):
         bridge = MlflowBridge(
             prep.dataset.names,

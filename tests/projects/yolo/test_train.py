@@ -216,9 +216,15 @@ def test_resume_continues_the_same_run_offline(
     assert final["epochs_run"] == 2 and final["registered_version"] == 1
     assert not net_log.exists(), net_log.read_text()
 
+    # the run finished: resuming it trains no epoch, it exports the run's best.pt and registers it from that run
     code, output = invoke("--preset", "safety_detection", "--data", str(tiny_safety), "--resume", run.info.run_id,
-                          *TINY)  # fmt: skip
-    assert code == 1 and "already finished its 3 epochs" in output
+                          "--model-name", "safety_resume", "--register", "always", *TINY)  # fmt: skip
+    assert code == 0 and "no epoch trained" in output, output
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "metrics/mAP50")] == [1, 2, 3]
+    assert client.get_model_version("safety_resume", "2").run_id == run.info.run_id
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags["kiln.registered_version"] == "2" and tags["kiln.epochs_run"] == "2"
 
 
 def test_hyp_file_is_checked_against_ultralytics(store: Path, tiny_safety: Path, tmp_path: Path) -> None:
