@@ -112,7 +112,8 @@ _IMAGE_BODY = {
 @router.post("/v1/models/{name}/predict", openapi_extra=_IMAGE_BODY, summary="Predict with the model's own pre/post")
 async def predict(name: str, request: Request) -> Any:
     """Read the request; the dataplane picks the version, which prepares and finishes it with its predictor."""
-    query = dict(request.query_params)
+    # most requests have no query string: Starlette's QueryParams would still parse an empty one
+    query = dict(request.query_params) if request.scope["query_string"] else {}
     fmt = wanted_format(query.pop("format", None), request.headers.get("accept", ""))
     answer = await request_plane(request).infer(
         name, None, routing_key(request), TaskInputs(request, query, fmt), request.state

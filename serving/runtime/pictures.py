@@ -39,7 +39,8 @@ def wanted_format(query_format: str | None, accept: str) -> str:
         if query_format not in FORMATS:
             raise BadRequest(f"query parameter format={query_format!r} is not one of {list(FORMATS)}")
         return query_format
-    return "png" if _prefers_png(accept) else "json"
+    # only `image/png` or `image/*` can win over JSON: most clients' Accept (none, */*, JSON) names neither
+    return "png" if "image/" in accept.lower() and _prefers_png(accept) else "json"
 
 
 def _prefers_png(accept: str) -> bool:

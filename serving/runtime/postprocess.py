@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import numpy as np
 
@@ -158,23 +158,82 @@ class TabularResult:
         return {"label": self.label, "probabilities": np.round(self.probabilities, 6).tolist()}
 
 
-class TabularResults(list[TabularResult]):
-    """The answers to a batch of records, in order; `.to_json()` is the task endpoint's body."""
+class TabularResults(Sequence[TabularResult]):
+    """The answers to a batch of records, in order; `.to_json()` is the task endpoint's body.
+
+    The task makes it from the run's columns (`from_columns`): the answer is written from them directly, and the
+    per-record `TabularResult`s are only built when something iterates them (drift, shadow, off the request path),
+    which keeps a one-row request's answer to a few numpy calls."""
 
     def __init__(self, results: Iterable[TabularResult], classes: Sequence[Any], regression: bool) -> None:
-        super().__init__(results)
+        self._rows: list[TabularResult] | None = list(results)
         self.classes = list(classes)
         self.regression = regression
+        self._answers: list[Any] = []  # labels (classifier) or values (regressor), when made from columns
+        self._probabilities: np.ndarray | None = None  # float64 [rows, classes], when made from columns
+
+    @classmethod
+    def from_columns(
+        cls, answers: list[Any], probabilities: np.ndarray | None, classes: Sequence[Any]
+    ) -> TabularResults:
+        """A classifier's labels and [rows, classes] probabilities, or (`probabilities` None) a regressor's values."""
+        results = cls((), classes, regression=probabilities is None)
+        results._rows, results._answers, results._probabilities = None, answers, probabilities
+        return results
+
+    @property
+    def rows(self) -> list[TabularResult]:
+        if self._rows is None:  # two threads may both build it: the same list, and the assignment is atomic
+            if self._probabilities is None:
+                self._rows = [TabularResult(value=v) for v in self._answers]
+            else:
+                pairs = zip(self._answers, self._probabilities, strict=True)
+                self._rows = [TabularResult(label=label, probabilities=p) for label, p in pairs]
+        return self._rows
+
+    @overload
+    def __getitem__(self, index: int) -> TabularResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TabularResult]: ...
+
+    def __getitem__(self, index: int | slice) -> TabularResult | list[TabularResult]:
+        return self.rows[index]
+
+    def __len__(self) -> int:
+        return len(self.rows) if self._rows is not None else len(self._answers)
+
+    def __iter__(self) -> Iterator[TabularResult]:
+        return iter(self.rows)
 
     def to_json(self) -> dict[str, Any]:
-        if self.regression:
-            return {"predictions": [r.value for r in self]}
-        probabilities = np.stack([r.probabilities for r in self if r.probabilities is not None])
-        return {
-            "predictions": [r.label for r in self],
-            "probabilities": np.round(probabilities, 6).tolist(),
-            "classes": self.classes,
-        }
+        if self._rows is None:
+            answers, probabilities = self._answers, self._probabilities
+        else:
+            answers = [r.value if self.regression else r.label for r in self._rows]
+            found = [r.probabilities for r in self._rows if r.probabilities is not None]
+            probabilities = None if self.regression else np.stack(found)
+        if self.regression or probabilities is None:
+            return {"predictions": answers}
+        return {"predictions": answers, "probabilities": rounded(probabilities, 6), "classes": self.classes}
+
+
+def rounded(matrix: np.ndarray, decimals: int) -> list[Any]:
+    """`np.round(matrix, decimals).tolist()` of a float64 [rows, columns] matrix. numpy rounds as
+    rint(x * 10**decimals) / 10**decimals in three ufunc calls, the most of a one-row answer's numpy time; Python's
+    round() of the same product is the same half-to-even rint, so a few values are rounded here bit for bit."""
+    if matrix.size > 64 or matrix.ndim != 2 or matrix.dtype != np.float64:
+        return list(matrix.round(decimals).tolist())
+    scale = 10.0**decimals
+    try:
+        return [[_rint(v * scale) / scale for v in row] for row in matrix.tolist()]
+    except (ValueError, OverflowError):  # nan or inf, which numpy keeps as they are
+        return list(matrix.round(decimals).tolist())
+
+
+def _rint(value: float) -> float:
+    whole = round(value)
+    return float(whole) if whole else math.copysign(0.0, value)  # rint keeps the sign of a zero: -0.4 -> -0.0
 
 
 ImageResult = SegmentationResult | DetectionResult | RegressionResult
@@ -421,18 +480,17 @@ class Tabular(Task):
         if post.task == "regression":
             flat = values[outputs[0].name].reshape(rows, -1)
             answers = (flat[:, 0] if flat.shape[1] == 1 else flat).tolist()
-            return TabularResults((TabularResult(value=v) for v in answers), (), regression=True)
+            return TabularResults.from_columns(answers, None, ())
         probs_spec = probabilities_output(outputs)
         assert probs_spec is not None
         probs = values[probs_spec.name].astype(np.float64)
         label_spec = next((s for s in outputs if s.name == "label"), None)
         labels = values[label_spec.name].reshape(-1) if label_spec else probs.argmax(axis=1)
-        classes = list(post.classes)
-        results = (
-            TabularResult(label=classes[int(i)] if 0 <= int(i) < len(classes) else int(i), probabilities=p)
-            for i, p in zip(labels, probs, strict=True)
-        )
-        return TabularResults(results, classes, regression=False)
+        classes = post.classes
+        if len(labels) != len(probs):  # checked here: the rows that would have refused it are built lazily
+            raise ValueError(f"the model answered {len(labels)} labels for {len(probs)} rows of probabilities")
+        named = [classes[i] if 0 <= i < len(classes) else i for i in map(int, labels.tolist())]
+        return TabularResults.from_columns(named, probs, classes)
 
 
 def probabilities_output(outputs: Specs) -> TensorSpec | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import cv2
@@ -11,7 +12,7 @@ import pytest
 from serving_helpers import png_bytes
 
 from serving.errors import BadRequest
-from serving.runtime.postprocess import TASKS, nms, records_to_matrix
+from serving.runtime.postprocess import TASKS, TabularResult, TabularResults, nms, records_to_matrix, rounded
 
 
 def test_every_contract_task_has_a_handler() -> None:
@@ -119,6 +120,38 @@ def test_tabular_records_give_labels_and_probabilities(client: Any) -> None:
     assert body["classes"] == ["no", "yes"]
     assert np.allclose(np.sum(body["probabilities"], axis=1), 1, atol=1e-5)
     assert r.json() == client.post("/v1/models/tab/predict", json=records).json()
+
+
+def test_tabular_answer_from_the_run_columns_is_the_per_record_answer() -> None:
+    """The task endpoint writes its answer from the run's columns; the per-record results (drift, shadow) are
+    built when iterated. Both give the answer the task endpoint gave before, byte for byte."""
+    probs = np.random.default_rng(0).random((3, 2))
+    labels, classes = ["no", "yes", "no"], ["no", "yes"]
+    per_record = TabularResults(
+        (TabularResult(label=x, probabilities=p) for x, p in zip(labels, probs, strict=True)), classes, False
+    )
+    columns = TabularResults.from_columns(labels, probs, classes)
+    before = {"predictions": labels, "probabilities": np.round(probs, 6).tolist(), "classes": classes}
+    assert json.dumps(columns.to_json()) == json.dumps(per_record.to_json()) == json.dumps(before)
+    assert len(columns) == 3 and [r.label for r in columns] == labels and columns[1].probabilities is not None
+    assert np.array_equal(np.stack([r.probabilities for r in columns]), probs)
+    values = TabularResults.from_columns([1.5, -2.0], None, ())
+    assert values.regression and values.to_json() == {"predictions": [1.5, -2.0]}
+    assert [r.value for r in values] == [1.5, -2.0] and values[0].probabilities is None
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        np.random.default_rng(1).random((4, 3)),
+        (np.arange(-16, 16).reshape(2, 16) + 0.5) * 1e-6,  # exact ties: half to even, as numpy's rint
+        np.array([[-1e-9, -0.0, 0.0, 4e-7, -4e-7, 1e300, 5e-324, 0.9999995]]),  # rint keeps a zero's sign
+        np.array([[np.nan, np.inf, -np.inf, 0.25]]),
+        np.random.default_rng(2).random((40, 3)),  # past the few values rounded in Python
+    ],
+)
+def test_rounded_probabilities_are_numpys_bit_for_bit(matrix: np.ndarray) -> None:
+    assert repr(rounded(matrix, 6)) == repr(np.round(matrix, 6).tolist())
 
 
 @pytest.mark.parametrize(
