@@ -51,7 +51,7 @@ from projects.yolo.config import get_preset as get_preset
 from projects.yolo.config import register_preset as register_preset
 from projects.yolo.model import ModelSpec, export_module, load_model, raw_predictions, resolve_model
 from projects.yolo.offline import load_ultralytics
-from projects.yolo.tracking import MlflowBridge
+from projects.yolo.tracking import PLOT_SUFFIXES, MlflowBridge
 
 load_ultralytics()
 
@@ -309,7 +309,26 @@ def finish_trained_run(cfg: YoloConfig, prep: Prepared, last: Path) -> dict[str,
     final = {k: v for k, v in run.data.metrics.items() if k.startswith("best/")}
     epochs_run = int(run.data.tags.get(vocab.EPOCHS_RUN) or 0)
     print(f"Run {cfg.resume} finished training: exporting its {best.name}, no epoch trained", flush=True)
-    return register_best(cfg, prep, best, int(args.get("imgsz") or cfg.imgsz), final, epochs_run, wants_export(None))
+    imgsz = int(args.get("imgsz") or cfg.imgsz)
+    if figures_wanted():
+        log_validation_figures(cfg, prep, best, imgsz)
+    return register_best(cfg, prep, best, imgsz, final, epochs_run, wants_export(None))
+
+
+def log_validation_figures(cfg: YoloConfig, prep: Prepared, best: Path, imgsz: int) -> None:
+    """ultralytics' figures of `best` on the val set (confusion matrix, PR/F1 curves, val batches with predicted
+    boxes), which a kiln tune trial or kiln cv fold did not draw: one validation pass, no training."""
+    from ultralytics import YOLO
+
+    yolo_console.configure()
+    with yolo_console.quiet(not cfg.verbose):
+        result = YOLO(str(best)).val(
+            data=str(prep.data_yaml), imgsz=imgsz, batch=cfg.batch, device=ultralytics_device(cfg.device),
+            workers=0, plots=True, project=str(prep.work), name="figures", exist_ok=True, verbose=False,
+        )  # fmt: skip
+    for path in sorted(Path(result.save_dir).iterdir()):
+        if path.suffix in PLOT_SUFFIXES:
+            mlflow.log_artifact(str(path), artifact_path="plots")
 
 
 def train(cfg: YoloConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
