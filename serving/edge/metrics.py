@@ -23,6 +23,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+# a request's count, its error count (4xx/5xx only) and its latency (a request that named a model only)
+RequestSeries = tuple[Counter, Counter | None, Histogram | None]
 CLIENT_CLOSED = 499  # nginx's status for a request whose client closed the connection before the answer
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -79,6 +81,7 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self._request_series: dict[tuple[str, str, str, int], RequestSeries] = {}
         mode = {"multiprocess_mode": "mostrecent"} if multiprocess else {}
         self.swap_failing = Gauge(
             "kiln_model_swap_failing",
@@ -96,11 +99,24 @@ class Metrics:
         )
 
     def observe_request(self, model: str, version: str, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(model, version, endpoint, str(status)).inc()
+        key = (model, version, endpoint, status)
+        series = self._request_series.get(key) or self._request_series.setdefault(key, self._series(*key))
+        count, errors, latency = series
+        count.inc()
+        if errors is not None:
+            errors.inc()
+        if latency is not None:
+            latency.observe(seconds)
+
+    def _series(self, model: str, version: str, endpoint: str, status: int) -> RequestSeries:
+        """The labelled children one request updates. Kept per label set: `labels()` takes a lock and checks its
+        values on every call, for series that are never removed (the labels are model, version, route template
+        and status, so there are a few of them)."""
+        errors = None
         if status >= 400 and status != CLIENT_CLOSED:  # a client that went away is not an error of the server
-            self.errors.labels(model, version, str(status)).inc()
-        if model:
-            self.latency.labels(model, version, endpoint).observe(seconds)
+            errors = self.errors.labels(model, version, str(status))
+        latency = self.latency.labels(model, version, endpoint) if model else None
+        return self.requests.labels(model, version, endpoint, str(status)), errors, latency
 
     def batch_observer(self, model: str, version: str) -> Callable[[int, float, float], None]:
         rows_hist = self.batch_rows.labels(model)

@@ -17,8 +17,10 @@ writes bytes.
 from __future__ import annotations
 
 import base64
+import functools
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, overload
 
@@ -177,7 +179,8 @@ class TabularResults(Sequence[TabularResult]):
         cls, answers: list[Any], probabilities: np.ndarray | None, classes: Sequence[Any]
     ) -> TabularResults:
         """A classifier's labels and [rows, classes] probabilities, or (`probabilities` None) a regressor's values."""
-        results = cls((), classes, regression=probabilities is None)
+        results = cls.__new__(cls)  # no per-record list to copy
+        results.classes, results.regression = list(classes), probabilities is None
         results._rows, results._answers, results._probabilities = None, answers, probabilities
         return results
 
@@ -226,14 +229,10 @@ def rounded(matrix: np.ndarray, decimals: int) -> list[Any]:
         return list(matrix.round(decimals).tolist())
     scale = 10.0**decimals
     try:
-        return [[_rint(v * scale) / scale for v in row] for row in matrix.tolist()]
+        # a zero keeps its sign, as rint's does (-0.4 -> -0.0); round() of nan or inf raises
+        return [[(round(v * scale) or math.copysign(0.0, v)) / scale for v in row] for row in matrix.tolist()]
     except (ValueError, OverflowError):  # nan or inf, which numpy keeps as they are
         return list(matrix.round(decimals).tolist())
-
-
-def _rint(value: float) -> float:
-    whole = round(value)
-    return float(whole) if whole else math.copysign(0.0, value)  # rint keeps the sign of a zero: -0.4 -> -0.0
 
 
 ImageResult = SegmentationResult | DetectionResult | RegressionResult
@@ -481,16 +480,32 @@ class Tabular(Task):
             flat = values[outputs[0].name].reshape(rows, -1)
             answers = (flat[:, 0] if flat.shape[1] == 1 else flat).tolist()
             return TabularResults.from_columns(answers, None, ())
-        probs_spec = probabilities_output(outputs)
-        assert probs_spec is not None
-        probs = values[probs_spec.name].astype(np.float64)
-        label_spec = next((s for s in outputs if s.name == "label"), None)
-        labels = values[label_spec.name].reshape(-1) if label_spec else probs.argmax(axis=1)
+        probs_name, label_name = _classifier_outputs(outputs)
+        probs = values[probs_name].astype(np.float64)
+        labels = values[label_name].reshape(-1) if label_name else probs.argmax(axis=1)
         classes = post.classes
         if len(labels) != len(probs):  # checked here: the rows that would have refused it are built lazily
             raise ValueError(f"the model answered {len(labels)} labels for {len(probs)} rows of probabilities")
         named = [classes[i] if 0 <= i < len(classes) else i for i in map(int, labels.tolist())]
         return TabularResults.from_columns(named, probs, classes)
+
+
+_CLASSIFIER_OUTPUTS: dict[int, tuple[Specs, str, str | None]] = {}  # id(outputs) -> (outputs, names)
+
+
+def _classifier_outputs(outputs: Specs) -> tuple[str, str | None]:
+    """The names of a classifier's probabilities and label outputs, found once per loaded model's specs (the
+    lookup walks the specs in Python, a request's answer only needs the names)."""
+    found = _CLASSIFIER_OUTPUTS.get(id(outputs))
+    if found is None or found[0] is not outputs:
+        probs = probabilities_output(outputs)
+        if probs is None:  # Tabular.check_io refuses such a model at load
+            raise ValueError(f"no [N, classes] float output among {[s.to_json() for s in outputs]}")
+        label = next((s.name for s in outputs if s.name == "label"), None)
+        if len(_CLASSIFIER_OUTPUTS) >= 256:  # swapped-out models' specs: forget them all now and then
+            _CLASSIFIER_OUTPUTS.clear()
+        found = _CLASSIFIER_OUTPUTS[id(outputs)] = (outputs, probs.name, label)
+    return found[1], found[2]
 
 
 def probabilities_output(outputs: Specs) -> TensorSpec | None:
@@ -504,14 +519,14 @@ def records_to_matrix(records: Any, features: tuple[str, ...]) -> np.ndarray:
     """[{feature: number | bool | null}, ...] -> float64 [N, F] in `features` order; null is missing (NaN)."""
     if not isinstance(records, list) or not records:
         raise BadRequest('expected a non-empty JSON list of records, or {"records": [...]}')
-    wanted = set(features)
-    rows: list[list[Any]] = []
+    wanted, row_of = _feature_lookup(features)
+    rows: list[Sequence[Any]] = []
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise BadRequest(f"record {i} is {type(record).__name__}, expected an object of feature: value")
         if record.keys() != wanted:
             _explain_keys(i, record, wanted)
-        rows.append([record[f] for f in features])
+        rows.append(row_of(record))
     try:
         return np.array(rows, dtype=np.float64)
     except (TypeError, ValueError):
@@ -519,12 +534,21 @@ def records_to_matrix(records: Any, features: tuple[str, ...]) -> np.ndarray:
         raise
 
 
-def _explain_keys(i: int, record: Mapping[str, Any], wanted: set[str]) -> None:
+@functools.lru_cache(maxsize=64)
+def _feature_lookup(features: tuple[str, ...]) -> tuple[frozenset[str], Callable[[Mapping[str, Any]], Sequence[Any]]]:
+    """A contract's feature names as a set, and a getter of a record's values in their order (made once per
+    contract, not per request: the set and a Python loop over 30 names were a tenth of a record's decoding)."""
+    if len(features) == 1:  # itemgetter of one name answers the value, not a tuple
+        return frozenset(features), lambda record: [record[features[0]]]
+    return frozenset(features), operator.itemgetter(*features)
+
+
+def _explain_keys(i: int, record: Mapping[str, Any], wanted: frozenset[str]) -> None:
     missing, unknown = sorted(wanted - record.keys()), sorted(record.keys() - wanted)
     raise BadRequest(f"record {i}: missing features {missing}, unknown features {unknown}")
 
 
-def _explain_values(rows: list[list[Any]], features: tuple[str, ...]) -> None:
+def _explain_values(rows: list[Sequence[Any]], features: tuple[str, ...]) -> None:
     for i, row in enumerate(rows):
         for name, value in zip(features, row, strict=True):
             if value is not None and not isinstance(value, int | float):  # bool is an int: a 0/1 flag
