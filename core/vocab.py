@@ -88,7 +88,6 @@ TUNE_BEST_RUN = TUNE_PREFIX + "best_run"
 CURVE_NOISE = "kiln.curve_noise"  # an Optuna trial attribute: its epoch-to-epoch noise (the forecast pruner's margin)
 TUNE_BEST_PREFIX = TUNE_PREFIX + "best."  # + a hyperparameter: the best trial's value
 TUNE_REGISTERED_VERSION = TUNE_PREFIX + "registered_version"
-TUNE_REFIT_RUN = TUNE_PREFIX + "refit_run"
 TUNE_REGISTERED_RUN = TUNE_PREFIX + "registered_run"  # the trial run the registered version was exported from
 STUDY_WORKER_ATTR = "kiln.worker"  # Optuna trial user attribute: the worker process that ran it
 STUDY_PARENT_ATTR = "kiln.parent_run_id"  # Optuna study user attributes

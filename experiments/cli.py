@@ -66,7 +66,7 @@ def advise_command(run_id: str, as_json: bool, no_log: bool, no_compare: bool, t
 @click.option("--sets", "joined", default="", hidden=True)
 @click.option("--experiment", help="MLflow experiment name [default: the current experiment].")
 @click.option("--register-best/--no-register-best", default=True, show_default=True,
-              help="Train the best trial's config once more and register it.")  # fmt: skip
+              help="Register the best trial from its own run (no training).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="Tracking store [default: MLFLOW_TRACKING_URI].")
 @click.option("--backend", type=click.Choice(["local", "sagemaker"]), default="local", show_default=True,

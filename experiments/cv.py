@@ -9,9 +9,9 @@ Folds are stratified by class where the family has classes (skinmodel), by image
 Each fold or seed is a nested child run. The parent logs, for every final metric the children share,
 `cv/<metric>/mean|std|n|ci95_low|ci95_high`, the raw values in the tag `kiln.cv.values.<metric>` (what the
 promotion significance gate reads), `folds.csv` and a plot of the per-fold values. One version is registered:
-the fold or seed model closest to the mean, exported from its own run and best weights without training again
-(skinmodel and YOLO train it once more), or with `--refit` the family's usual training on all its data; its run is a
-child of the parent, so `kiln promote --significance` finds the statistics.
+the fold or seed model closest to the mean, exported from its own run and best weights (or booster) without training
+again, so K folds are K trainings; or, with `--refit`, the family's usual training on all its data, trained once
+more. Either run is a child of the parent, so `kiln promote --significance` finds the statistics.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from experiments.runs import (
     create_child,
     experiment_id,
     finish_in_run,
-    finishes_from_run,
     mark_failed,
     open_parent,
     stamp,
@@ -260,18 +259,13 @@ def _plot(parts: list[Part], values: list[float], metric: str) -> Any:
 
 def _register(client: MlflowClient, parent: str, target: str, parts: list[Part], values: list[float],
               sets: Mapping[str, Any], refit: bool, result: CVResult) -> CVResult:  # fmt: skip
-    """Register the part closest to the mean from its own run (no training) where the family can export a finished
-    run; else train it once more with export. `--refit` trains the family's usual run on all the data instead."""
-    if not refit and finishes_from_run(target):
+    """Register the part closest to the mean from its own run (no training). `--refit`, the user's choice, trains the
+    family's usual run on all the data instead and registers that."""
+    if not refit:
         return _register_from_run(client, parent, target, parts, values, result)
-    if refit:
-        part, label = Part("refit", dict(sets), tags={vocab.CV_ROLE: "refit"}), "refit"
-    else:
-        chosen = parts[closest_to_mean(values)]
-        tags = {**(chosen.tags or {}), vocab.CV_ROLE: "registered"}
-        part, label = Part(chosen.label, chosen.overrides, chosen.fold, tags), f"{chosen.label}-registered"
-    print(f"[cv] training {label} with export to register it", flush=True)
-    child, final = _run_part(client, parent, target, part, export=True, label=label)
+    part = Part("refit", dict(sets), tags={vocab.CV_ROLE: "refit"})
+    print("[cv] training the refit on all the data with export to register it", flush=True)
+    child, final = _run_part(client, parent, target, part, export=True, label="refit")
     version = final.get("registered_version")
     if version is None:
         return result

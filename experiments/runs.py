@@ -109,24 +109,15 @@ def train_in_run(
         raise
 
 
-# Families that can export a finished run from its own checkpoints (their config's `resume` reopens the run, finds
-# every epoch done or the stop recorded, loads best.pt and exports): kiln tune and kiln cv register these from the
-# trial's or fold's own run. The others (skinmodel, YOLO) still train the chosen config once more to register it.
-FINISHES_FROM_RUN = ("edgnet", "microseg", "cr_recon")
-
-
-def finishes_from_run(target: str) -> bool:
-    from projects.common.families import get_family
-
-    return get_family(target).name in FINISHES_FROM_RUN
-
-
 def finish_in_run(client: MlflowClient, run_id: str, target: str, overrides: Mapping[str, Any]) -> dict[str, float]:
     """Export and register the model that child run `run_id` trained, in that run, without training it again.
 
-    The family resumes the run from its last checkpoint with no epoch left to train, loads its best weights, draws the
-    figures the trial or fold skipped, then exports and registers as a plain run would; the version's source run is
-    `run_id`. Only for families in FINISHES_FROM_RUN.
+    Every family's `resume` of a finished run trains nothing: the torch families find every epoch done (or the stop
+    recorded) in last.pt and load best.pt; skinmodel loads the booster it checkpointed at the end of training
+    (`projects.skinmodel.checkpoint`); YOLO loads the weights/best.pt ultralytics wrote. Each then draws the figures
+    the trial or fold skipped where it has any, and exports and registers as a plain run would (the same
+    registration decision and tags); the version's source run is `run_id`. A run whose checkpoint is gone fails
+    with a ResumeError naming it.
     """
     return train_in_run(client, run_id, target, {**overrides, "resume": run_id}, export=True)
 

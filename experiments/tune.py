@@ -9,8 +9,8 @@ with its params and per-epoch metrics, tagged `kiln.tune.trial` and `kiln.tune.s
 Each epoch's value of the objective (its running best) goes to Optuna; the pruner may stop a trial, which ends
 cleanly (FINISHED, `kiln.stopped_by`). A failing trial is recorded (FAILED, `kiln.error`) and the study goes on.
 Trials never register a model, draw no figures and decode their data once per study (projects/common/datacache.py);
-with `--register-best` the best trial is exported and registered from its own run and best weights, without training
-it again (families that cannot, skinmodel and YOLO, train its config once more), so a study adds one version.
+with `--register-best` the best trial is exported and registered from its own run and best weights (or booster),
+without training it again, so an N-trial study is N trainings and adds one version whose source run is the trial.
 The parent gets the best params and value, `trials.csv`, the optimisation history, intermediate values and parameter
 importance plots, and a note. Studies live in an Optuna RDB storage
 (a sqlite file by default, or PostgreSQL) that several processes or machines share; the same `--study` resumes.
@@ -45,7 +45,6 @@ from experiments.runs import (
     create_child,
     experiment_id,
     finish_in_run,
-    finishes_from_run,
     mark_failed,
     open_parent,
     stamp,
@@ -98,9 +97,7 @@ class TuneResult:
     best_params: dict[str, Any]
     counts: dict[str, int]  # state -> number of trials
     registered_version: int | None = None
-    refit_run_id: str | None = None  # families that cannot export a finished run train the best config once more
-    refit_value: float | None = None
-    registered_run_id: str | None = None  # the run the version was exported from: the best trial's (or the refit)
+    registered_run_id: str | None = None  # the run the version was exported from: the best trial's own
     note: str = ""
     trial_runs: dict[int, str] = field(default_factory=dict)  # trial number -> child run id
 
@@ -580,9 +577,7 @@ def _plots(study: Any, complete: list[Any]) -> dict[str, Any]:
 
 
 def _register_best(client: MlflowClient, spec: TuneSpec, best: Any, result: TuneResult) -> TuneResult:
-    """Export and register the best trial from its own run (its best weights, no training), where the family can."""
-    if not finishes_from_run(spec.target):
-        return _refit_best(client, spec, best, result)
+    """Export and register the best trial from its own run (its best weights, no training)."""
     run = str(best.user_attrs.get("mlflow_run_id", ""))
     print(f"[tune] registering trial {best.number} from its own run {run}", flush=True)
     try:
@@ -597,27 +592,6 @@ def _register_best(client: MlflowClient, spec: TuneSpec, best: Any, result: Tune
     return TuneResult(**{**result.__dict__, "registered_version": int(version), "registered_run_id": run})
 
 
-def _refit_best(client: MlflowClient, spec: TuneSpec, best: Any, result: TuneResult) -> TuneResult:
-    """Train the best trial's config once more, with export and registration, as a child of the parent."""
-    tags = {vocab.TUNE_STUDY: spec.study, vocab.TUNE_TRIAL: str(best.number), vocab.TUNE_STATE: "refit",
-            NOTE_TAG: f"Refit of trial {best.number} (the best of study {spec.study}), registered."}  # fmt: skip
-    child = create_child(client, spec.parent_run_id, f"best-trial-{best.number}", tags)
-    print(f"[tune] training trial {best.number}'s config again to register it (run {child})", flush=True)
-    try:
-        final = train_in_run(client, child, spec.target, {**spec.sets, **spec.space.fixed, **best.params}, export=True)
-    except Exception as err:
-        mark_failed(client, child, err)
-        raise KilnError(f"the refit of the best trial {best.number} failed: {err}") from err
-    version = final.get("registered_version")
-    if version is not None:
-        client.set_tag(spec.parent_run_id, vocab.TUNE_REGISTERED_VERSION, str(int(version)))
-        client.set_tag(spec.parent_run_id, vocab.TUNE_REFIT_RUN, child)
-        client.set_tag(spec.parent_run_id, vocab.TUNE_REGISTERED_RUN, child)
-    refit_value = final.get(spec.metric)
-    return TuneResult(**{**result.__dict__, "registered_version": int(version) if version is not None else None,
-                         "refit_run_id": child, "refit_value": refit_value, "registered_run_id": child})  # fmt: skip
-
-
 def _note(spec: TuneSpec, complete: list[Any], best: Any, counts: Mapping[str, int], result: TuneResult) -> str:
     values = sorted((float(t.value) for t in complete), reverse=spec.mode == "max")
     runner = f"; runner-up {values[1]:.6g} ({float(best.value) - values[1]:+.4g})" if len(values) > 1 else ""
@@ -625,13 +599,8 @@ def _note(spec: TuneSpec, complete: list[Any], best: Any, counts: Mapping[str, i
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
     text = (f"Study {spec.study}: trial {best.number} won with {spec.metric}={float(best.value):.6g}{runner}{median} "
             f"({_counts_text(counts)}). Best params: {params}.")  # fmt: skip
-    if result.registered_version is not None and result.refit_run_id is None:
+    if result.registered_version is not None:
         text += f" Registered version {result.registered_version} from trial {best.number}'s own run."
-    elif result.registered_version is not None:
-        refit = f"{result.refit_value:.6g}" if result.refit_value is not None else "n/a"
-        text += (
-            f" Refit run {result.refit_run_id} ({spec.metric}={refit}) registered version {result.registered_version}."
-        )
     return text
 
 
@@ -653,7 +622,9 @@ def _note(spec: TuneSpec, complete: list[Any], best: Any, counts: Mapping[str, i
 @click.option("--storage", default="", help="Optuna RDB URL ('' = sqlite file under $KILN_HOME).")
 @click.option("--workers", default="1", help="Processes sharing the study.")
 @click.option("--sets", "joined", default="", help="Space-separated key=value config overrides for every trial.")
-@click.option("--register-best", "register_best", default="true", help="true: refit and register the best trial.")
+@click.option(
+    "--register-best", "register_best", default="true", help="true: register the best trial from its own run."
+)
 @cli_errors
 def main(target: str, space_path: str, trials: str, metric: str, mode: str, pruner: str, sampler: str,
          seed: str, timeout: str, study: str, storage: str, workers: str, joined: str,

@@ -314,7 +314,7 @@ def tune_on_sagemaker(
     version = register_best(client, result.parent_run_id, best_run)
     note = f"{result.note} Trial {result.best_trial}'s own model (run {best_run}) registered as version {version}."
     client.set_tag(result.parent_run_id, vocab.NOTE_TAG, note)
-    return dataclasses.replace(result, registered_version=version, refit_run_id=None, note=note)
+    return dataclasses.replace(result, registered_version=version, note=note)
 
 
 # ------------------------------------------------------------------ the best trial's own model

@@ -41,6 +41,7 @@ class SkinConfig:
     subsample: float = cfg_field(0.9, "share of rows sampled per tree")
     colsample_bytree: float = cfg_field(0.8, "share of columns sampled per tree")
     device: str = cfg_field("auto", "auto (CUDA when present), cpu or cuda")
+    resume: str = cfg_field("", "MLflow run id to continue from its booster checkpoint (or, finished, to export)")
 
 
 FAMILY = register_family(
@@ -66,6 +67,7 @@ FAMILY = register_family(
             "model_name",
             "register",
             "drop_columns",
+            "resume",
         ),
     )
 )

@@ -2,10 +2,12 @@
 
     mlflow run . -e skinmodel --env-manager local -P n_estimators=300
     python -m projects.skinmodel.train --data my.csv --target label --task auto
+    python -m projects.skinmodel.train --resume <run_id>   # continue a killed run, or export a finished one
 
 With no `--data`, the bundled sample (scikit-learn's breast-cancer table, `data/tabular.py`) is used with
 its target column `diagnosis`. The CSV is checked before a run starts, so a bad file never leaves a
-half-logged run behind.
+half-logged run behind. The booster is checkpointed in the run (`projects.skinmodel.checkpoint`), which is what
+`--resume` continues, or exports without training when the run had finished.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from projects.common import console, registration, tracking
 from projects.common.callbacks import EpochListener, figures_wanted, wants_export
 from projects.common.config import entry_point
 from projects.common.onnx_export import log_onnx_model
+from projects.skinmodel import checkpoint as boostckpt
 from projects.skinmodel import model as xgbcore
 from projects.skinmodel.config import FAMILY as FAMILY
 from projects.skinmodel.config import RANKING as RANKING
@@ -207,14 +210,17 @@ def train(cfg: SkinConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[st
     split = split_table(table, cfg.val_fraction, cfg.seed)
     params = boost_params(cfg)
     registration.check_mode(cfg.register)
-    with tracking.start_run(run_name=cfg.model_name):
+    # A bad --resume fails here, before the old run is reopened (and, failing, marked FAILED).
+    resumed = boostckpt.fetch(cfg.resume, len(table.feature_names)) if cfg.resume else None
+    with tracking.start_run(run_name=cfg.model_name, resume_run_id=cfg.resume or None):
         data_text = f"{path.name} ({len(table.target)} rows, {len(table.feature_names)} features)"
         console.header("skinmodel", table.task, data_text, params.device)
         _log_context(cfg, path, table, split)
-        model, stop = xgbcore.fit_listened(table.task, params, split.x_train, split.y_train, split.x_val,
-                                           split.y_val, round_logger(params.n_estimators), listeners)  # fmt: skip
+        data = (split.x_train, split.y_train, split.x_val, split.y_val)
+        model, stop, history = boostckpt.fit(table.task, params, data, round_logger(params.n_estimators), listeners,
+                                             resumed)  # fmt: skip
         proba = xgbcore.predict(model, split.x_val)
-        final = {**final_metrics(table, split, proba), **xgbcore.best_round_metrics(model)}
+        final = {**final_metrics(table, split, proba), **xgbcore.best_round_metrics(model, history)}
         mlflow.log_metrics(final)  # measured; the counters below are tags
         counters = {"best_iteration": xgbcore.best_round(model), "n_trees": model.get_booster().num_boosted_rounds()}
         registration.bookkeeping(**counters)

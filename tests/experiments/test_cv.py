@@ -30,7 +30,8 @@ def test_three_folds_register_the_fold_closest_to_the_mean(mlflow_uri: str, skin
     assert parent.data.tags["kiln.cv.kind"] == "folds"
     folds = client.search_runs(["0"], filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
     rows = {r.data.tags["mlflow.runName"]: r for r in folds}
-    assert set(rows) == {"fold-0", "fold-1", "fold-2", f"{_closest(values)}-registered"}
+    assert set(rows) == {"fold-0", "fold-1", "fold-2"}  # the registered fold is one of them, not trained again
+    assert result.registered_run_id == rows[_closest(values)].info.run_id
     assert [rows[f"fold-{i}"].data.params["val_rows"] for i in range(3)] == ["20", "20", "20"]
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "plots")}
     assert artifacts == {"plots/cv_best_val_auc.png"}

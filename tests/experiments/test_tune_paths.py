@@ -30,8 +30,7 @@ def _tune(args: list[str]) -> str:
 
 
 def _trial_runs(client: MlflowClient, parent: str) -> list:  # type: ignore[type-arg]
-    runs = client.search_runs(["0"], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'")
-    return [r for r in runs if r.data.tags["kiln.tune.state"] != "refit"]
+    return client.search_runs(["0"], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'")
 
 
 def _sets(skin_sets: dict[str, str]) -> list[str]:
@@ -125,16 +124,27 @@ def tiny_safety(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_yolo_preset_through_the_callback_bridge(
-    mlflow_uri: str, kiln_home: Path, tiny_safety: Path, tmp_path: Path
+    mlflow_uri: str, kiln_home: Path, tiny_safety: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Two trials are two trainings: the best one is exported and registered from its own run's best.pt."""
     from kiln.cli import main
+    from projects.yolo.train import KilnDetectionTrainer
 
+    trainings: list[str] = []
+    fit = KilnDetectionTrainer.train
+
+    def counted(self: KilnDetectionTrainer) -> None:
+        trainings.append(str(self.args.lr0))
+        fit(self)
+
+    monkeypatch.setattr(KilnDetectionTrainer, "train", counted)
     space = tmp_path / "yolo.yaml"
     space.write_text("lr0: {type: float, low: 0.001, high: 0.02, log: true}\nepochs: 2\nimgsz: 32\nbatch: 4\n")
-    args = ["--space", str(space), "--trials", "2", "--study", "y", "--seed", "0", "--no-register-best"]
-    sets = [f"--set=data={tiny_safety}", "--set=device=cpu"]
+    args = ["--space", str(space), "--trials", "2", "--study", "y", "--seed", "0"]
+    sets = [f"--set=data={tiny_safety}", "--set=device=cpu", "--set=register=always"]
     result = CliRunner().invoke(main, ["tune", "safety_detection", *args, *sets])
     assert result.exit_code == 0, result.output
+    assert len(trainings) == 2  # registering the best trial trained nothing
     trials = optuna.load_study(study_name="y", storage=f"sqlite:///{kiln_home / 'optuna.db'}").trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert [sorted(t.intermediate_values) for t in trials] == [[1, 2], [1, 2]]  # one report per epoch
@@ -145,6 +155,15 @@ def test_yolo_preset_through_the_callback_bridge(
         assert len(client.get_metric_history(run.info.run_id, "metrics/mAP50-95")) == 2
     parent = client.get_run(run.data.tags[PARENT_TAG])
     assert parent.data.tags["kiln.metric"] == "best/mAP50-95" and "best/mAP50-95" in parent.data.metrics
+    (version,) = client.search_model_versions("name = 'safety_detection'")
+    best = client.get_run(version.run_id)
+    assert best.data.tags["kiln.tune.trial"] == parent.data.tags["kiln.tune.best_trial"]
+    assert version.run_id == parent.data.tags["kiln.tune.registered_run"] == parent.data.tags["kiln.tune.best_run"]
+    assert best.data.tags["kiln.registered"] == "true" and best.data.tags["kiln.epochs_run"] == "2"
+    runs = [t.user_attrs["mlflow_run_id"] for t in trials]
+    plots = {r: {a.path for a in client.list_artifacts(r, "plots")} for r in runs}
+    assert "plots/confusion_matrix.png" in plots.pop(version.run_id)  # drawn by the registering pass only
+    assert plots == {r: set() for r in plots}
 
 
 def test_first_worker_does_not_wait_for_a_worker_that_died() -> None:

@@ -7,6 +7,7 @@ registered ONNX carries a contract that parses; the predictor loads the register
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -41,6 +42,8 @@ def test_every_family_is_complete() -> None:
         assert family.smoke is not None, f"{name}: register a smoke(folder) for the registry's smoke test"
         assert family.selected_by is not None, f"{name}: say which per-step metric picks the exported step"
         assert family.ranking.metric != per_step_twin(family.ranking), f"{name}: rank by a once-logged summary"
+        fields = {f.name for f in dataclasses.fields(family.config_cls)}
+        assert "resume" in fields, f"{name}: kiln tune/cv register a trial by resuming its finished run (finish_in_run)"
         for entry in family.entry_points:
             family.resolve(entry if family.preset(entry) else None)  # every preset resolves with its defaults
 
