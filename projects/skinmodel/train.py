@@ -34,6 +34,7 @@ from projects.common.config import entry_point
 from projects.common.onnx_export import log_onnx_model
 from projects.skinmodel import checkpoint as boostckpt
 from projects.skinmodel import model as xgbcore
+from projects.skinmodel.baseline import baseline_test, trivial_baseline
 from projects.skinmodel.config import FAMILY as FAMILY
 from projects.skinmodel.config import RANKING as RANKING
 from projects.skinmodel.config import SkinConfig as SkinConfig
@@ -187,20 +188,6 @@ def _log_context(cfg: SkinConfig, path: Path, table: Table, split: Split) -> Non
     )
 
 
-def trivial_baseline(task: str, split: Split) -> tuple[float, str]:
-    """The ranking metric of a model that ignores the features: constant score (AUC 0.5), the class frequencies
-    (their log loss on val), or the training mean (its RMSE on val). registry/baseline.py reads it."""
-    if task == "binary":
-        return 0.5, "a constant score"
-    if task == "multiclass":
-        classes, counts = np.unique(split.y_train, return_counts=True)
-        prior = dict(zip(classes.tolist(), (counts / counts.sum()).tolist(), strict=True))
-        p = np.array([prior.get(y, 0.0) for y in split.y_val.tolist()])
-        return float(-np.mean(np.log(np.clip(p, 1e-15, 1.0)))), "the training class frequencies"
-    mean = float(np.mean(split.y_train))
-    return float(np.sqrt(np.mean((split.y_val.astype(float) - mean) ** 2))), "the training mean"
-
-
 def train(cfg: SkinConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str, float]:
     """Check the data, train, track, export and register; returns the final metrics."""
     check_config(cfg)
@@ -229,6 +216,7 @@ def train(cfg: SkinConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[st
         outcome = registration.export_and_register(
             cfg.register, RANKING[table.task], final, cfg.model_name,
             lambda register: export_and_register(cfg, model, table, split, register), allowed=wants_export(stop),
+            evidence=lambda: baseline_test(table.task, split, proba),
         )  # fmt: skip
         if outcome.version is not None:
             final["registered_version"] = float(outcome.version)

@@ -65,12 +65,14 @@ def test_a_model_at_its_baseline_is_not_registered_unless_forced(mlflow_uri, con
     (run,) = client.search_runs(["0"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["kiln.registered"] == "false"
-    assert "best_val_auc 0.5 is no better than the trivial baseline 0.5" in run.data.tags["kiln.not_registered_reason"]
+    reason = run.data.tags["kiln.not_registered_reason"]  # the Mann-Whitney test on the 12 val rows, in words
+    assert reason.startswith("AUC 0.5 on 12 validation rows is not significantly above 0.5, the trivial baseline")
+    assert "(a constant score; Mann-Whitney U, p=1 > 0.05)" in reason and run.data.tags["kiln.baseline_p"] == "1"
     assert client.search_registered_models() == []
     logged = mlflow.search_logged_models(experiment_ids=["0"], output_format="list")
     assert [m.source_run_id for m in logged] == [run.info.run_id]  # the ONNX model is logged, only not registered
     lines = out.strip().splitlines()
-    assert any(line.startswith("Not registered: best_val_auc 0.5 is no better") for line in lines)
+    assert any(line.startswith("Not registered: AUC 0.5 on 12 validation rows is not") for line in lines)
     assert lines[0].startswith("kiln · skinmodel (binary) · data flat.csv (60 rows, 1 features) · device cpu")
     assert lines[1].startswith("run flat · http://127.0.0.1:5000/#/experiments/0/runs/")
     assert lines[-1].startswith("Done: http://") and "next: train longer" in lines[-1]
@@ -125,3 +127,22 @@ def test_the_contract_fits_one_line_for_every_task():
     assert contract_line(seg) == "gray 96x96 image (stretch), (x/255 - 0.5)/0.5 -> sigmoid mask > 0.5"
     assert curl_line("edgnet", seg) == "curl -F image=@picture.png 127.0.0.1:8080/v1/models/edgnet/predict"
     assert contract_line(cr_contract(CRConfig(), 64)).endswith("-> values of shape [2, 2, 30] (BGGR)")
+
+
+@pytest.mark.slow
+def test_a_skinmodel_regression_on_noise_is_not_registered(mlflow_uri, tmp_path):
+    from projects.common.config import resolve_config
+    from projects.skinmodel.train import SkinConfig, train
+
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"]).assign(y=rng.normal(size=120))
+    frame.to_csv(tmp_path / "noise.csv", index=False)
+    flags = {"data": str(tmp_path / "noise.csv"), "target": "y", "task": "regression", "n_estimators": 20,
+             "max_depth": 3, "early_stopping_rounds": 0, "model_name": "noise"}  # fmt: skip
+    final = train(resolve_config(SkinConfig, None, flags))
+    assert "registered_version" not in final
+    (run,) = MlflowClient().search_runs(["0"])
+    assert run.info.status == "FINISHED" and run.data.tags["kiln.registered"] == "false"
+    reason = run.data.tags["kiln.not_registered_reason"]
+    assert "validation rows is not significantly below" in reason and "(the training mean; paired t-test" in reason
+    assert float(run.data.tags["kiln.baseline_p"]) > 0.05
