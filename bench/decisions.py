@@ -389,8 +389,8 @@ def _tabular_case(rng: np.random.Generator, n: int, task: str, model: str) -> tu
     """One simulated skinmodel run's validation rows, through skinmodel's own test (projects/skinmodel/baseline.py):
     (the test, what the point rule decided). Binary: 40% positives, learned scores separate the classes with
     AUC about 0.75. Regression: y = x + noise, R^2 about 0.5 for the learned model. Multiclass: 3 classes."""
-    from projects.skinmodel.data import Split
     from projects.skinmodel.baseline import baseline_test
+    from projects.skinmodel.data import Split
 
     y_train = rng.normal(scale=np.sqrt(2), size=n)  # regression's training targets: the trivial model's mean
     y: np.ndarray
