@@ -118,6 +118,7 @@ def test_spot_restart_resumes_in_the_same_run_then_serves(
             "batch_size": "4",
             "patience": "0",
             "model_name": "sm_edgnet",
+            "register": "always",  # 2 validation images are too few for register=auto's test; this is about resume
         },
     )
     env = team.aws_env()
