@@ -490,22 +490,14 @@ class Tabular(Task):
         return TabularResults.from_columns(named, probs, classes)
 
 
-_CLASSIFIER_OUTPUTS: dict[int, tuple[Specs, str, str | None]] = {}  # id(outputs) -> (outputs, names)
-
-
+@functools.lru_cache(maxsize=256)
 def _classifier_outputs(outputs: Specs) -> tuple[str, str | None]:
     """The names of a classifier's probabilities and label outputs, found once per loaded model's specs (the
     lookup walks the specs in Python, a request's answer only needs the names)."""
-    found = _CLASSIFIER_OUTPUTS.get(id(outputs))
-    if found is None or found[0] is not outputs:
-        probs = probabilities_output(outputs)
-        if probs is None:  # Tabular.check_io refuses such a model at load
-            raise ValueError(f"no [N, classes] float output among {[s.to_json() for s in outputs]}")
-        label = next((s.name for s in outputs if s.name == "label"), None)
-        if len(_CLASSIFIER_OUTPUTS) >= 256:  # swapped-out models' specs: forget them all now and then
-            _CLASSIFIER_OUTPUTS.clear()
-        found = _CLASSIFIER_OUTPUTS[id(outputs)] = (outputs, probs.name, label)
-    return found[1], found[2]
+    probs = probabilities_output(outputs)
+    if probs is None:  # Tabular.check_io refuses such a model at load
+        raise ValueError(f"no [N, classes] float output among {[s.to_json() for s in outputs]}")
+    return probs.name, next((s.name for s in outputs if s.name == "label"), None)
 
 
 def probabilities_output(outputs: Specs) -> TensorSpec | None:
