@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from projects.cr_recon import data as crdata
-from projects.cr_recon.train import load_config, mean_baseline_pearson, prepare, train
+from projects.cr_recon.train import load_config, mean_baseline_pearson, mean_spectrum, prepare, train
 
 CONFIG = Path(__file__).resolve().parents[1] / "projects" / "cr_recon" / "configs" / "cpu_small.yaml"
 
@@ -32,7 +32,7 @@ def main(config_path: str, epochs: str, threads: str) -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # one line per epoch instead of a progress bar
     cfg = load_config(config_path, {"epochs": epochs, "num_threads": threads, "model_name": "cr_recon_bench"})
     _, prepared, _, val_loader = prepare(cfg)
-    baseline = mean_baseline_pearson(prepared, val_loader)
+    baseline = mean_baseline_pearson(mean_spectrum(prepared, val_loader), val_loader)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -304,7 +304,7 @@ def _train(cfg: CRConfig, listeners: tuple[EpochListener, ...] = ()) -> dict[str
         folder, prepared, train_loader, val_loader = prepare(cfg)  # bad data fails here, before any run
     model = build_model(cfg, int(prepared.struct.shape[-1]))
     mean = mean_spectrum(prepared, val_loader)
-    baseline = mean_baseline_pearson(prepared, val_loader)
+    baseline = mean_baseline_pearson(mean, val_loader)
     registration.check_mode(cfg.register)
     shards = distributed.shard(train_loader, cfg.seed, True), distributed.shard(val_loader, cfg.seed, False)
     if not distributed.world().is_main:
@@ -339,9 +339,9 @@ def mean_spectrum(prepared: crdata.Prepared, val_loader: DataLoader[Any]) -> tor
     return torch.from_numpy(np.asarray(prepared.bayer[train_idx]).mean(axis=0))
 
 
-def mean_baseline_pearson(prepared: crdata.Prepared, val_loader: DataLoader[Any]) -> float:
-    """Val Pearson of always predicting the mean training spectrum: what a model must beat to have learnt."""
-    mean = mean_spectrum(prepared, val_loader)
+def mean_baseline_pearson(mean: torch.Tensor, val_loader: DataLoader[Any]) -> float:
+    """Val Pearson of always predicting `mean` (the mean training spectrum, `mean_spectrum`): what a model must beat
+    to have learnt."""
     dataset = val_loader.dataset
     val = torch.from_numpy(np.asarray(dataset.bayer[dataset.indices]))  # type: ignore[attr-defined]
     return float(pearson(mean.expand_as(val), val).mean())
