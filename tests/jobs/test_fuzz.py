@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from jobs.app import create_app
 from jobs.settings import Settings
+from tests.conformance import conformance_checks
 
 EXAMPLES = 25  # per operation and generation mode
 
@@ -81,23 +82,6 @@ def live(settings: Settings) -> Iterator[str]:
 
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")  # the refusals no JSON schema can state, per operation
-
-
-def conformance_checks() -> list[Any]:
-    """Every check `schemathesis run --checks all` runs on a case: statuses, content types, headers and bodies as the
-    schema documents them, 405s with the path's whole `Allow`, invalid data refused and valid data accepted (with
-    the statuses schemathesis.toml allows for the operations whose refusals no schema can state)."""
-    from schemathesis.specs.openapi import checks
-
-    return [
-        checks.status_code_conformance,
-        checks.content_type_conformance,
-        checks.response_headers_conformance,
-        checks.response_schema_conformance,
-        checks.negative_data_rejection,
-        checks.positive_data_acceptance,
-        checks.allow_header_conformance,
-    ]
 
 
 @pytest.mark.slow

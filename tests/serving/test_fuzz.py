@@ -23,6 +23,7 @@ import requests
 from serving_helpers import LiveServer, Registry, image_example, png_bytes, seg_model, tabular_model
 
 from serving.edge.app import create_app
+from tests.conformance import conformance_checks
 
 EXAMPLES = 30  # per operation and generation mode (schemathesis stops early where it runs out of distinct cases)
 CONFIG = Path(__file__).with_name("schemathesis.toml")  # the refusals no JSON schema can state, per operation
@@ -86,24 +87,6 @@ def fuzz_operation(op: Any, mode: Any, examples: int, result: FuzzResult, send: 
             result.nonconforming.append(f"{str(failure)[:400]} {case.as_curl_command()[:300]} -> {response.text[:200]}")
 
     call()
-
-
-def conformance_checks() -> list[Any]:
-    """Every check `schemathesis run --checks all` runs on a case: statuses, content types, headers and bodies as
-    documented, 405s with the path's whole `Allow`, invalid data refused and valid data accepted. Whether a tensor,
-    a record or an image fits a model depends on the model, which one schema for every served model cannot state:
-    schemathesis.toml (CONFIG) lists the statuses the inference routes may give a request the schema allows."""
-    from schemathesis.specs.openapi import checks
-
-    return [
-        checks.status_code_conformance,
-        checks.content_type_conformance,
-        checks.response_headers_conformance,
-        checks.response_schema_conformance,
-        checks.negative_data_rejection,
-        checks.positive_data_acceptance,
-        checks.allow_header_conformance,
-    ]
 
 
 def narrow(raw: dict[str, Any], values: dict[str, list[str]]) -> dict[str, Any]:
