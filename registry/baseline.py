@@ -3,8 +3,9 @@
     python -c "from registry.baseline import at_baseline; print(at_baseline(0.0, 0.0, 'max'))"
 
 Training logs, on each run, the value its ranking metric (`kiln.metric`) would have for a trivial model of the
-task as the run tag `kiln.baseline`: IoU of an all-background mask, mAP 0 for a detector that finds nothing,
-the Pearson of always predicting the mean spectrum, the AUC or accuracy of always answering the majority class.
+task as the run tag `kiln.baseline`: the IoU of the best mask that ignores the image (all background, all
+foreground or a fixed mask), mAP 0 for a detector that finds nothing, the Pearson of always predicting the mean
+spectrum, the AUC or accuracy of always answering the majority class.
 A promotion over a held alias is judged against the holder; a *first* promotion has nothing to be compared
 with, so kiln compares the version with its baseline instead and warns (it does not refuse) when it is no
 better: an all-zero detector should not reach production without someone noticing.

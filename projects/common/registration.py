@@ -4,18 +4,17 @@
     kiln train safety_detection --set epochs=1 --set register=never
 
 Every family tags its run with the value its ranking metric would have for a trivial model of the task
-(`kiln.baseline`: IoU 0 of an all-background mask, mAP 0 of a detector that finds nothing, the Pearson of the
-mean spectrum, AUC 0.5 of a constant score). With `register=auto` (the default) the exported model registers
-only when it is *significantly* better than that trivial model on the validation examples: the family hands in
-the per-example evidence (`registry.baseline.BaselineTest`: validation scores and labels for an AUC, per-row
-losses of the model and of the trivial model, per-image overlaps of the model's mask and of the best trivial
-mask), and the one-sided test must reach `REGISTER_ALPHA` (0.05), so a model that learned nothing registers
-about 5% of the time rather than half of it (bench/decisions.py measures both rates). A family without
-per-example evidence (yolo's mAP) falls back to beating the baseline's value. `always` registers whatever the
-metric, `never` only logs the model in the run. A run that does not register still ends FINISHED, with the
-tags `kiln.registered=false` and `kiln.not_registered_reason` (with the test's p-value in `kiln.baseline_p`),
-one console line saying why, and its ONNX model
-logged in the run (the MLflow UI's *Register model* button, or `-P register=always`, registers it later).
+(`kiln.baseline`: the IoU of the best mask that ignores the image, mAP 0 of a detector that finds nothing, the
+Pearson of the mean spectrum, AUC 0.5 of a constant score). With `register=auto` (the default) the exported model
+registers only when it is *significantly* better than that trivial model on the validation examples: the family
+hands in the per-example evidence (`registry.baseline.BaselineTest`: validation scores and labels for an AUC,
+per-row losses of the model and of the trivial model, per-image overlaps of the model's mask and of the best trivial
+mask), and the one-sided test must reach `REGISTER_ALPHA` (0.05), so a model that learned nothing registers about 5%
+of the time rather than half of it (bench/decisions.py measures both rates). A family without per-example evidence
+(yolo's mAP) falls back to beating the baseline's value. `always` registers whatever the metric, `never` only logs
+the model in the run. A run that does not register still ends FINISHED, with the tags `kiln.registered=false` and
+`kiln.not_registered_reason` (with the test's p-value in `kiln.baseline_p`), one console line saying why, and its
+ONNX model logged in the run (the MLflow UI's *Register model* button, or `-P register=always`, registers it later).
 
 Bookkeeping values (the registered version, the best epoch, the ONNX check's largest difference) are tags
 here, not metrics: metrics are for what was measured, and the MLflow UI charts every metric.
